@@ -1,0 +1,3 @@
+from kipuka.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""A CA whose key is a software key file on this host (the embedded default)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from kipuka.ca.base import IssueRequest, Issued
+from kipuka.ca.profile import build_certificate
+from kipuka.config import CAConfig
+from kipuka.pem import load_certificates, load_private_key
+
+
+class LocalCA:
+    def __init__(self, ca_id: str, key: CertificateIssuerPrivateKeyTypes, chain: list[x509.Certificate]) -> None:
+        self.id = ca_id
+        self._key = key
+        self._chain = chain
+        self._cert = chain[0]
+
+    @classmethod
+    def from_config(cls, cfg: CAConfig) -> "LocalCA":
+        chain = load_certificates(cfg.cert)[:1]
+        if cfg.chain is not None:
+            chain += [c for c in load_certificates(cfg.chain) if c != chain[0]]
+        key = load_private_key(cfg.key)
+        if key.public_key() != chain[0].public_key():  # type: ignore[union-attr]
+            raise ValueError(f"ca.{cfg.id}: key does not match certificate {cfg.cert}")
+        return cls(cfg.id, key, chain)  # type: ignore[arg-type]
+
+    def ca_certificates(self) -> list[x509.Certificate]:
+        return list(self._chain)
+
+    def is_issuer_of(self, cert: x509.Certificate) -> bool:
+        if cert.issuer != self._cert.subject:
+            return False
+        try:
+            cert.verify_directly_issued_by(self._cert)
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+        return True
+
+    async def issue(self, req: IssueRequest) -> Issued:
+        # Signing one certificate costs ~0.1 ms (EC) to ~2 ms (RSA-3072): cheaper
+        # inline than the hand-off to a thread would be.
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        cert = build_certificate(req, self._cert, self._key, x509.random_serial_number(), now)
+        return Issued(cert)

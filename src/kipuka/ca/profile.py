@@ -1,0 +1,73 @@
+"""The end-entity certificate profile that every software-signing back end applies.
+
+Extensions come only from the RA's template, never from the CSR: the CA flag is
+always false, so no CSR can ask its way into a CA certificate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from kipuka.ca.base import IssueRequest
+
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def key_usage_for(public_key: object) -> x509.KeyUsage:
+    """digitalSignature for every key; RSA keys may also transport keys (TLS 1.2 RSA kex, S/MIME)."""
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def signing_hash(issuer_key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+    if isinstance(issuer_key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(issuer_key, ec.EllipticCurvePrivateKey) and issuer_key.curve.key_size > 256:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def build_certificate(
+    req: IssueRequest,
+    issuer: x509.Certificate,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    serial: int,
+    now: dt.datetime,
+) -> x509.Certificate:
+    not_after = min(now + req.validity, issuer.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(req.subject)
+        .issuer_name(issuer.subject)
+        .public_key(req.public_key)
+        .serial_number(serial)
+        .not_valid_before(max(now - CLOCK_SKEW, issuer.not_valid_before_utc))
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(key_usage_for(req.public_key), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(req.public_key), critical=False)
+        .add_extension(_authority_key_id(issuer), critical=False)
+    )
+    if req.ekus:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(req.ekus)), critical=False)
+    if req.san is not None:
+        # RFC 5280 4.2.1.6: SAN is critical when the subject is empty.
+        builder = builder.add_extension(req.san, critical=len(req.subject) == 0)
+    return builder.sign(issuer_key, signing_hash(issuer_key))
+
+
+def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The kipuka command line."""

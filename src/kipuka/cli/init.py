@@ -1,0 +1,152 @@
+"""`kipuka init DIR`: a complete demo deployment made on the spot.
+
+Layout (private keys apart from what is served, in a 0700 folder, files 0600):
+
+    DIR/kipuka.toml            the configuration, commented
+    DIR/ca/root.pem            the root CA shared by every label
+    DIR/ca/<id>.pem            one issuing CA per CA id (default, iot-fleet, corp-devices)
+    DIR/tls/server.pem         TLS server certificate + its issuing CA (localhost, 127.0.0.1, ::1)
+    DIR/tls/client-ca.pem      trust anchors for client certificates: the issuing CAs and the root
+    DIR/private/*.key          CA and TLS private keys; otp-hmac.keys, the OTP hashing keys
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from kipuka.ca.setup import make_issuing, make_root, make_tls_server
+from kipuka.keys import generate_private_key
+from kipuka.pem import certificates_pem
+from kipuka.ra.otp import OtpKeyring
+
+CA_IDS = ("default", "iot-fleet", "corp-devices")
+KEY_TYPES = {"ec-p256": "ec-p256", "ec-p384": "ec-p384", "rsa2048": "rsa2048", "rsa3072": "rsa3072"}
+
+
+def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka demo",
+                    hostnames: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+                    listen: str = "0.0.0.0:9443") -> Path:
+    if key_type not in KEY_TYPES:
+        raise ValueError(f"unknown key type {key_type!r}; choose from {', '.join(KEY_TYPES)}")
+    target = target.resolve()
+    config_path = target / "kipuka.toml"
+    if config_path.exists():
+        raise FileExistsError(f"{config_path} already exists; choose an empty directory")
+    for sub in ("ca", "tls"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    private = target / "private"
+    private.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(private, 0o700)
+
+    root_key = generate_private_key(key_type)
+    root = make_root(root_key, f"{org} Root CA", org)  # type: ignore[arg-type]
+    _write_key(private / "root.key", root_key)
+    _write(target / "ca" / "root.pem", certificates_pem([root]))
+    issuing = {}
+    for ca_id in CA_IDS:
+        key = generate_private_key(key_type)
+        cert = make_issuing(key, f"{org} {ca_id} Issuing CA", org, root, root_key)  # type: ignore[arg-type]
+        _write_key(private / f"{ca_id}.key", key)
+        _write(target / "ca" / f"{ca_id}.pem", certificates_pem([cert]))
+        issuing[ca_id] = (cert, key)
+
+    # The TLS certificate chains to the default CA's root, so the chain a client
+    # fetches from /cacerts is exactly what it needs for --cacert.
+    tls_key = generate_private_key("ec-p256")
+    default_cert, default_key = issuing["default"]
+    tls_cert = make_tls_server(tls_key, list(hostnames), default_cert, default_key)  # type: ignore[arg-type]
+    _write_key(private / "tls-server.key", tls_key)
+    _write(target / "tls" / "server.pem", certificates_pem([tls_cert, default_cert]))
+    _write(target / "tls" / "client-ca.pem", certificates_pem([c for c, _ in issuing.values()] + [root]))
+    OtpKeyring.add_key(private / "otp-hmac.keys")
+    _write(config_path, CONFIG_TEMPLATE.format(listen=listen).encode())
+    return config_path
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def _write_key(path: Path, key: object) -> None:
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+CONFIG_TEMPLATE = """\
+# kipuka configuration, made by `kipuka init`. Every key is listed with its
+# default in docs/configuration.md; relative paths are relative to this file.
+
+[server]
+listen = "{listen}"      # EST listener (HTTPS)
+workers = 1                     # worker processes sharing the port; 0 = one per core
+max_body = 65536                # request bodies above this many bytes get 413
+shutdown_timeout = "30s"        # how long SIGTERM waits for in-flight requests
+
+[tls]
+cert = "tls/server.pem"         # server certificate followed by its chain
+key = "private/tls-server.key"
+client_ca = "tls/client-ca.pem" # trust anchors for mTLS client certificates
+min_version = "1.2"             # "1.2" or "1.3"
+
+[database]
+url = "sqlite:///kipuka.db"     # SQLite file next to this configuration
+migrate_on_start = true
+
+[otp]
+key_file = "private/otp-hmac.keys"  # HMAC keys for OTP hashes; `kipuka otp rotate-key` adds one
+default_ttl = "24h"
+max_failures = 5                # failed attempts per (entity, client address) before a lockout
+lockout = "15m"                 # lockout length, also the window failures are counted in
+recovery_window = "5m"          # a client that lost its response may retry this long
+
+[est]
+default_ca = "default"          # CA of the unlabeled path /.well-known/est/<op>
+
+# One table per CA. The private keys sit in private/ (mode 0700), apart from
+# everything the server publishes.
+[ca.default]
+type = "local"
+cert = "ca/default.pem"
+chain = "ca/root.pem"           # the rest of the chain, up to and including the root
+key = "private/default.key"
+
+[ca.iot-fleet]
+type = "local"
+cert = "ca/iot-fleet.pem"
+chain = "ca/root.pem"
+key = "private/iot-fleet.key"
+
+[ca.corp-devices]
+type = "local"
+cert = "ca/corp-devices.pem"
+chain = "ca/root.pem"
+key = "private/corp-devices.key"
+
+# Policy of the unlabeled path, and the defaults every label inherits.
+[policy]
+key_types = ["ec-p256", "ec-p384", "rsa"]
+rsa_min_bits = 2048
+validity_days = 365
+ekus = ["clientAuth"]
+otp_name_rule = "prefix"        # OTP entity "device-001" may request CN=device-001.example.com
+san_types = ["dns", "ip", "email", "uri"]
+require_common_name = true
+allow_subject_change = false    # reenroll with new names needs ChangeSubjectName when true
+csrattrs = true                 # advertise key types and SAN in /csrattrs
+
+[labels.iot-fleet]
+ca = "iot-fleet"
+key_types = ["ec-p256", "ec-p384"]
+validity_days = 90
+
+[labels.corp-devices]
+ca = "corp-devices"
+ekus = ["clientAuth", "serverAuth"]
+validity_days = 365
+"""

@@ -1,0 +1,291 @@
+"""The `kipuka` command line.
+
+Results go to stdout (an OTP alone on its line, so scripts can capture it);
+everything else, progress and errors included, goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from kipuka.config import ConfigError, load_config, parse_duration
+from kipuka.errors import KipukaError
+
+DEFAULT_CONFIG = os.environ.get("KIPUKA_CONFIG", "kipuka.toml")
+REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+           "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"kipuka: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (KipukaError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"kipuka: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kipuka", description="EST (RFC 7030) enrollment server")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def cmd(name: str, func, help_: str, parent=sub) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        sp = parent.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, type=Path,
+                        help="configuration file (default: $KIPUKA_CONFIG or ./kipuka.toml)")
+        return sp
+
+    sp = cmd("init", _init, "create a demo deployment (CAs, TLS certificate, configuration) in DIR")
+    sp.add_argument("dir", type=Path)
+    sp.add_argument("--key-type", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa2048", "rsa3072"])
+    sp.add_argument("--hostname", action="append", help="TLS server name (repeatable; default localhost, 127.0.0.1, ::1)")
+    sp.add_argument("--listen", default="0.0.0.0:9443")
+
+    sp = with_config(cmd("serve", _serve, "serve EST"))
+    sp.add_argument("--listen", help="HOST:PORT (default: [server] listen, 0.0.0.0:9443)")
+
+    otp = cmd("otp", None, "one-time passwords").add_subparsers(metavar="ACTION")
+    sp = with_config(cmd("create", _otp_create, "create an OTP and print it once", otp))
+    sp.add_argument("entity")
+    sp.add_argument("--ttl", default=None, help="lifetime, e.g. 30m, 24h, 7d (default: [otp] default_ttl)")
+    sp.add_argument("--uses", type=int, default=1)
+    sp.add_argument("--label", default=None, help="only valid on this EST label")
+    sp = with_config(cmd("list", _otp_list, "list OTPs (never their secrets)", otp))
+    sp.add_argument("--entity")
+    sp = with_config(cmd("revoke", _otp_revoke, "revoke an OTP by id", otp))
+    sp.add_argument("id", type=int)
+    with_config(cmd("rotate-key", _otp_rotate, "add a new OTP hashing key; old OTPs stay valid", otp))
+
+    certs = cmd("certs", None, "issued certificates").add_subparsers(metavar="ACTION")
+    sp = with_config(cmd("list", _certs_list, "list issued certificates", certs))
+    sp.add_argument("--entity")
+    sp.add_argument("--label")
+    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--json", action="store_true")
+    sp = with_config(cmd("show", _certs_show, "show one certificate by hex serial", certs))
+    sp.add_argument("serial")
+    sp.add_argument("--pem", action="store_true", help="print the certificate as PEM")
+    sp = with_config(cmd("revoke", _certs_revoke, "revoke a certificate by hex serial", certs))
+    sp.add_argument("serial")
+    sp.add_argument("--reason", default="unspecified", choices=REASONS)
+
+    conf = cmd("config", None, "configuration").add_subparsers(metavar="ACTION")
+    with_config(cmd("check", _config_check, "validate the configuration file", conf))
+
+    db = cmd("db", None, "database").add_subparsers(metavar="ACTION")
+    with_config(cmd("migrate", _db_migrate, "apply pending schema migrations", db))
+    with_config(cmd("status", _db_status, "show the schema version", db))
+
+    audit = cmd("audit", None, "audit trail").add_subparsers(metavar="ACTION")
+    sp = with_config(cmd("list", _audit_list, "show recent audit events", audit))
+    sp.add_argument("--limit", type=int, default=50)
+    return p
+
+
+# --- commands ---------------------------------------------------------------------
+
+def _init(args: argparse.Namespace) -> int:
+    from kipuka.cli.init import init_deployment
+
+    hostnames = tuple(args.hostname) if args.hostname else ("localhost", "127.0.0.1", "::1")
+    path = init_deployment(args.dir, args.key_type, hostnames=hostnames, listen=args.listen)
+    print(f"kipuka: demo deployment created; configuration at {path}", file=sys.stderr)
+    print(str(path))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kipuka.server.supervisor import configure_logging, serve
+
+    configure_logging()
+    return serve(args.config, args.listen)
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from kipuka.store import Store
+
+    config = load_config(args.config)
+    store = Store(config.database.url)
+    if config.database.migrate_on_start:
+        store.migrate()
+    return config, store
+
+
+def _otp_create(args: argparse.Namespace) -> int:
+    from kipuka.ra.otp import OtpKeyring, issue_otp
+
+    config, store = _store(args)
+    ttl = parse_duration(args.ttl, "--ttl") if args.ttl else config.otp.default_ttl
+    known = {name for name in config.labels if name}
+    otp_id, secret = issue_otp(store, OtpKeyring.load(config.otp.key_file), args.entity, args.label, ttl,
+                               args.uses, known)
+    print(f"kipuka: OTP {otp_id} for {args.entity} (uses {args.uses}, ttl {ttl}s"
+          f"{', label ' + args.label if args.label else ''}); shown once, store it now", file=sys.stderr)
+    print(secret)
+    return 0
+
+
+def _otp_list(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    for o in store.list_otps(args.entity):
+        state = "revoked" if o.revoked_at else ("spent" if o.uses_left <= 0 else "active")
+        print(f"{o.id}\t{o.entity}\t{o.label or '-'}\t{o.uses_left}/{o.uses_total}\t"
+              f"{o.expires_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+    return 0
+
+
+def _otp_revoke(args: argparse.Namespace) -> int:
+    from kipuka.store.records import AuditEvent, utcnow
+
+    _, store = _store(args)
+    now = utcnow()
+    if not store.revoke_otp(args.id, now, AuditEvent(event="otp.revoke", outcome="success", auth="cli",
+                                                     reason=f"otp {args.id}", at=now)):
+        print(f"kipuka: no active OTP with id {args.id}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _otp_rotate(args: argparse.Namespace) -> int:
+    from kipuka.ra.otp import OtpKeyring
+
+    config = load_config(args.config)
+    key_id = OtpKeyring.add_key(config.otp.key_file)
+    print(f"kipuka: new OTP hashing key {key_id}; send SIGHUP to running servers", file=sys.stderr)
+    return 0
+
+
+def _certs_list(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    rows = store.certificates(entity=args.entity, label=args.label, limit=args.limit)
+    for r in rows:
+        status = "revoked" if r.revoked_at else "valid"
+        if args.json:
+            print(json.dumps({"serial": r.serial, "ca": r.ca_id, "label": r.label, "subject": r.subject,
+                              "sans": r.sans, "entity": r.entity, "auth": r.auth, "status": status,
+                              "not_after": r.not_after.isoformat(), "sha256": r.fingerprint_sha256}))
+        else:
+            print(f"{r.serial}\t{r.ca_id}\t{r.label or '-'}\t{r.subject}\t{r.not_after:%Y-%m-%d}\t{status}")
+    return 0
+
+
+def _certs_show(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    rows = store.certificate(_serial(args.serial))
+    if not rows:
+        print(f"kipuka: no certificate with serial {args.serial}", file=sys.stderr)
+        return 1
+    for r in rows:
+        if args.pem:
+            cert = x509.load_der_x509_certificate(r.der)
+            sys.stdout.write(cert.public_bytes(serialization.Encoding.PEM).decode())
+            continue
+        for key, value in (("serial", r.serial), ("ca", r.ca_id), ("label", r.label or "(default)"),
+                           ("subject", r.subject), ("sans", r.sans or "-"), ("entity", r.entity),
+                           ("auth", r.auth), ("not_before", r.not_before.isoformat()),
+                           ("not_after", r.not_after.isoformat()), ("issued_at", r.issued_at.isoformat()),
+                           ("sha256", r.fingerprint_sha256),
+                           ("status", f"revoked {r.revoked_at:%Y-%m-%dT%H:%M:%SZ} ({r.revocation_reason})"
+                            if r.revoked_at else "valid")):
+            print(f"{key}: {value}")
+    return 0
+
+
+def _certs_revoke(args: argparse.Namespace) -> int:
+    from kipuka.store.records import AuditEvent, utcnow
+
+    _, store = _store(args)
+    now = utcnow()
+    serial = _serial(args.serial)
+    n = store.revoke_certificate(serial, args.reason, now, AuditEvent(
+        event="cert.revoke", outcome="success", auth="cli", serial=serial, reason=args.reason, at=now))
+    if not n:
+        print(f"kipuka: no unrevoked certificate with serial {args.serial}", file=sys.stderr)
+        return 1
+    print(f"kipuka: revoked {serial} ({args.reason})", file=sys.stderr)
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from kipuka.ca.registry import build_ca
+    from kipuka.pem import load_certificates
+    from kipuka.ra.otp import OtpKeyring
+    from kipuka.server.tls import server_context
+
+    config = load_config(args.config)
+    for ca in config.cas.values():
+        try:
+            build_ca(ca)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"ca.{ca.id}", str(exc)) from None
+    try:
+        server_context(config.tls)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("tls", f"cannot load certificate, key or client_ca: {exc}") from None
+    try:
+        OtpKeyring.load(config.otp.key_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("otp.key_file", str(exc)) from None
+    for name, label in config.labels.items():
+        for path in label.policy.bootstrap_anchors + label.policy.ra_anchors:
+            try:
+                load_certificates(path)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"labels.{name}" if name else "policy", str(exc)) from None
+    print(f"kipuka: {args.config}: OK ({len(config.cas)} CAs, {len(config.labels) - 1} labels)", file=sys.stderr)
+    return 0
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from kipuka.store import Store
+
+    config = load_config(args.config)
+    applied = Store(config.database.url).migrate()
+    print(f"kipuka: applied migrations {applied}" if applied else "kipuka: database is up to date", file=sys.stderr)
+    return 0
+
+
+def _db_status(args: argparse.Namespace) -> int:
+    from kipuka.store import Store
+    from kipuka.store.migrations import LATEST
+
+    config = load_config(args.config)
+    version = Store(config.database.url).schema_version()
+    print(f"schema version {version} (latest {LATEST})")
+    return 0 if version == LATEST else 1
+
+
+def _audit_list(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    for e in store.audit_events(args.limit):
+        print(f"{e.at:%Y-%m-%dT%H:%M:%SZ}\t{e.event}\t{e.outcome}\t{e.label or '-'}\t{e.entity or '-'}\t"
+              f"{e.client_addr or '-'}\t{e.serial or '-'}\t{e.reason}")
+    return 0
+
+
+def _serial(text: str) -> str:
+    text = text.strip().lower().replace(":", "")
+    if text.startswith("0x"):
+        text = text[2:]
+    try:
+        return format(int(text, 16), "x")
+    except ValueError:
+        raise ValueError(f"{text!r} is not a hexadecimal serial number") from None

@@ -1,0 +1,319 @@
+"""The kipuka configuration file (TOML): schema, defaults and validation.
+
+Every key has a default (see docs/configuration.md); a bad key is reported with
+its dotted name and the line it sits on, so `kipuka config check` can point at it.
+Paths are resolved relative to the directory that holds the configuration file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+OPERATIONS = frozenset({"cacerts", "simpleenroll", "simplereenroll", "serverkeygen", "fullcmc", "csrattrs"})
+KEY_TYPES = frozenset({"ec-p256", "ec-p384", "ec-p521", "rsa", "ed25519"})
+EKU_NAMES = frozenset({"clientAuth", "serverAuth", "codeSigning", "emailProtection", "timeStamping", "OCSPSigning"})
+SAN_TYPES = frozenset({"dns", "ip", "email", "uri"})
+NAME_RULES = frozenset({"exact", "prefix", "any"})
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the offending key and (when known) its line."""
+
+    def __init__(self, key: str, message: str, line: int | None = None) -> None:
+        self.key, self.message, self.line = key, message, line
+        where = f" (line {line})" if line else ""
+        super().__init__(f"{key}{where}: {message}")
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int, key: str = "duration") -> int:
+    """Seconds from "90s", "15m", "24h", "30d" or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(key, "expected a duration such as 15m, 24h or 30d")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        m = _DURATION_RE.match(str(value))
+        if not m:
+            raise ConfigError(key, f"expected a duration such as 15m, 24h or 30d, got {value!r}")
+        seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds <= 0:
+        raise ConfigError(key, "duration must be positive")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one EST label lets a requester obtain. Defaults apply to every key."""
+
+    key_types: tuple[str, ...] = ("ec-p256", "ec-p384", "rsa")
+    rsa_min_bits: int = 2048
+    validity_days: int = 365
+    ekus: tuple[str, ...] = ("clientAuth",)
+    otp_name_rule: str = "prefix"
+    dns_suffixes: tuple[str, ...] = ()
+    san_types: tuple[str, ...] = ("dns", "ip", "email", "uri")
+    require_common_name: bool = True
+    allow_subject_change: bool = False
+    bootstrap_anchors: tuple[Path, ...] = ()
+    ra_anchors: tuple[Path, ...] = ()
+    csrattrs: bool = True
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str  # "" for the unlabeled path
+    ca: str
+    policy: Policy
+
+
+@dataclass(frozen=True)
+class CAConfig:
+    id: str
+    type: str
+    cert: Path
+    key: Path
+    chain: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "0.0.0.0:9443"
+    workers: int = 1
+    max_body: int = 65536
+    shutdown_timeout: int = 30
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    min_version: str = "1.2"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str
+    migrate_on_start: bool = True
+
+
+@dataclass(frozen=True)
+class OTPConfig:
+    key_file: Path
+    default_ttl: int = 86400
+    max_failures: int = 5
+    lockout: int = 900
+    recovery_window: int = 300
+
+
+@dataclass(frozen=True)
+class ESTConfig:
+    default_ca: str = "default"
+    serverkeygen: bool = False
+    fullcmc: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    server: ServerConfig
+    tls: TLSConfig
+    database: DatabaseConfig
+    otp: OTPConfig
+    est: ESTConfig
+    cas: dict[str, CAConfig]
+    labels: dict[str, Label] = field(default_factory=dict)
+
+    def label(self, name: str) -> Label | None:
+        return self.labels.get(name)
+
+
+# --- loading -----------------------------------------------------------------
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path).resolve()
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError("<file>", f"not valid TOML: {exc}", int(m.group(1)) if m else None) from None
+    try:
+        return _build(path, data)
+    except ConfigError as exc:
+        if exc.line is None:
+            exc = ConfigError(exc.key, exc.message, locate_key(text, exc.key))
+        raise exc from None
+
+
+def _build(path: Path, data: dict[str, Any]) -> Config:
+    base = path.parent
+    known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels"}
+    for key in data:
+        if key not in known_top:
+            raise ConfigError(key, "unknown section")
+    server = _section(ServerConfig, data.get("server", {}), "server", base)
+    if not re.match(r"^.+:\d+$", server.listen):
+        raise ConfigError("server.listen", "expected HOST:PORT")
+    if server.workers < 0:
+        raise ConfigError("server.workers", "must be 0 (one per core) or more")
+    if server.max_body < 1024:
+        raise ConfigError("server.max_body", "must be at least 1024 bytes")
+    tls = _section(TLSConfig, _required(data, "tls"), "tls", base)
+    if tls.min_version not in ("1.2", "1.3"):
+        raise ConfigError("tls.min_version", 'must be "1.2" or "1.3"')
+    database = _section(DatabaseConfig, data.get("database", {"url": "sqlite:///kipuka.db"}), "database", base)
+    database = replace(database, url=_resolve_db_url(database.url, base))
+    otp = _section(OTPConfig, _required(data, "otp"), "otp", base)
+    est = _section(ESTConfig, data.get("est", {}), "est", base)
+
+    cas: dict[str, CAConfig] = {}
+    for ca_id, table in _required(data, "ca").items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"ca.{ca_id}", "expected a table")
+        ca = _section(CAConfig, {"id": ca_id, **table}, f"ca.{ca_id}", base)
+        if ca.type != "local":
+            raise ConfigError(f"ca.{ca_id}.type", f'unknown CA type {ca.type!r} (this build knows "local")')
+        cas[ca_id] = ca
+    if est.default_ca not in cas:
+        raise ConfigError("est.default_ca", f"no [ca.{est.default_ca}] table")
+
+    default_policy = _policy(data.get("policy", {}), "policy", base, Policy())
+    labels = {"": Label("", est.default_ca, default_policy)}
+    for name, table in data.get("labels", {}).items():
+        key = f"labels.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(key, "expected a table")
+        if name in OPERATIONS:
+            raise ConfigError(key, f"a label may not be named like the EST operation {name!r}")
+        if not LABEL_RE.match(name):
+            raise ConfigError(key, "label names are letters, digits, '.', '_' and '-' (at most 64)")
+        ca_id = table.get("ca", est.default_ca)
+        if ca_id not in cas:
+            raise ConfigError(f"{key}.ca", f"no [ca.{ca_id}] table")
+        rest = {k: v for k, v in table.items() if k != "ca"}
+        labels[name] = Label(name, ca_id, _policy(rest, key, base, default_policy))
+    return Config(path, server, tls, database, otp, est, cas, labels)
+
+
+def _required(data: dict[str, Any], name: str) -> dict[str, Any]:
+    if name not in data or not isinstance(data[name], dict):
+        raise ConfigError(name, "required section is missing")
+    return data[name]
+
+
+def _resolve_db_url(url: str, base: Path) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url[len("sqlite:///"):]
+        if rel and rel != ":memory:":
+            return "sqlite:///" + str((base / rel).resolve())
+    return url
+
+
+def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Policy:
+    policy = _section(Policy, table, key, base, defaults=parent)
+    for kt in policy.key_types:
+        if kt not in KEY_TYPES:
+            raise ConfigError(f"{key}.key_types", f"unknown key type {kt!r}; known: {', '.join(sorted(KEY_TYPES))}")
+    for eku in policy.ekus:
+        if eku not in EKU_NAMES and not re.match(r"^\d+(\.\d+)+$", eku):
+            raise ConfigError(f"{key}.ekus", f"unknown extended key usage {eku!r}")
+    for st in policy.san_types:
+        if st not in SAN_TYPES:
+            raise ConfigError(f"{key}.san_types", f"unknown SAN type {st!r}")
+    if policy.otp_name_rule not in NAME_RULES:
+        raise ConfigError(f"{key}.otp_name_rule", "must be exact, prefix or any")
+    if policy.rsa_min_bits < 2048:
+        raise ConfigError(f"{key}.rsa_min_bits", "must be at least 2048")
+    if not 1 <= policy.validity_days <= 3650:
+        raise ConfigError(f"{key}.validity_days", "must be between 1 and 3650")
+    return policy
+
+
+_DURATION_FIELDS = {"default_ttl", "lockout", "recovery_window", "shutdown_timeout"}
+
+
+def _section(cls: type, table: dict[str, Any], key: str, base: Path, defaults: Any = None) -> Any:
+    """Build a dataclass from a TOML table, checking names and types."""
+    if not isinstance(table, dict):
+        raise ConfigError(key, "expected a table")
+    spec = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for name, raw in table.items():
+        if name not in spec:
+            raise ConfigError(f"{key}.{name}", "unknown key")
+        values[name] = _coerce(spec[name].type, raw, f"{key}.{name}" if name != "id" else key, base, name)
+    for name, f in spec.items():
+        if name not in values and f.default is MISSING and f.default_factory is MISSING and defaults is None:
+            raise ConfigError(f"{key}.{name}", "required key is missing")
+    if defaults is not None:
+        return replace(defaults, **values)
+    return cls(**values)
+
+
+def _coerce(type_name: Any, raw: Any, key: str, base: Path, name: str) -> Any:
+    t = str(type_name)
+    if name in _DURATION_FIELDS:
+        return parse_duration(raw, key)
+    if t == "bool":
+        if not isinstance(raw, bool):
+            raise ConfigError(key, "expected true or false")
+        return raw
+    if t == "int":
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(key, "expected an integer")
+        return raw
+    if t == "str":
+        if not isinstance(raw, str):
+            raise ConfigError(key, "expected a string")
+        return raw
+    if t in ("Path", "Path | None"):
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(key, "expected a file path")
+        return (base / raw).resolve()
+    if t == "tuple[str, ...]":
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise ConfigError(key, "expected a list of strings")
+        return tuple(raw)
+    if t == "tuple[Path, ...]":
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+            raise ConfigError(key, "expected a list of file paths")
+        return tuple((base / x).resolve() for x in raw)
+    raise ConfigError(key, f"unsupported type {t}")  # a bug in this module, not in the file
+
+
+def locate_key(text: str, dotted: str) -> int | None:
+    """Best-effort line number of a dotted key (tomllib keeps no positions).
+
+    Finds the deepest table header that prefixes the key, then the key's own
+    line inside that table.
+    """
+    parts = dotted.split(".")
+    lines = text.splitlines()
+    header_line, depth = None, 0
+    for i, line in enumerate(lines):
+        m = re.match(r"^\s*\[\s*([^\]]+?)\s*\]", line)
+        if not m:
+            continue
+        name = [p.strip().strip('"') for p in m.group(1).split(".")]
+        if parts[: len(name)] == name and len(name) > depth:
+            header_line, depth = i, len(name)
+    rest = parts[depth:]
+    if not rest:
+        return header_line + 1 if header_line is not None else None
+    start = header_line + 1 if header_line is not None else 0
+    for i in range(start, len(lines)):
+        if re.match(r"^\s*\[", lines[i]):
+            break
+        if re.match(rf'^\s*"?{re.escape(rest[0])}"?\s*=', lines[i]):
+            return i + 1
+    return header_line + 1 if header_line is not None else None

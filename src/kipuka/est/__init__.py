@@ -1,0 +1,1 @@
+"""The EST front end: routes under /.well-known/est/, wire codecs and caller identity."""

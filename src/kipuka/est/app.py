@@ -1,0 +1,160 @@
+"""HTTP routes of the EST listener: /.well-known/est/[label/]operation.
+
+This layer decodes the request, extracts who is calling, asks the RA, and
+encodes the answer. It never decides policy and never touches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from cryptography import x509
+
+from kipuka.errors import (BadRequest, Disabled, Forbidden, InternalError, KipukaError, NotFound,
+                           NotImplementedYet, Unauthenticated, Unavailable)
+from kipuka.est import codec
+from kipuka.est.csrattrs import csrattrs_for
+from kipuka.est.identity import requester_of
+from kipuka.ra.authority import Authority
+
+log = logging.getLogger("kipuka.est")
+
+PREFIX = "/.well-known/est"
+CHALLENGE = 'Basic realm="est"'
+STATUS = {BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Disabled: 404,
+          InternalError: 500, NotImplementedYet: 501, Unavailable: 503}
+BASE64_HEADERS = {"Content-Transfer-Encoding": "base64"}
+
+
+class PayloadTooLarge(KipukaError):
+    pass
+
+
+class EstFrontEnd:
+    """The EST operations, bound to whatever Authority is current (it changes on reload)."""
+
+    def __init__(self, authority: Callable[[], Authority], max_body: Callable[[], int]) -> None:
+        self._authority = authority
+        self._max_body = max_body
+        self._cache: dict[tuple[int, str, str], bytes | None] = {}
+        self._operations: dict[str, tuple[str, Callable[[web.Request, Authority, str], Awaitable[web.Response]]]] = {
+            "cacerts": ("GET", self.cacerts),
+            "csrattrs": ("GET", self.csrattrs),
+            "simpleenroll": ("POST", self.simpleenroll),
+            "simplereenroll": ("POST", self.simplereenroll),
+            "serverkeygen": ("POST", self.not_built),
+            "fullcmc": ("POST", self.not_built),
+        }
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.route("*", PREFIX + "/{op}", self.dispatch),
+                web.route("*", PREFIX + "/{label}/{op}", self.dispatch)]
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        authority = self._authority()
+        label = request.match_info.get("label", "")
+        op = request.match_info["op"]
+        try:
+            if label:
+                authority.runtime(label)
+            if op not in self._operations:
+                raise NotFound(f"unknown EST operation {op!r}")
+            method, handler = self._operations[op]
+            if request.method != method:
+                return _text(405, f"{op} takes {method}", {"Allow": method})
+            return await handler(request, authority, label)
+        except KipukaError as exc:
+            return _error(exc)
+        except Exception:  # never leak a traceback to the client
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return _text(500, "internal server error")
+
+    # --- operations -------------------------------------------------------------------
+
+    async def cacerts(self, request: web.Request, authority: Authority, label: str) -> web.Response:
+        body = self._cached(authority, label, "cacerts",
+                            lambda: codec.encode_body(codec.certs_only(authority.runtime(label).ca.ca_certificates())))
+        assert body is not None
+        return web.Response(body=body, headers={"Content-Type": codec.CERTS_ONLY, **BASE64_HEADERS})
+
+    async def csrattrs(self, request: web.Request, authority: Authority, label: str) -> web.Response:
+        def build() -> bytes | None:
+            der = csrattrs_for(authority.runtime(label).label.policy)
+            return codec.encode_body(der) if der is not None else None
+        body = self._cached(authority, label, "csrattrs", build)
+        if body is None:
+            return web.Response(status=204)
+        return web.Response(body=body, headers={"Content-Type": codec.CSRATTRS, **BASE64_HEADERS})
+
+    async def simpleenroll(self, request: web.Request, authority: Authority, label: str) -> web.Response:
+        der = await self._csr_body(request)
+        enrolled = await authority.enroll(label, der, requester_of(request))
+        return _certificate(enrolled.certificate)
+
+    async def simplereenroll(self, request: web.Request, authority: Authority, label: str) -> web.Response:
+        der = await self._csr_body(request)
+        enrolled = await authority.reenroll(label, der, requester_of(request))
+        return _certificate(enrolled.certificate)
+
+    async def not_built(self, request: web.Request, authority: Authority, label: str) -> web.Response:
+        op = request.match_info["op"]
+        raise NotImplementedYet(f"{op} is not implemented in this version of kipuka")
+
+    # --- helpers ----------------------------------------------------------------------
+
+    async def _csr_body(self, request: web.Request) -> bytes:
+        ctype = request.headers.get("Content-Type")
+        if ctype is None:
+            raise BadRequest(f"missing Content-Type; expected {codec.PKCS10}")
+        if ctype.split(";", 1)[0].strip().lower() != codec.PKCS10:
+            raise BadRequest(f"Content-Type {ctype.split(';', 1)[0].strip()[:64]!r} is not {codec.PKCS10}")
+        return codec.decode_body(await read_bounded(request, self._max_body()))
+
+    def _cached(self, authority: Authority, label: str, what: str,
+                build: Callable[[], bytes | None]) -> bytes | None:
+        key = (id(authority), label, what)
+        if key not in self._cache:
+            if len(self._cache) > 1024:  # old authorities after many reloads
+                self._cache.clear()
+            self._cache[key] = build()
+        return self._cache[key]
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes whether sized or chunked."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    data = bytearray()
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    return bytes(data)
+
+
+def _certificate(cert: x509.Certificate) -> web.Response:
+    body = codec.encode_body(codec.certs_only([cert]))
+    return web.Response(body=body, headers={"Content-Type": codec.CERTS_ONLY, **BASE64_HEADERS})
+
+
+def _error(exc: KipukaError) -> web.Response:
+    if isinstance(exc, PayloadTooLarge):
+        return _text(413, exc.reason)
+    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = CHALLENGE
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    return _text(status, exc.reason, headers)
+
+
+def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    line = reason.replace("\r", " ").replace("\n", " ")
+    return web.Response(status=status, body=(line + "\n").encode(),
+                        headers={"Content-Type": "text/plain; charset=utf-8", **(headers or {})})

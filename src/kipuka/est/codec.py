@@ -1,0 +1,59 @@
+"""EST wire encodings (RFC 7030 with RFC 8951).
+
+Requests: base64 of DER, tolerating CR, LF, space and tab anywhere, ignoring
+Content-Transfer-Encoding; PEM armour and raw DER are accepted too, since
+clients in the field send both. Responses: base64 wrapped at 64 columns with
+LF (CRLF breaks GNU `base64 -d`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from kipuka.errors import BadRequest
+
+CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
+CSRATTRS = "application/csrattrs"
+PKCS10 = "application/pkcs10"
+
+_WS = re.compile(rb"[\r\n\t ]+")
+_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+_PEM_LABELS = {b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"}
+
+
+def decode_body(body: bytes, what: str = "CSR") -> bytes:
+    """DER bytes from a request body (base64, PEM or raw DER)."""
+    if not body.strip():
+        raise BadRequest(f"request body is empty; expected a base64-encoded {what}")
+    if body[:1] == b"\x30" and len(body) > 1 and body[1] >= 0x80:
+        return body  # raw DER: a SEQUENCE with a long-form length is never valid base64 text
+    stripped = body.strip()
+    if stripped.startswith(b"-----BEGIN"):
+        m = _PEM.search(stripped)
+        if not m or m.group(1) not in _PEM_LABELS:
+            raise BadRequest(f"PEM body is not a {what} (expected BEGIN CERTIFICATE REQUEST)")
+        stripped = m.group(2)
+    text = _WS.sub(b"", stripped)
+    try:
+        der = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"request body is not valid base64 (RFC 8951)") from None
+    if not der:
+        raise BadRequest(f"request body decodes to nothing; expected a {what}")
+    return der
+
+
+def encode_body(der: bytes) -> bytes:
+    b64 = base64.b64encode(der)
+    return b"".join(b64[i:i + 64] + b"\n" for i in range(0, len(b64), 64))
+
+
+def certs_only(certs: list[x509.Certificate]) -> bytes:
+    """A degenerate PKCS#7 SignedData carrying only certificates (DER)."""
+    return pkcs7.serialize_certificates(certs, serialization.Encoding.DER)

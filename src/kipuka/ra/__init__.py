@@ -1,0 +1,1 @@
+"""The registration authority: who may get which certificate, decided without HTTP or SQL."""

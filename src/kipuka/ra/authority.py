@@ -1,0 +1,299 @@
+"""The registration authority: authorizes a requester, validates the CSR against
+the label's policy, has the label's CA sign, and records the result.
+
+Everything a request needs (labels, CAs, trust anchors, the OTP keyring) is
+held in one `Authority` built from the configuration; a reload builds a new one
+and swaps it in, so a request in flight finishes with the state it started on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from kipuka.ca.base import CertificateAuthority, IssueRequest
+from kipuka.config import Config, Label
+from kipuka.errors import BadRequest, Forbidden, InternalError, NotFound, Unauthenticated
+from kipuka.pem import load_certificates
+from kipuka.ra import csr as csrcheck
+from kipuka.ra.change_subject import change_subject_name
+from kipuka.ra.otp import OtpKeyring
+from kipuka.ra.requester import Requester
+from kipuka.store import AsyncStore, AuditEvent, CertRecord, OtpRecord, SerialCollision, StoreUnavailable
+from kipuka.store.records import utcnow
+from kipuka.store.sql import Revoked
+
+SERIAL_RETRIES = 3
+CMC_RA = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.28")  # id-kp-cmcRA, RFC 6402
+
+
+@dataclass(frozen=True)
+class LabelRuntime:
+    label: Label
+    ca: CertificateAuthority
+    bootstrap_anchors: tuple[x509.Certificate, ...]
+    ra_anchors: tuple[x509.Certificate, ...]
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    certificate: x509.Certificate
+    redelivered: bool = False
+
+
+class Authority:
+    def __init__(self, config: Config, cas: dict[str, CertificateAuthority], store: AsyncStore,
+                 keyring: OtpKeyring) -> None:
+        self.config = config
+        self.cas = cas
+        self.store = store
+        self.keyring = keyring
+        self.labels = {
+            name: LabelRuntime(
+                label, cas[label.ca],
+                tuple(c for p in label.policy.bootstrap_anchors for c in load_certificates(p)),
+                tuple(c for p in label.policy.ra_anchors for c in load_certificates(p)),
+            )
+            for name, label in config.labels.items()
+        }
+
+    def runtime(self, label: str) -> LabelRuntime:
+        try:
+            return self.labels[label]
+        except KeyError:
+            raise NotFound(f"unknown EST label {label!r}") from None
+
+    # --- enrollment -----------------------------------------------------------------
+
+    async def enroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled:
+        rt = self.runtime(label)
+        op = "enroll"
+        if who.basic is not None:
+            return await self._enroll_with_otp(rt, csr_der, who)
+        if who.client_cert is None:
+            await self._reject(rt, op, who, "", Unauthenticated("authentication required: "
+                                                               "HTTP Basic with an OTP, or a client certificate"))
+        cert = who.client_cert
+        entity = cert.subject.rfc4514_string()
+        await self._check_dates(rt, op, who, entity, cert)
+        csr = await self._valid_csr(rt, op, who, entity, csr_der)
+        san = await self._guard(rt, op, who, entity, lambda: csrcheck.requested_san(csr))
+        issuer = self._kipuka_issuer(cert)
+        if issuer is not None:
+            if not csrcheck.same_names(cert, csr.subject, san):
+                await self._reject(rt, op, who, entity, Forbidden(
+                    "a certificate issued by this server may only request its own names again"))
+            credential = (issuer.id, _hex(cert.serial_number))
+        elif self._issued_by_any(cert, rt.bootstrap_anchors) or (
+                _has_eku(cert, CMC_RA) and self._issued_by_any(cert, rt.ra_anchors)):
+            credential = None
+        else:
+            await self._reject(rt, op, who, entity, Forbidden(
+                "client certificate is not authorized to enroll on this label"))
+        return await self._issue(rt, op, who, entity, "mtls", csr, san, credential=credential)
+
+    async def reenroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled:
+        rt = self.runtime(label)
+        op = "reenroll"
+        cert = who.client_cert
+        if cert is None:
+            await self._reject(rt, op, who, who.basic.entity if who.basic else "",
+                               Unauthenticated("re-enrollment requires the current certificate as TLS client certificate"))
+        entity = cert.subject.rfc4514_string()
+        await self._check_dates(rt, op, who, entity, cert)
+        if not rt.ca.is_issuer_of(cert):
+            await self._reject(rt, op, who, entity, Forbidden(
+                "client certificate was not issued by this label's CA"))
+        csr = await self._valid_csr(rt, op, who, entity, csr_der)
+        san = await self._guard(rt, op, who, entity, lambda: csrcheck.requested_san(csr))
+        if not csrcheck.same_names(cert, csr.subject, san):
+            if not rt.label.policy.allow_subject_change:
+                await self._reject(rt, op, who, entity, Forbidden(
+                    "CSR subject or subjectAltName differs from the current certificate"))
+            change = await self._guard(rt, op, who, entity, lambda: change_subject_name(csr_der))
+            if change is None or not change.names_certificate(cert):
+                await self._reject(rt, op, who, entity, Forbidden(
+                    "a name change needs a ChangeSubjectName attribute naming the current certificate"))
+        return await self._issue(rt, op, who, entity, "mtls", csr, san,
+                                 credential=(rt.ca.id, _hex(cert.serial_number)))
+
+    # --- OTP ------------------------------------------------------------------------
+
+    async def _enroll_with_otp(self, rt: LabelRuntime, csr_der: bytes, who: Requester) -> Enrolled:
+        op, basic = "enroll", who.basic
+        assert basic is not None
+        entity = basic.entity
+        now = utcnow()
+        locked = await self._db(self.store.locked_until(entity, who.client_addr, now))
+        if locked is not None:
+            await self._reject(rt, op, who, entity, Unauthenticated(
+                f"too many failed attempts; locked until {locked:%Y-%m-%dT%H:%M:%SZ}"))
+        otp = self._match_otp(await self._db(self.store.otps_for(entity)), rt, basic.entity, basic.secret)
+        if otp is None:
+            await self._otp_failure(rt, who, entity, now)
+        csr = await self._valid_csr(rt, op, who, entity, csr_der)
+        san = await self._guard(rt, op, who, entity, lambda: csrcheck.requested_san(csr))
+        pubkey = csrcheck.public_key_sha256(csr)
+        window = dt.timedelta(seconds=self.config.otp.recovery_window)
+        if otp.uses_left <= 0 or otp.expires_at <= now:
+            # Cheap early answer for a retry whose first response was lost.
+            der = await self._db(self.store.recovered_certificate(otp.id, pubkey, now - window))
+            if der is not None:
+                await self._db(self.store.add_audit(self._event(rt, op + ".redeliver", "success", who, entity,
+                                                                "certificate re-sent for a retried request")))
+                return Enrolled(x509.load_der_x509_certificate(der), redelivered=True)
+            await self._reject(rt, op, who, entity, Unauthenticated(
+                "OTP already used" if otp.uses_left <= 0 else "OTP expired"))
+        await self._guard(rt, op, who, entity,
+                          lambda: csrcheck.check_names_for_entity(csr.subject, san, entity,
+                                                                  rt.label.policy.otp_name_rule))
+        return await self._issue(rt, op, who, entity, "otp", csr, san, otp=otp, pubkey=pubkey)
+
+    def _match_otp(self, candidates: list[OtpRecord], rt: LabelRuntime, entity: str,
+                   secret: str) -> OtpRecord | None:
+        found = None
+        for otp in candidates:  # every candidate is hashed and compared: no early exit
+            if self.keyring.matches(otp.key_id, entity, secret, otp.digest):
+                if otp.label is None or otp.label == rt.label.name:
+                    found = found or otp
+        return found
+
+    async def _otp_failure(self, rt: LabelRuntime, who: Requester, entity: str, now: dt.datetime) -> None:
+        reason = "invalid entity id or OTP"
+        otp_cfg = self.config.otp
+        locked = await self._db(self.store.record_auth_failure(
+            entity, who.client_addr, now, otp_cfg.max_failures, dt.timedelta(seconds=otp_cfg.lockout),
+            self._event(rt, "enroll", "rejected", who, entity, reason, auth="otp")))
+        if locked is not None:
+            reason += f"; too many failed attempts, locked until {locked:%Y-%m-%dT%H:%M:%SZ}"
+        raise Unauthenticated(reason)
+
+    # --- shared steps ---------------------------------------------------------------
+
+    async def _issue(self, rt: LabelRuntime, op: str, who: Requester, entity: str, auth: str,
+                     csr: x509.CertificateSigningRequest, san: x509.SubjectAlternativeName | None, *,
+                     otp: OtpRecord | None = None, pubkey: str | None = None,
+                     credential: tuple[str, str] | None = None) -> Enrolled:
+        req = await self._guard(rt, op, who, entity, lambda: self._template(rt, csr, san))
+        pubkey = pubkey or csrcheck.public_key_sha256(csr)
+        for _ in range(SERIAL_RETRIES):
+            issued = (await rt.ca.issue(req)).certificate
+            record = _record(rt, issued, entity, auth, pubkey, otp)
+            event = self._event(rt, op, "success", who, entity, "", auth=auth, serial=record.serial)
+            try:
+                if otp is not None:
+                    now = utcnow()
+                    outcome, der = await self._db(self.store.issue_with_otp(
+                        otp.id, record, event, now, dt.timedelta(seconds=self.config.otp.recovery_window)))
+                    if outcome == "recovered":
+                        return Enrolled(x509.load_der_x509_certificate(der), redelivered=True)
+                    if outcome == "spent":
+                        await self._reject(rt, op, who, entity, Unauthenticated("OTP already used"))
+                else:
+                    await self._db(self.store.record_issuance(record, event, credential))
+            except SerialCollision:
+                continue
+            except Revoked:
+                await self._reject(rt, op, who, entity, Unauthenticated("client certificate has been revoked"))
+            return Enrolled(issued)
+        await self._reject(rt, op, who, entity, InternalError("could not allocate a unique serial number"))
+        raise AssertionError("unreachable")
+
+    def _template(self, rt: LabelRuntime, csr: x509.CertificateSigningRequest,
+                  san: x509.SubjectAlternativeName | None) -> IssueRequest:
+        csrcheck.check_names(csr.subject, san, rt.label.policy)
+        return csrcheck.template(csr, san, rt.label.policy)
+
+    async def _valid_csr(self, rt: LabelRuntime, op: str, who: Requester, entity: str,
+                         der: bytes) -> x509.CertificateSigningRequest:
+        def check() -> x509.CertificateSigningRequest:
+            csr = csrcheck.parse_csr(der)
+            csrcheck.check_proof_of_possession(csr, rt.label.policy)
+            return csr
+        return await self._guard(rt, op, who, entity, check)
+
+    async def _check_dates(self, rt: LabelRuntime, op: str, who: Requester, entity: str,
+                           cert: x509.Certificate) -> None:
+        now = utcnow()
+        if cert.not_valid_after_utc < now:
+            await self._reject(rt, op, who, entity, Unauthenticated("client certificate has expired"))
+        if cert.not_valid_before_utc > now:
+            await self._reject(rt, op, who, entity, Unauthenticated("client certificate is not yet valid"))
+
+    def _kipuka_issuer(self, cert: x509.Certificate) -> CertificateAuthority | None:
+        for ca in self.cas.values():
+            if ca.is_issuer_of(cert):
+                return ca
+        return None
+
+    @staticmethod
+    def _issued_by_any(cert: x509.Certificate, anchors: tuple[x509.Certificate, ...]) -> bool:
+        for anchor in anchors:
+            if anchor.subject == cert.issuer:
+                try:
+                    cert.verify_directly_issued_by(anchor)
+                    return True
+                except (InvalidSignature, ValueError, TypeError):
+                    continue
+        return False
+
+    async def _guard(self, rt: LabelRuntime, op: str, who: Requester, entity: str, fn):  # type: ignore[no-untyped-def]
+        """Run a check; a BadRequest or Forbidden it raises is audited, then re-raised."""
+        try:
+            return fn()
+        except (BadRequest, Forbidden) as exc:
+            await self._reject(rt, op, who, entity, exc)
+
+    async def _reject(self, rt: LabelRuntime, op: str, who: Requester, entity: str, exc: Exception) -> None:
+        reason = getattr(exc, "reason", str(exc))
+        try:
+            await self.store.add_audit(self._event(rt, op, "rejected", who, entity, reason))
+        except StoreUnavailable:
+            pass  # the rejection stands; the store error is reported by the request that needs it
+        raise exc
+
+    @staticmethod
+    async def _db(awaitable):  # type: ignore[no-untyped-def]
+        try:
+            return await awaitable
+        except StoreUnavailable as exc:
+            raise InternalError(f"database error: {exc}") from None
+
+    def _event(self, rt: LabelRuntime, op: str, outcome: str, who: Requester, entity: str, reason: str,
+               auth: str = "", serial: str = "") -> AuditEvent:
+        if not auth:
+            auth = "otp" if who.basic is not None else ("mtls" if who.client_cert is not None else "none")
+        return AuditEvent(event=op, outcome=outcome, reason=reason, label=rt.label.name, entity=entity,
+                          client_addr=who.client_addr, auth=auth, ca_id=rt.ca.id, serial=serial)
+
+
+def _record(rt: LabelRuntime, cert: x509.Certificate, entity: str, auth: str, pubkey: str,
+            otp: OtpRecord | None) -> CertRecord:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    try:
+        sans = ",".join(str(n.value) for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        sans = ""
+    return CertRecord(
+        ca_id=rt.ca.id, serial=_hex(cert.serial_number), subject=cert.subject.rfc4514_string(), sans=sans,
+        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc, label=rt.label.name,
+        entity=entity, auth=auth, pubkey_sha256=pubkey, fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        der=der, issued_at=utcnow(), otp_id=otp.id if otp else None,
+    )
+
+
+def _hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def _has_eku(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bool:
+    try:
+        return oid in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+

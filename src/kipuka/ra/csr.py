@@ -1,0 +1,173 @@
+"""Checking a CSR against a label's policy and turning it into a certificate template.
+
+Only the subject, the subject alternative names and the public key are taken
+from the CSR. Every other extension it asks for (basicConstraints CA:TRUE,
+key usages, unknown critical extensions) is ignored: the profile comes from
+the policy alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
+
+from kipuka.ca.base import IssueRequest
+from kipuka.config import Policy
+from kipuka.errors import BadRequest
+from kipuka.keys import key_type_of
+
+# SHA-1 and MD5 signatures prove nothing today; DSA is not offered by any EST client we know.
+ALLOWED_SIGNATURES = frozenset({
+    SignatureAlgorithmOID.RSA_WITH_SHA256, SignatureAlgorithmOID.RSA_WITH_SHA384,
+    SignatureAlgorithmOID.RSA_WITH_SHA512, SignatureAlgorithmOID.RSASSA_PSS,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512, SignatureAlgorithmOID.ED25519,
+})
+EKU_OIDS = {
+    "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH, "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "codeSigning": ExtendedKeyUsageOID.CODE_SIGNING, "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING, "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
+}
+MAX_RSA_BITS = 8192  # bigger keys only cost the server CPU to verify
+_DNS_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                     r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$")
+_SAN_KIND = {x509.DNSName: "dns", x509.IPAddress: "ip", x509.RFC822Name: "email",
+             x509.UniformResourceIdentifier: "uri"}
+
+
+def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
+    try:
+        csr = x509.load_der_x509_csr(der)
+        csr.subject  # force full parsing of the fields we rely on
+        csr.extensions
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise BadRequest(f"body is not a valid PKCS#10 CSR: {_first_line(exc)}") from None
+    return csr
+
+
+def check_proof_of_possession(csr: x509.CertificateSigningRequest, policy: Policy) -> None:
+    """Signature algorithm, signature and key: the checks every operation shares."""
+    if csr.signature_algorithm_oid not in ALLOWED_SIGNATURES:
+        name = getattr(csr.signature_algorithm_oid, "_name", csr.signature_algorithm_oid.dotted_string)
+        raise BadRequest(f"CSR signature algorithm {name} is not accepted (use SHA-256 or stronger)")
+    try:
+        key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise BadRequest("CSR public key is not supported (unnamed or unknown curve, or unknown algorithm)") from None
+    check_key(key, policy)
+    try:
+        valid = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm):
+        valid = False
+    if not valid:
+        raise BadRequest("CSR signature does not verify (no proof of possession)")
+
+
+def check_key(key: object, policy: Policy) -> None:
+    kind = key_type_of(key)  # type: ignore[arg-type]
+    if kind not in policy.key_types:
+        raise BadRequest(f"key type {kind} is not allowed here (allowed: {', '.join(policy.key_types)})")
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < policy.rsa_min_bits:
+            raise BadRequest(f"RSA key of {key.key_size} bits is too small (minimum {policy.rsa_min_bits})")
+        if key.key_size > MAX_RSA_BITS:
+            raise BadRequest(f"RSA key of {key.key_size} bits is too large (maximum {MAX_RSA_BITS})")
+        e = key.public_numbers().e
+        if e < 65537 or e % 2 == 0:
+            raise BadRequest("RSA public exponent must be odd and at least 65537")
+
+
+def requested_san(csr: x509.CertificateSigningRequest) -> x509.SubjectAlternativeName | None:
+    try:
+        return csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as exc:
+        raise BadRequest(f"CSR extension request is malformed: {_first_line(exc)}") from None
+
+
+def check_names(subject: x509.Name, san: x509.SubjectAlternativeName | None, policy: Policy) -> None:
+    """Shape rules of the policy: CN presence, SAN types, DNS syntax and suffixes."""
+    cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if policy.require_common_name and not cns:
+        raise BadRequest("CSR subject has no common name (CN)")
+    if len(cns) > 1:
+        raise BadRequest("CSR subject has more than one common name")
+    if len(subject) == 0 and san is None:
+        raise BadRequest("CSR has neither a subject nor subject alternative names")
+    for general_name in san or []:
+        kind = _SAN_KIND.get(type(general_name))
+        if kind is None or kind not in policy.san_types:
+            raise BadRequest(f"subject alternative name {_describe(general_name)} is not allowed here")
+        if kind == "dns":
+            dns = general_name.value
+            if not _DNS_RE.match(dns):
+                raise BadRequest(f"{dns!r} is not a valid DNS name (wildcards are not issued)")
+            if policy.dns_suffixes and not any(_under(dns, s) for s in policy.dns_suffixes):
+                raise BadRequest(f"DNS name {dns} is outside the allowed domains ({', '.join(policy.dns_suffixes)})")
+
+
+def check_names_for_entity(subject: x509.Name, san: x509.SubjectAlternativeName | None,
+                           entity: str, rule: str) -> None:
+    """The OTP identity binding: which names an entity id may ask for."""
+    if rule == "any":
+        return
+    names = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    for general_name in san or []:
+        if isinstance(general_name, x509.IPAddress):
+            raise BadRequest(f"IP address names cannot be bound to entity {entity!r} by this policy")
+        names.append(str(general_name.value))
+    for name in names:
+        ok = name == entity if rule == "exact" else name.startswith(entity)
+        if not ok:
+            how = "equal" if rule == "exact" else "start with"
+            raise BadRequest(f"name {name!r} is not allowed for entity {entity!r} (names must {how} the entity id)")
+
+
+def same_names(cert: x509.Certificate, subject: x509.Name, san: x509.SubjectAlternativeName | None) -> bool:
+    """RFC 7030 4.2.2: Subject and SubjectAltName equal the certificate's (SAN order ignored)."""
+    if cert.subject != subject:
+        return False
+    try:
+        current = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        current = set()
+    return current == set(san or [])
+
+
+def template(csr: x509.CertificateSigningRequest, san: x509.SubjectAlternativeName | None,
+             policy: Policy) -> IssueRequest:
+    return IssueRequest(
+        subject=csr.subject,
+        public_key=csr.public_key(),  # type: ignore[arg-type]
+        san=san,
+        ekus=tuple(EKU_OIDS.get(e) or x509.ObjectIdentifier(e) for e in policy.ekus),
+        validity=dt.timedelta(days=policy.validity_days),
+    )
+
+
+def public_key_sha256(csr_or_cert: x509.CertificateSigningRequest | x509.Certificate) -> str:
+    spki = csr_or_cert.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _under(dns: str, suffix: str) -> bool:
+    dns, suffix = dns.lower().rstrip("."), suffix.lower().rstrip(".")
+    return dns == suffix.lstrip(".") or dns.endswith("." + suffix.lstrip("."))
+
+
+def _describe(general_name: x509.GeneralName) -> str:
+    kind = _SAN_KIND.get(type(general_name), type(general_name).__name__)
+    return f"{kind}:{getattr(general_name, 'value', '')}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or ["parse error"])[0][:160]

@@ -1,0 +1,1 @@
+"""Running the listeners: TLS context, worker processes, reload and graceful stop."""

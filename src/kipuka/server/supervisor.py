@@ -1,0 +1,100 @@
+"""`kipuka serve`: check the configuration, migrate the database, start workers.
+
+With [server] workers = 1 the single worker runs in this process. With more,
+this process forks them (they share the port through SO_REUSEPORT), forwards
+SIGHUP and SIGTERM to them, and restarts one that dies unexpectedly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from kipuka.config import load_config
+from kipuka.ra.otp import OtpKeyring
+from kipuka.server.worker import run_worker
+from kipuka.store import Store
+
+log = logging.getLogger("kipuka.server")
+EARLY_EXIT = 3.0  # a worker that dies this soon after starting will not do better on restart
+
+
+def serve(config_path: Path, listen: str | None = None) -> int:
+    config = load_config(config_path)
+    OtpKeyring.load(config.otp.key_file)
+    store = Store(config.database.url)
+    if config.database.migrate_on_start:
+        applied = store.migrate()
+        if applied:
+            log.info("database migrated to version %d", applied[-1])
+    store.close()
+    workers = config.server.workers or os.cpu_count() or 1
+    if workers == 1:
+        run_worker(config_path, listen)
+        return 0
+    return _supervise(config_path, listen, workers)
+
+
+def _supervise(config_path: Path, listen: str | None, count: int) -> int:
+    children: dict[int, float] = {}
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            code = 0
+            try:
+                run_worker(config_path, listen)
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    for _ in range(count):
+        spawn()
+    log.info("started %d workers", count)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        started = children.pop(pid, None)
+        if started is None or stopping:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if time.monotonic() - started < EARLY_EXIT:
+            log.error("worker %d exited at start-up (code %d); stopping", pid, code)
+            forward(signal.SIGTERM, None)
+            stopping = True
+            continue
+        log.warning("worker %d exited (code %d); starting a new one", pid, code)
+        spawn()
+    return 0
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")

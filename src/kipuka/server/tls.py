@@ -1,0 +1,53 @@
+"""The EST listener's TLS context.
+
+TLS 1.2 (ECDHE with AEAD only) and TLS 1.3; no compression, no renegotiation.
+Client certificates are optional at the handshake so OTP and mTLS share one
+port; the chain is checked against [tls] client_ca but its dates are not
+(X509_V_FLAG_NO_CHECK_TIME), so an expired certificate reaches the RA and gets
+a 401 with a reason rather than an opaque TLS alert.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from kipuka.config import TLSConfig
+
+X509_V_FLAG_NO_CHECK_TIME = 0x200000  # OpenSSL x509_vfy.h; not exported by Python's ssl
+
+
+def server_context(cfg: TLSConfig) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if cfg.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.load_cert_chain(str(cfg.cert), str(cfg.key))
+    if cfg.client_ca is not None:
+        ctx.load_verify_locations(cafile=str(cfg.client_ca))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.verify_flags |= X509_V_FLAG_NO_CHECK_TIME
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class ReloadableContext:
+    """A listening context whose certificates can be replaced without a new socket.
+
+    Every handshake starts on `listener`; its SNI callback (called by OpenSSL
+    whether or not the client sends a name) moves the connection onto the
+    current context, so a reload takes effect for the next handshake while
+    existing connections keep theirs.
+    """
+
+    def __init__(self, cfg: TLSConfig) -> None:
+        self.current = server_context(cfg)
+        self.listener = server_context(cfg)
+        self.listener.sni_callback = self._select
+
+    def reload(self, cfg: TLSConfig) -> None:
+        self.current = server_context(cfg)
+
+    def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        ssl_object.context = self.current

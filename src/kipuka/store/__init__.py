@@ -1,0 +1,11 @@
+"""Storage: certificates, OTPs, lockouts and the audit trail (SQLAlchemy Core).
+
+`Store` is synchronous and owns every SQL statement; `AsyncStore` runs it on
+worker threads so that no database wait ever blocks the event loop.
+"""
+
+from kipuka.store.asyncstore import AsyncStore
+from kipuka.store.records import AuditEvent, CertRecord, OtpRecord
+from kipuka.store.sql import SerialCollision, Store, StoreUnavailable
+
+__all__ = ["AsyncStore", "AuditEvent", "CertRecord", "OtpRecord", "SerialCollision", "Store", "StoreUnavailable"]

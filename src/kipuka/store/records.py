@@ -1,0 +1,58 @@
+"""Plain records passed between the RA and the store (no SQL, no HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class CertRecord:
+    ca_id: str
+    serial: str  # lower-case hex, no leading zeros: random 159-bit serials overflow BIGINT
+    subject: str
+    sans: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    label: str
+    entity: str
+    auth: str  # "otp" | "mtls"
+    pubkey_sha256: str
+    fingerprint_sha256: str
+    der: bytes
+    issued_at: dt.datetime
+    otp_id: int | None = None
+    revoked_at: dt.datetime | None = None
+    revocation_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class OtpRecord:
+    id: int
+    entity: str
+    label: str | None
+    key_id: str
+    digest: bytes
+    expires_at: dt.datetime
+    uses_total: int
+    uses_left: int
+    revoked_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    event: str  # enroll | reenroll | otp.create | otp.revoke | cert.revoke | auth ...
+    outcome: str  # success | rejected | error
+    reason: str = ""
+    label: str = ""
+    entity: str = ""
+    client_addr: str = ""
+    auth: str = ""
+    ca_id: str = ""
+    serial: str = ""
+    at: dt.datetime = field(default_factory=utcnow)
