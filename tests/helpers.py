@@ -1,0 +1,202 @@
+"""Test helpers: a real kipuka server process on loopback, CSRs, and an HTTPS client.
+
+Every test talks to `kipuka serve` over real TLS; nothing here reaches into the
+server's internals except the CLI commands an operator would run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
+
+KIPUKA = [sys.executable, "-m", "kipuka"]
+PKCS10 = {"Content-Type": "application/pkcs10"}
+CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*KIPUKA, *args], capture_output=True, text=True, check=check, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def edit_config(path: Path, replacements: dict[str, str] | None = None, append: str = "") -> None:
+    """Change a generated kipuka.toml: regex replacements, then text appended at the end."""
+    text = path.read_text()
+    for pattern, repl in (replacements or {}).items():
+        text, n = re.subn(pattern, repl, text, flags=re.M)
+        assert n, f"pattern {pattern!r} not found in {path}"
+    path.write_text(text + append)
+
+
+@dataclass
+class Server:
+    dir: Path
+    port: int
+    proc: subprocess.Popen | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.dir / "serve.log"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "kipuka.toml"
+
+    @property
+    def base(self) -> str:
+        return f"https://localhost:{self.port}/.well-known/est"
+
+    def url(self, op: str, label: str | None = None) -> str:
+        return f"{self.base}/{label}/{op}" if label else f"{self.base}/{op}"
+
+    @property
+    def ca_bundle(self) -> str:
+        """The chain as a client gets it: decoded from /cacerts (bootstrapped without verification)."""
+        path = self.dir / "ca-chain.pem"
+        if not path.exists():
+            r = requests.get(self.url("cacerts"), verify=False, timeout=10)
+            r.raise_for_status()
+            certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(r.content))
+            path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+        return str(path)
+
+    def start(self, *extra: str) -> "Server":
+        self.proc = subprocess.Popen([*KIPUKA, "serve", "-c", str(self.config), "--listen",
+                                      f"127.0.0.1:{self.port}", *extra],
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kipuka serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("kipuka serve did not start listening")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def otp(self, entity: str, *args: str) -> str:
+        out = run_cli("otp", "create", "-c", str(self.config), entity, *args)
+        return out.stdout.strip()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run_cli(args[0], *args[1:], "-c", str(self.config), check=check) if len(args) == 1 else \
+            run_cli(args[0], args[1], "-c", str(self.config), *args[2:], check=check)
+
+    def post(self, op: str, body: bytes, *, label: str | None = None, auth: tuple[str, str] | None = None,
+             cert: tuple[str, str] | None = None, headers: dict | None = None) -> requests.Response:
+        return requests.post(self.url(op, label), data=body, auth=auth, cert=cert, verify=self.ca_bundle,
+                             headers=PKCS10 if headers is None else headers, timeout=30)
+
+    def get(self, op: str, *, label: str | None = None, cert: tuple[str, str] | None = None) -> requests.Response:
+        return requests.get(self.url(op, label), cert=cert, verify=self.ca_bundle, timeout=30)
+
+
+def make_server(root: Path, *, replacements: dict[str, str] | None = None, append: str = "",
+                key_type: str = "ec-p256") -> Server:
+    d = root / f"kipuka-{uuid.uuid4().hex[:8]}"
+    run_cli("init", str(d), "--key-type", key_type)
+    if replacements or append:
+        edit_config(d / "kipuka.toml", replacements, append)
+    return Server(d, free_port())
+
+
+# --- CSRs and certificates -------------------------------------------------------------
+
+def new_key(kind: str = "ec-p256"):
+    if kind == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind.startswith("rsa"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+    raise ValueError(kind)
+
+
+def make_csr(cn: str | None, key=None, *, sans: list[x509.GeneralName] | None = None,
+             hash_alg: hashes.HashAlgorithm | None = None, extensions: list[tuple[x509.ExtensionType, bool]] = (),
+             attributes: list[tuple[x509.ObjectIdentifier, bytes]] = ()) -> tuple[object, bytes]:
+    key = key or new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    for oid, value in attributes:
+        builder = builder.add_attribute(oid, value)
+    csr = builder.sign(key, hash_alg or hashes.SHA256())
+    return key, csr.public_bytes(serialization.Encoding.DER)
+
+
+def b64(der: bytes, width: int = 64) -> bytes:
+    text = base64.b64encode(der)
+    return b"\n".join(text[i:i + width] for i in range(0, len(text), width)) + b"\n"
+
+
+def certs_from(response: requests.Response) -> list[x509.Certificate]:
+    assert response.status_code == 200, (response.status_code, response.text)
+    assert response.headers["Content-Type"] == CERTS_ONLY
+    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(response.content))
+
+
+def unique(prefix: str = "device") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def write_identity(directory: Path, name: str, key, cert: x509.Certificate) -> tuple[str, str]:
+    """Key and certificate as PEM files, for requests' cert=(crt, key) and curl --cert/--key."""
+    key_path, cert_path = directory / f"{name}.key", directory / f"{name}.crt"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(cert_path), str(key_path)
+
+
+def enroll_identity(server: Server, directory: Path, entity: str | None = None, *, label: str | None = None,
+                    key_kind: str = "ec-p256") -> tuple[str, str, x509.Certificate]:
+    """Enroll a fresh device with an OTP; returns (cert path, key path, certificate)."""
+    entity = entity or unique()
+    otp = server.otp(entity, *(["--label", label] if label else []))
+    key, der = make_csr(f"{entity}.example.com", new_key(key_kind))
+    cert = certs_from(server.post("simpleenroll", b64(der), label=label, auth=(entity, otp)))[0]
+    crt, k = write_identity(directory, entity, key, cert)
+    return crt, k, cert
+
+
