@@ -200,3 +200,42 @@ def enroll_identity(server: Server, directory: Path, entity: str | None = None, 
     return crt, k, cert
 
 
+
+
+def sign_certificate(issuer_cert_path: Path, issuer_key_path: Path, public_key, cn: str, *,
+                     days: float = 30, not_before_days: float = -1, ekus: list | None = None,
+                     is_ca: bool = False, sans: list | None = None) -> x509.Certificate:
+    """A certificate signed directly with a deployment's (or test's) CA key file."""
+    import datetime as dt
+
+    issuer = x509.load_pem_x509_certificate(issuer_cert_path.read_bytes())
+    issuer_key = serialization.load_pem_private_key(issuer_key_path.read_bytes(), None)
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+               .issuer_name(issuer.subject).public_key(public_key)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now + dt.timedelta(days=not_before_days))
+               .not_valid_after(now + dt.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True))
+    if ekus:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_test_ca(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed CA of the test's own (a manufacturer's IDevID CA, an RA CA ...)."""
+    import datetime as dt
+
+    key = new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    crt, k = write_identity(directory, name, key, cert)
+    return Path(crt), Path(k)

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from kipuka.ca.base import CertificateAuthority, IssueRequest
+from kipuka.ca.base import CertificateAuthority
 from kipuka.config import Config, Label
 from kipuka.errors import BadRequest, Forbidden, InternalError, NotFound, Unauthenticated
 from kipuka.pem import load_certificates
@@ -81,8 +81,7 @@ class Authority:
         cert = who.client_cert
         entity = cert.subject.rfc4514_string()
         await self._check_dates(rt, op, who, entity, cert)
-        csr = await self._valid_csr(rt, op, who, entity, csr_der)
-        san = await self._guard(rt, op, who, entity, lambda: csrcheck.requested_san(csr))
+        csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
         issuer = self._kipuka_issuer(cert)
         if issuer is not None:
             if not csrcheck.same_names(cert, csr.subject, san):
@@ -109,8 +108,7 @@ class Authority:
         if not rt.ca.is_issuer_of(cert):
             await self._reject(rt, op, who, entity, Forbidden(
                 "client certificate was not issued by this label's CA"))
-        csr = await self._valid_csr(rt, op, who, entity, csr_der)
-        san = await self._guard(rt, op, who, entity, lambda: csrcheck.requested_san(csr))
+        csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
         if not csrcheck.same_names(cert, csr.subject, san):
             if not rt.label.policy.allow_subject_change:
                 await self._reject(rt, op, who, entity, Forbidden(
@@ -136,8 +134,7 @@ class Authority:
         otp = self._match_otp(await self._db(self.store.otps_for(entity)), rt, basic.entity, basic.secret)
         if otp is None:
             await self._otp_failure(rt, who, entity, now)
-        csr = await self._valid_csr(rt, op, who, entity, csr_der)
-        san = await self._guard(rt, op, who, entity, lambda: csrcheck.requested_san(csr))
+        csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
         pubkey = csrcheck.public_key_sha256(csr)
         window = dt.timedelta(seconds=self.config.otp.recovery_window)
         if otp.uses_left <= 0 or otp.expires_at <= now:
@@ -179,7 +176,7 @@ class Authority:
                      csr: x509.CertificateSigningRequest, san: x509.SubjectAlternativeName | None, *,
                      otp: OtpRecord | None = None, pubkey: str | None = None,
                      credential: tuple[str, str] | None = None) -> Enrolled:
-        req = await self._guard(rt, op, who, entity, lambda: self._template(rt, csr, san))
+        req = csrcheck.template(csr, san, rt.label.policy)
         pubkey = pubkey or csrcheck.public_key_sha256(csr)
         for _ in range(SERIAL_RETRIES):
             issued = (await rt.ca.issue(req)).certificate
@@ -204,17 +201,15 @@ class Authority:
         await self._reject(rt, op, who, entity, InternalError("could not allocate a unique serial number"))
         raise AssertionError("unreachable")
 
-    def _template(self, rt: LabelRuntime, csr: x509.CertificateSigningRequest,
-                  san: x509.SubjectAlternativeName | None) -> IssueRequest:
-        csrcheck.check_names(csr.subject, san, rt.label.policy)
-        return csrcheck.template(csr, san, rt.label.policy)
-
-    async def _valid_csr(self, rt: LabelRuntime, op: str, who: Requester, entity: str,
-                         der: bytes) -> x509.CertificateSigningRequest:
-        def check() -> x509.CertificateSigningRequest:
+    async def _valid_csr(self, rt: LabelRuntime, op: str, who: Requester, entity: str, der: bytes
+                         ) -> tuple[x509.CertificateSigningRequest, x509.SubjectAlternativeName | None]:
+        """Parse, proof of possession, key and name shape: everything that makes a CSR a 400."""
+        def check() -> tuple[x509.CertificateSigningRequest, x509.SubjectAlternativeName | None]:
             csr = csrcheck.parse_csr(der)
             csrcheck.check_proof_of_possession(csr, rt.label.policy)
-            return csr
+            san = csrcheck.requested_san(csr)
+            csrcheck.check_names(csr.subject, san, rt.label.policy)
+            return csr, san
         return await self._guard(rt, op, who, entity, check)
 
     async def _check_dates(self, rt: LabelRuntime, op: str, who: Requester, entity: str,

@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorit
 
 from kipuka.ca.base import IssueRequest
 from kipuka.config import Policy
-from kipuka.errors import BadRequest
+from kipuka.errors import BadRequest, Forbidden
 from kipuka.keys import key_type_of
 
 # SHA-1 and MD5 signatures prove nothing today; DSA is not offered by any EST client we know.
@@ -116,19 +116,19 @@ def check_names(subject: x509.Name, san: x509.SubjectAlternativeName | None, pol
 
 def check_names_for_entity(subject: x509.Name, san: x509.SubjectAlternativeName | None,
                            entity: str, rule: str) -> None:
-    """The OTP identity binding: which names an entity id may ask for."""
+    """The OTP identity binding: which names an entity id may ask for (else 403)."""
     if rule == "any":
         return
     names = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     for general_name in san or []:
         if isinstance(general_name, x509.IPAddress):
-            raise BadRequest(f"IP address names cannot be bound to entity {entity!r} by this policy")
+            raise Forbidden(f"IP address names cannot be bound to entity {entity!r} by this policy")
         names.append(str(general_name.value))
     for name in names:
         ok = name == entity if rule == "exact" else name.startswith(entity)
         if not ok:
             how = "equal" if rule == "exact" else "start with"
-            raise BadRequest(f"name {name!r} is not allowed for entity {entity!r} (names must {how} the entity id)")
+            raise Forbidden(f"name {name!r} is not allowed for entity {entity!r} (names must {how} the entity id)")
 
 
 def same_names(cert: x509.Certificate, subject: x509.Name, san: x509.SubjectAlternativeName | None) -> bool:

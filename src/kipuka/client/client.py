@@ -1,0 +1,535 @@
+"""`EstClient`: the six EST operations of RFC 7030 (with RFC 8951) from the client side.
+
+    from kipuka.client import EstClient, CsrSpec, generate_key
+
+    with EstClient("https://est.example.com:9443", label="iot-fleet",
+                   trust="ca-chain.pem", auth=("device-001", otp)) as est:
+        key = generate_key("ec-p256")
+        issued = est.simpleenroll(CsrSpec.for_names(key, "device-001.example.com"))
+        issued.certificate, issued.chain
+
+The client is synchronous and built on the standard library (see
+`kipuka.client.transport` for why); it keeps one keep-alive connection.
+
+Trust, in order of precedence:
+- `trust=` explicit anchors (a PEM file path, PEM bytes, or certificates):
+  TLS is verified against them; with `fingerprint=` as well, the /cacerts
+  answer must also contain the certificate with that SHA-256 (a pin).
+- `fingerprint=` alone: RFC 7030 4.1.1 bootstrap. /cacerts is fetched over a
+  TLS connection that is NOT authenticated, the certificate with that SHA-256
+  (root or issuing CA, checked out of band) must be in the answer, and the
+  certificates joined to it by signatures become the explicit trust anchors;
+  the next connection is verified against them. No credentials are ever sent
+  on the unauthenticated connection.
+- neither: the system's default CAs. `bootstrap()` without a fingerprint is
+  refused (BootstrapError), never done blindly.
+
+Authentication: `auth=(entity, otp)` is sent as HTTP Basic with every POST
+(`auth_mode="preemptive"`, the default) or only in answer to a 401 challenge
+(`auth_mode="challenge"`, what libest and Bouncy Castle clients do);
+`client_cert=(cert, key)` presents a TLS client certificate (paths, PEM
+bytes or cryptography objects).
+
+Every answer is checked: the PKCS#7 must parse, the issued certificate must
+carry the CSR's public key, and its issuer's signature must verify against a
+certificate from /cacerts of the same label (fetched on demand over the
+verified connection) or from the trust anchors. Failures raise the typed
+errors of `kipuka.client.errors`, with the server's own reason text.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Callable, Sequence, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.name import _ASN1Type
+
+from kipuka.client import cms, verify, wire
+from kipuka.client.csr import (ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, CsrInput, CsrSource, CsrSpec)
+from kipuka.client.errors import (BootstrapError, ChannelBindingError, DecryptionError, EstError, HttpError,
+                                  InvalidResponse, PendingTimeout, Unauthorized, error_for_status)
+from kipuka.client.transport import ClientIdentity, Response, TlsSettings, Transport
+
+log = logging.getLogger("kipuka.client")
+
+WELL_KNOWN = "/.well-known/est"
+DEFAULT_PENDING_WAIT = 30   # seconds, when a 202 carries no usable Retry-After
+MAX_REDIRECTS = 3
+
+TrustInput = Union[str, os.PathLike, bytes, Sequence[x509.Certificate], None]
+
+
+# --- results -----------------------------------------------------------------------------
+
+@dataclass
+class Issued:
+    """An issued certificate and its verified issuer chain (issuing CA first, up to the root if known)."""
+
+    certificate: x509.Certificate
+    chain: list[x509.Certificate]
+    response_certificates: list[x509.Certificate] = field(default_factory=list)
+
+    def pem(self, with_chain: bool = False) -> bytes:
+        certs = [self.certificate, *(self.chain if with_chain else [])]
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+@dataclass
+class ServerKeygenResult(Issued):
+    private_key: object = None             # a cryptography private key
+    key_media_type: str = ""               # "application/pkcs8" or "application/pkcs7-mime; smime-type=server-generated-key"
+    encrypted: bool = False                # the key came CMS-encrypted (and was decrypted)
+    signed: bool = False                   # the key package's SignedData signature was verified
+    key_signer: x509.Certificate | None = None
+
+    def key_pem(self) -> bytes:
+        return self.private_key.private_bytes(serialization.Encoding.PEM,  # type: ignore[attr-defined]
+                                              serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+@dataclass
+class CmcResponse:
+    der: bytes                                   # the CMS of the PKIResponse, as received
+    certificates: list[x509.Certificate]         # certificates carried in its SignedData, if any
+
+
+# --- serverkeygen delivery -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AsymmetricDecryptKey:
+    """Ask for the key encrypted to this key (RFC 7030 4.4.1.2, AsymmetricDecryptKeyIdentifier)."""
+
+    key_id: bytes
+    private_key: object
+
+
+@dataclass(frozen=True)
+class SymmetricDecryptKey:
+    """Ask for the key encrypted with a pre-shared AES key (RFC 7030 4.4.1.1, DecryptKeyIdentifier)."""
+
+    key_id: bytes
+    key: bytes
+
+
+PKCS8 = "pkcs8"        # no encryption beyond TLS: application/pkcs8 expected
+CSR_KEY = "csr-key"    # encrypted to the CSR's own public key (the client keeps that key)
+Delivery = Union[str, AsymmetricDecryptKey, SymmetricDecryptKey]
+
+
+# --- the client ----------------------------------------------------------------------------
+
+class EstClient:
+    def __init__(self, base_url: str, label: str | None = None, *, trust: TrustInput = None,
+                 fingerprint: str | None = None, client_cert: tuple[object, object] | None = None,
+                 auth: tuple[str, str] | None = None, auth_mode: str = "preemptive",
+                 channel_binding: bool = False, timeout: float = 30.0, max_wait: float = 300.0,
+                 verify_chain: bool = True, on_progress: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        if auth_mode not in ("preemptive", "challenge"):
+            raise ValueError("auth_mode must be 'preemptive' or 'challenge'")
+        self.host, self.port, prefix, url_label = _split_url(base_url)
+        self.prefix = prefix
+        self.label = label if label is not None else url_label
+        if self.label is not None and (not self.label or "/" in self.label):
+            raise EstError(f"invalid EST label {self.label!r}")
+        self.fingerprint = verify.normalise_fingerprint(fingerprint) if fingerprint else None
+        self.auth = auth
+        self.auth_mode = auth_mode
+        self.channel_binding = channel_binding
+        self.max_wait = max_wait
+        self.verify_chain = verify_chain
+        self.on_progress = on_progress or (lambda msg: log.info("%s", msg))
+        self._sleep = sleep
+        self._clock = clock
+        self.timeout = timeout
+        self._anchors: list[x509.Certificate] | None = load_trust(trust)
+        self._bootstrapped = False
+        self._identity = ClientIdentity(*client_cert) if client_cert is not None else None
+        self._cacerts: dict[str | None, list[x509.Certificate]] = {}
+        self._transport = Transport(self.host, self.port, self._settings(), timeout)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> "EstClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._identity is not None:
+            self._identity.close()
+
+    @property
+    def trust_anchors(self) -> list[x509.Certificate] | None:
+        """The explicit anchors in use (after a bootstrap: the accepted CA certificates); None = system CAs."""
+        return list(self._anchors) if self._anchors is not None else None
+
+    def _settings(self, verify_tls: bool = True) -> TlsSettings:
+        anchors = None
+        if self._anchors is not None:
+            anchors = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in self._anchors)
+        return TlsSettings(anchors=anchors, verify=verify_tls,
+                           client_cert=self._identity.paths if self._identity and verify_tls else None,
+                           tls12_only=self.channel_binding)
+
+    def url(self, op: str, label: str | None = None) -> str:
+        port = "" if self.port == 443 else f":{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}{port}{self._path(op, label)}"
+
+    def _path(self, op: str, label: str | None = None) -> str:
+        label = self.label if label is None else label
+        if label:
+            return f"{self.prefix}/{urllib.parse.quote(label, safe='')}/{op}"
+        return f"{self.prefix}/{op}"
+
+    # --- trust bootstrap (RFC 7030 4.1.1) -------------------------------------------------
+
+    def bootstrap(self, fingerprint: str | None = None) -> list[x509.Certificate]:
+        """Fetch /cacerts without authenticating the server; keep what the fingerprint vouches for."""
+        expected = verify.normalise_fingerprint(fingerprint) if fingerprint else self.fingerprint
+        if not expected:
+            raise BootstrapError("refusing to fetch /cacerts over an unauthenticated TLS connection without "
+                                 "the SHA-256 fingerprint of the root or issuing CA certificate to check it "
+                                 "against (RFC 7030 4.1.1); give the fingerprint, or trust anchors")
+        self.on_progress(f"bootstrap: fetching {self.url('cacerts')} without server authentication")
+        transport = Transport(self.host, self.port, self._settings(verify_tls=False), self.timeout)
+        try:
+            resp = self._exchange(transport, "GET", "cacerts", allow_auth=False)
+        finally:
+            transport.close()
+        certs = self._certs_of(resp, "cacerts")
+        accepted = verify.bootstrap_set(certs, expected)
+        dropped = len(certs) - len(accepted)
+        self._anchors = accepted
+        self._bootstrapped = True
+        self._cacerts[self.label] = certs if not dropped else accepted
+        self._transport.reconfigure(self._settings())
+        self.on_progress(f"bootstrap: fingerprint matches {accepted[0].subject.rfc4514_string()}; "
+                         f"{len(accepted)} CA certificate(s) are now the trust anchors"
+                         + (f" ({dropped} unrelated certificate(s) ignored)" if dropped else ""))
+        try:  # the very next connection must authenticate the server with the new anchors
+            self._transport._connection()
+        except EstError as exc:
+            raise BootstrapError(f"CA certificates accepted, but the server's TLS certificate does not verify "
+                                 f"against them: {exc.reason}") from None
+        return accepted
+
+    # --- operations -----------------------------------------------------------------------
+
+    def cacerts(self) -> list[x509.Certificate]:
+        """GET /cacerts: the CA certificates of the label (bootstrapping trust first if so configured)."""
+        if self._anchors is None and self.fingerprint and not self._bootstrapped:
+            self.bootstrap()
+            return list(self._cacerts[self.label])
+        resp = self._call("GET", "cacerts", allow_auth=False)
+        certs = self._certs_of(resp, "cacerts")
+        if self.fingerprint:
+            verify.bootstrap_set(certs, self.fingerprint)  # the pin must be in the answer
+        self._cacerts[self.label] = certs
+        return certs
+
+    def csrattrs(self) -> wire.CsrAttributes:
+        """GET /csrattrs; an empty result for 204 (the server asks for nothing)."""
+        resp = self._call("GET", "csrattrs", allow_auth=True, preemptive=False)
+        if resp.status == 204 or not resp.body.strip():
+            return wire.CsrAttributes()
+        self._check_media(resp, "csrattrs", lambda mt: mt.type in (wire.CSRATTRS, "application/octet-stream", ""))
+        return wire.csr_attributes(wire.decode_body(resp.body, "csrattrs", resp.header("content-transfer-encoding")))
+
+    def simpleenroll(self, csr: CsrInput) -> Issued:
+        return self._enroll("simpleenroll", csr)
+
+    def simplereenroll(self, csr: CsrInput) -> Issued:
+        return self._enroll("simplereenroll", csr)
+
+    def serverkeygen(self, csr: CsrInput, delivery: Delivery = PKCS8) -> ServerKeygenResult:
+        """POST /serverkeygen; returns the certificate and the (decrypted) server-generated key.
+
+        delivery: PKCS8 (plain application/pkcs8 over TLS), CSR_KEY (CMS encrypted to the
+        CSR's key; needs a CsrSpec so the client holds that key), or an AsymmetricDecryptKey /
+        SymmetricDecryptKey, whose identifier is added to the CSR when it is a CsrSpec.
+        """
+        source = CsrSource.of(csr)
+        if isinstance(delivery, (AsymmetricDecryptKey, SymmetricDecryptKey)) and source.spec is not None:
+            oid = ASYMMETRIC_DECRYPT_KEY_ID if isinstance(delivery, AsymmetricDecryptKey) else DECRYPT_KEY_ID
+            source = CsrSource(spec=source.spec.with_attribute(oid, delivery.key_id, _ASN1Type.OctetString))
+        if delivery == CSR_KEY and source.spec is None:
+            raise EstError("delivery 'csr-key' needs a CsrSpec: the client must hold the CSR's private key")
+        resp = self._call("POST", "serverkeygen", body=self._csr_body(source), content_type=wire.PKCS10)
+        media = wire.parse_media_type(resp.header("content-type"))
+        if media.type != wire.MULTIPART_MIXED:
+            raise InvalidResponse(f"serverkeygen: expected multipart/mixed, got {media.type or 'no Content-Type'}")
+        cert_parts, key_parts = [], []
+        for part in wire.multipart(resp.body, media):
+            pm = part.media
+            if pm.type in (wire.PKCS7_MIME, "application/x-pkcs7-mime") and pm.smime_type == "server-generated-key":
+                key_parts.append(part)
+            elif pm.type == wire.PKCS8:
+                key_parts.append(part)
+            elif wire.is_certs_media(pm):
+                cert_parts.append(part)
+        if len(cert_parts) != 1 or len(key_parts) != 1:
+            kinds = ", ".join(str(p.media) or "untyped" for p in wire.multipart(resp.body, media))
+            raise InvalidResponse(f"serverkeygen: expected one certificate part and one key part, got: {kinds}")
+        key_part = key_parts[0]
+        key_der = wire.decode_body(key_part.body, "serverkeygen key part", key_part.transfer_encoding)
+        opened = self._open_key(key_part.media, key_der, delivery, source)
+        certs = wire.certificates(cert_parts[0].body, "serverkeygen certificate part", cert_parts[0].transfer_encoding)
+        leaf = _leaf_for_key(certs, opened.private_key.public_key())  # type: ignore[attr-defined]
+        if leaf is None:
+            raise InvalidResponse("serverkeygen: the certificate does not carry the public key of the returned key")
+        chain = self._verify_issued(leaf, certs)
+        return ServerKeygenResult(leaf, chain, certs, private_key=opened.private_key,
+                                  key_media_type=str(key_part.media), encrypted=key_part.media.type != wire.PKCS8,
+                                  signed=opened.signed, key_signer=opened.signer)
+
+    def fullcmc(self, request: bytes) -> CmcResponse:
+        """POST /fullcmc with a DER CMS PKIData; the PKIResponse is returned undecoded (plus its certificates)."""
+        resp = self._call("POST", "fullcmc", body=lambda _t: wire_body(request), content_type=wire.CMC_REQUEST)
+        self._check_media(resp, "fullcmc", lambda mt: mt.type in (wire.PKCS7_MIME, "application/x-pkcs7-mime", "")
+                          and mt.smime_type in ("", "cmc-response"))
+        der = wire.decode_body(resp.body, "fullcmc", resp.header("content-transfer-encoding"))
+        try:
+            from cryptography.hazmat.primitives.serialization import pkcs7
+            certs = pkcs7.load_der_pkcs7_certificates(der)
+        except ValueError:
+            certs = []
+        return CmcResponse(der, certs)
+
+    # --- internals: enrollment ------------------------------------------------------------
+
+    def _enroll(self, op: str, csr: CsrInput) -> Issued:
+        source = CsrSource.of(csr)
+        resp = self._call("POST", op, body=self._csr_body(source), content_type=wire.PKCS10)
+        certs = self._certs_of(resp, op)
+        leaf = _leaf_for_key(certs, source.public_key)
+        if leaf is None:
+            raise InvalidResponse(f"{op}: no returned certificate carries the CSR's public key")
+        chain = self._verify_issued(leaf, certs)
+        return Issued(leaf, chain, certs)
+
+    def _csr_body(self, source: CsrSource) -> Callable[[Transport], bytes]:
+        if self.channel_binding and not source.can_bind:
+            raise ChannelBindingError("channel binding needs a CsrSpec (key and names): the CSR is signed after "
+                                      "the TLS handshake, with tls-unique in its challengePassword")
+
+        def body(transport: Transport) -> bytes:
+            tls_unique = transport.tls_unique() if self.channel_binding else None
+            return wire_body(source.der(tls_unique))
+        return body
+
+    def _open_key(self, media: wire.MediaType, der: bytes, delivery: Delivery, source: CsrSource) -> cms.OpenedKey:
+        if media.type == wire.PKCS8:
+            if delivery != PKCS8:
+                raise InvalidResponse("serverkeygen: the server sent the key unencrypted (application/pkcs8) "
+                                      "although an encrypted delivery was requested")
+            try:  # a PKCS#1 or SEC1 key labelled PKCS#8 loads as well
+                key = serialization.load_der_private_key(der, None)
+            except TypeError:
+                raise DecryptionError("serverkeygen: the application/pkcs8 part is password-encrypted") from None
+            except ValueError as exc:
+                raise InvalidResponse(f"serverkeygen: the key part is not a private key: {exc}") from None
+            pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+            return cms.OpenedKey(key, pkcs8, signed=False)
+        if isinstance(delivery, SymmetricDecryptKey):
+            return cms.open_server_generated_key(der, kek=delivery.key, kek_id=delivery.key_id)
+        if isinstance(delivery, AsymmetricDecryptKey):
+            return cms.open_server_generated_key(der, private_key=delivery.private_key)
+        if delivery == CSR_KEY:
+            assert source.spec is not None
+            return cms.open_server_generated_key(der, private_key=source.spec.key)
+        try:  # signed but not encrypted needs no key; anything encrypted does
+            return cms.open_server_generated_key(der)
+        except DecryptionError:
+            raise DecryptionError("serverkeygen: the server sent an encrypted key; ask for a delivery with a "
+                                  "decryption key (csr-key, AsymmetricDecryptKey or SymmetricDecryptKey)") from None
+
+    def _verify_issued(self, leaf: x509.Certificate, response_certs: list[x509.Certificate]) -> list[x509.Certificate]:
+        if not self.verify_chain:
+            return [c for c in response_certs if c is not leaf]
+        known = [*response_certs, *self._cacerts.get(self.label, []), *(self._anchors or [])]
+        issuer = verify.find_issuer(leaf, [c for c in known if c is not leaf])
+        if issuer is None and self.label not in self._cacerts:
+            self.cacerts()  # over the verified connection: explicit anchors for this label (RFC 7030 4.1.3)
+            known = [*response_certs, *self._cacerts.get(self.label, []), *(self._anchors or [])]
+        chain = verify.build_chain(leaf, [c for c in known if c is not leaf])
+        return chain[1:]
+
+    # --- internals: HTTP ------------------------------------------------------------------
+
+    def _call(self, method: str, op: str, *, body: Callable[[Transport], bytes] | None = None,
+              content_type: str | None = None, allow_auth: bool = True, preemptive: bool = True) -> Response:
+        if self._anchors is None and self.fingerprint and not self._bootstrapped:
+            self.bootstrap()
+        return self._exchange(self._transport, method, op, body=body, content_type=content_type,
+                              allow_auth=allow_auth, preemptive=preemptive)
+
+    def _exchange(self, transport: Transport, method: str, op: str, *, body=None, content_type: str | None = None,
+                  allow_auth: bool = True, preemptive: bool = True) -> Response:
+        path = self._path(op)
+        send_auth = allow_auth and preemptive and self.auth is not None and self.auth_mode == "preemptive"
+        challenged = False
+        redirects = 0
+        deadline = self._clock() + self.max_wait
+        polls = 0
+        while True:
+            headers: dict[str, str] = {}
+            if content_type:
+                headers["Content-Type"] = content_type
+                headers["Content-Transfer-Encoding"] = "base64"
+            if send_auth and self.auth is not None:
+                headers["Authorization"] = _basic(*self.auth)
+            resp = transport.request(method, path, headers, body)
+            if resp.status == 401 and allow_auth and self.auth is not None and not send_auth and not challenged:
+                challenge = resp.header("www-authenticate") or ""
+                scheme = challenge.split(None, 1)[0].lower() if challenge.strip() else ""
+                if scheme not in ("", "basic") and "basic" not in challenge.lower():
+                    raise self._error(resp, op, extra=f" (the server asks for {scheme} authentication; "
+                                                      f"this client answers Basic only)")
+                self.on_progress(f"{op}: 401 challenge, sending credentials")
+                send_auth = challenged = True
+                continue
+            if resp.status == 202:
+                polls += 1
+                wait = wire.retry_after(resp.header("retry-after"))
+                wait = DEFAULT_PENDING_WAIT if wait is None else max(1, wait)
+                if self._clock() + wait > deadline:
+                    raise PendingTimeout(f"{op}: request still pending after {polls} attempt(s); the server asks "
+                                         f"to retry in {wait} s, beyond the {self.max_wait:g} s wait allowed",
+                                         retry_after=wait)
+                self.on_progress(f"{op}: 202 pending, retrying in {wait} s")
+                self._sleep(wait)
+                continue
+            if resp.status in (301, 302, 303, 307, 308) and redirects < MAX_REDIRECTS:
+                target = self._same_origin(resp.header("location"))
+                if target is not None:
+                    redirects += 1
+                    path = target
+                    continue
+            if resp.status >= 300:
+                raise self._error(resp, op)
+            return resp
+
+    def _same_origin(self, location: str | None) -> str | None:
+        if not location:
+            return None
+        parts = urllib.parse.urlsplit(location)
+        if parts.scheme and (parts.scheme != "https" or parts.hostname != self.host or (parts.port or 443) != self.port):
+            return None
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def _error(self, resp: Response, op: str, extra: str = "") -> HttpError:
+        reason = wire.error_reason(resp.body, resp.header("content-type"), resp.reason or f"HTTP {resp.status}")
+        if 300 <= resp.status < 400:
+            reason = f"redirect to {resp.header('location') or '?'} not followed (other origin or too many)"
+            err = HttpError(resp.status, f"{op}: {reason}", url=self.url(op), headers=resp.headers)
+            return err
+        return error_for_status(resp.status, reason + extra, url=self.url(op), headers=resp.headers,
+                                retry_after=wire.retry_after(resp.header("retry-after")))
+
+    def _check_media(self, resp: Response, what: str, ok: Callable[[wire.MediaType], bool]) -> None:
+        mt = wire.parse_media_type(resp.header("content-type"))
+        if not ok(mt):
+            raise InvalidResponse(f"{what}: unexpected Content-Type {resp.header('content-type')!r}")
+
+    def _certs_of(self, resp: Response, what: str) -> list[x509.Certificate]:
+        self._check_media(resp, what, lambda mt: mt.type == "" or wire.is_certs_media(mt)
+                          or mt.type in ("application/octet-stream", "application/pkix-cert",
+                                         "application/x-pem-file"))
+        return wire.certificates(resp.body, what, resp.header("content-transfer-encoding"))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def wire_body(der: bytes) -> bytes:
+    """base64 wrapped at 64 columns with LF, as every EST server accepts."""
+    text = base64.b64encode(der)
+    return b"".join(text[i:i + 64] + b"\n" for i in range(0, len(text), 64))
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
+
+
+def _leaf_for_key(certs: list[x509.Certificate], public_key: object) -> x509.Certificate | None:
+    for cert in certs:
+        try:
+            if verify.same_public_key(cert.public_key(), public_key):
+                return cert
+        except (ValueError, TypeError):
+            continue
+    return None
+
+
+def _split_url(base_url: str) -> tuple[str, int, str, str | None]:
+    """host, port, path prefix ending in /.well-known/est, label found in the URL (or None)."""
+    if "://" not in base_url:
+        base_url = "https://" + base_url
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme.lower() != "https":
+        raise EstError(f"EST needs https, not {parts.scheme}:// ({base_url})")
+    if not parts.hostname:
+        raise EstError(f"no host in URL {base_url!r}")
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise EstError(f"invalid port in URL {base_url!r}") from None
+    path = parts.path.rstrip("/")
+    label = None
+    if WELL_KNOWN in path:
+        head, _, tail = path.partition(WELL_KNOWN)
+        prefix = head + WELL_KNOWN
+        tail = tail.strip("/")
+        if tail:
+            if "/" in tail:
+                raise EstError(f"URL {base_url!r}: expected at most one label after {WELL_KNOWN}")
+            label = urllib.parse.unquote(tail)
+    else:
+        prefix = path + WELL_KNOWN
+    return parts.hostname, port, prefix, label
+
+
+def load_trust(trust: TrustInput) -> list[x509.Certificate] | None:
+    if trust is None:
+        return None
+    if isinstance(trust, (str, os.PathLike)):
+        try:
+            with open(trust, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise EstError(f"cannot read trust anchors {os.fspath(trust)}: {exc.strerror}") from None
+        certs = _certs_from_bytes(data, os.fspath(trust))
+    elif isinstance(trust, bytes):
+        certs = _certs_from_bytes(trust, "trust anchors")
+    else:
+        certs = list(trust)
+    if not certs:
+        raise EstError("the trust anchors contain no certificate")
+    return certs
+
+
+def _certs_from_bytes(data: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return x509.load_pem_x509_certificates(data)
+        if b"-----BEGIN PKCS7-----" in data:
+            from cryptography.hazmat.primitives.serialization import pkcs7
+            return pkcs7.load_pem_pkcs7_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise EstError(f"{what}: not PEM/DER certificates ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+
+
+__all__ = ["EstClient", "Issued", "ServerKeygenResult", "CmcResponse", "AsymmetricDecryptKey",
+           "SymmetricDecryptKey", "PKCS8", "CSR_KEY", "CsrSpec", "Unauthorized"]
