@@ -1,0 +1,138 @@
+"""`kipuka init` output and `kipuka config check`."""
+
+import stat
+import tomllib
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.helpers import edit_config, run_cli
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    d = tmp_path_factory.mktemp("init") / "demo"
+    run_cli("init", str(d))
+    return d
+
+
+def test_init_makes_a_root_and_one_issuing_ca_per_label(deployment):
+    root = x509.load_pem_x509_certificate((deployment / "ca" / "root.pem").read_bytes())
+    for ca_id in ("default", "iot-fleet", "corp-devices"):
+        ca = x509.load_pem_x509_certificate((deployment / "ca" / f"{ca_id}.pem").read_bytes())
+        ca.verify_directly_issued_by(root)
+        assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
+
+
+def test_init_tls_certificate_covers_localhost_and_chains_to_default_root(deployment):
+    chain = x509.load_pem_x509_certificates((deployment / "tls" / "server.pem").read_bytes())
+    san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    default = x509.load_pem_x509_certificate((deployment / "ca" / "default.pem").read_bytes())
+    chain[0].verify_directly_issued_by(default)
+
+
+def test_init_client_ca_bundle_has_issuing_cas_and_root(deployment):
+    bundle = x509.load_pem_x509_certificates((deployment / "tls" / "client-ca.pem").read_bytes())
+    names = {c.subject.rfc4514_string() for c in bundle}
+    assert len(bundle) == 4 and any("Root CA" in n for n in names)
+
+
+def test_init_keeps_private_keys_apart_and_owner_only(deployment):
+    private = deployment / "private"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    keys = list(private.iterdir())
+    assert {p.name for p in keys} >= {"root.key", "default.key", "iot-fleet.key", "corp-devices.key",
+                                      "tls-server.key", "otp-hmac.keys"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in keys)
+    served = list((deployment / "ca").iterdir()) + list((deployment / "tls").iterdir())
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in served)
+
+
+def test_init_config_has_default_ca_and_two_labels(deployment):
+    data = tomllib.loads((deployment / "kipuka.toml").read_text())
+    assert set(data["labels"]) == {"iot-fleet", "corp-devices"}
+    assert data["labels"]["iot-fleet"]["ca"] == "iot-fleet"
+    assert "#" in (deployment / "kipuka.toml").read_text()  # commented
+
+
+@pytest.mark.parametrize("key_type,check", [
+    ("rsa2048", lambda k: isinstance(k, rsa.RSAPublicKey) and k.key_size == 2048),
+    ("ec-p384", lambda k: isinstance(k, ec.EllipticCurvePublicKey) and k.curve.name == "secp384r1"),
+])
+def test_init_key_types(tmp_path, key_type, check):
+    run_cli("init", str(tmp_path / "d"), "--key-type", key_type)
+    assert check(x509.load_pem_x509_certificate((tmp_path / "d" / "ca" / "default.pem").read_bytes()).public_key())
+    assert run_cli("config", "check", "-c", str(tmp_path / "d" / "kipuka.toml")).returncode == 0
+
+
+def test_init_refuses_to_overwrite(deployment):
+    out = run_cli("init", str(deployment), check=False)
+    assert out.returncode != 0 and "already exists" in out.stderr
+
+
+def test_config_check_accepts_the_demo(deployment):
+    out = run_cli("config", "check", "-c", str(deployment / "kipuka.toml"))
+    assert "OK" in out.stderr
+
+
+def _broken(tmp_path, **edits):
+    d = tmp_path / "d"
+    run_cli("init", str(d))
+    edit_config(d / "kipuka.toml", **edits)
+    return run_cli("config", "check", "-c", str(d / "kipuka.toml"), check=False), (d / "kipuka.toml").read_text()
+
+
+def _line_of(text: str, fragment: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+
+def test_config_check_names_the_bad_key_and_its_line(tmp_path):
+    out, text = _broken(tmp_path, replacements={r"^validity_days = 90$": "validity_days = \"ninety\""})
+    assert out.returncode == 2
+    assert "labels.iot-fleet.validity_days" in out.stderr
+    line = _line_of(text, '"ninety"')
+    assert f"line {line}" in out.stderr
+
+
+def test_config_check_names_an_unknown_key(tmp_path):
+    out, text = _broken(tmp_path, replacements={r"^max_body = 65536": "max_bodyy = 65536"})
+    assert "server.max_bodyy" in out.stderr and "unknown key" in out.stderr
+    assert f"line {_line_of(text, 'max_bodyy')}" in out.stderr
+
+
+def test_label_named_like_an_operation_is_a_configuration_error(tmp_path):
+    out, _ = _broken(tmp_path, append='\n[labels.simpleenroll]\nca = "default"\n')
+    assert out.returncode == 2 and "labels.simpleenroll" in out.stderr and "operation" in out.stderr
+
+
+def test_label_with_unknown_ca_is_a_configuration_error(tmp_path):
+    out, _ = _broken(tmp_path, replacements={r'^ca = "iot-fleet"$': 'ca = "nope"'})
+    assert "labels.iot-fleet.ca" in out.stderr
+
+
+def test_unknown_key_type_is_a_configuration_error(tmp_path):
+    out, _ = _broken(tmp_path, replacements={r'^key_types = \["ec-p256", "ec-p384"\]$': 'key_types = ["dsa"]'})
+    assert "labels.iot-fleet.key_types" in out.stderr and "dsa" in out.stderr
+
+
+def test_invalid_toml_reports_the_line(tmp_path):
+    out, _ = _broken(tmp_path, append="\nthis is not toml\n")
+    assert out.returncode == 2 and "line" in out.stderr
+
+
+def test_serve_refuses_a_bad_configuration(tmp_path):
+    d = tmp_path / "d"
+    run_cli("init", str(d))
+    edit_config(d / "kipuka.toml", append='\n[labels.cacerts]\n')
+    out = run_cli("serve", "-c", str(d / "kipuka.toml"), "--listen", "127.0.0.1:1", check=False)
+    assert out.returncode == 2 and "labels.cacerts" in out.stderr
+
+
+def test_db_status_reports_the_schema_version(deployment):
+    run_cli("db", "migrate", "-c", str(deployment / "kipuka.toml"))
+    out = run_cli("db", "status", "-c", str(deployment / "kipuka.toml"))
+    assert out.stdout.startswith("schema version 1 (latest 1)")
