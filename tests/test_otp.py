@@ -186,3 +186,12 @@ def test_every_otp_event_is_audited(server):
     events = {(l.split("\t")[1], l.split("\t")[2]) for l in lines}
     assert {("otp.create", "success"), ("enroll", "rejected"), ("enroll", "success")} <= events
     assert all(otp not in l for l in lines)
+
+
+def test_a_failed_attempt_is_audited_once(server):
+    entity = unique()
+    server.otp(entity)
+    _enroll(server, entity, "wrong")
+    lines = [l for l in server.cli("audit", "list", "--limit", "300").stdout.splitlines()
+             if f"\t{entity}\t" in l and "\trejected\t" in l]
+    assert len(lines) == 1

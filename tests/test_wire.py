@@ -226,3 +226,14 @@ def test_tls_1_2_and_1_3_are_served(server, version):
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
             assert tls.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+
+
+def test_wire_level_rejections_are_audited(server):
+    entity = unique()
+    otp = server.otp(entity)
+    server.post("simpleenroll", b"%%% not base64 %%%", auth=(entity, otp))
+    server.post("simpleenroll", b"", auth=(entity, otp), label="no-such-label")
+    lines = [l.split("\t") for l in server.cli("audit", "list", "--limit", "500").stdout.splitlines()]
+    mine = [l for l in lines if l[4] == entity and l[2] == "rejected"]
+    reasons = " | ".join(l[7] for l in mine)
+    assert "base64" in reasons and "unknown EST label" in reasons

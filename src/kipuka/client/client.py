@@ -300,9 +300,8 @@ class EstClient:
                           and mt.smime_type in ("", "cmc-response"))
         der = wire.decode_body(resp.body, "fullcmc", resp.header("content-transfer-encoding"))
         try:
-            from cryptography.hazmat.primitives.serialization import pkcs7
-            certs = pkcs7.load_der_pkcs7_certificates(der)
-        except ValueError:
+            certs = wire.certificates(der, "fullcmc")
+        except InvalidResponse:
             certs = []
         return CmcResponse(der, certs)
 
@@ -530,6 +529,3 @@ def _certs_from_bytes(data: bytes, what: str) -> list[x509.Certificate]:
     except ValueError as exc:
         raise EstError(f"{what}: not PEM/DER certificates ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
 
-
-__all__ = ["EstClient", "Issued", "ServerKeygenResult", "CmcResponse", "AsymmetricDecryptKey",
-           "SymmetricDecryptKey", "PKCS8", "CSR_KEY", "CsrSpec", "Unauthorized"]

@@ -25,6 +25,7 @@ import datetime as dt
 import email.utils
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -153,7 +154,11 @@ def certificates(body: bytes, what: str, transfer_encoding: str | None = None) -
             raise InvalidResponse(f"{what}: PEM certificates do not parse: {_first_line(exc)}") from None
     der = decode_body(body, what, transfer_encoding)
     try:
-        certs = pkcs7.load_der_pkcs7_certificates(der)
+        with warnings.catch_warnings():
+            # Certificate SETs not in DER order are common (cryptography's own serializer
+            # makes them); BER is what RFC 5652 allows, so the fallback is not news.
+            warnings.simplefilter("ignore", UserWarning)
+            certs = pkcs7.load_der_pkcs7_certificates(der)
     except ValueError as exc:
         raise InvalidResponse(f"{what}: not a certs-only PKCS#7: {_first_line(exc)}") from None
     if not certs:
@@ -176,16 +181,26 @@ class CsrAttributes:
     oids: tuple[str, ...] = ()
     attributes: dict[str, tuple[str | bytes, ...]] = field(default_factory=dict)
 
-    def key_type(self, default: str = "ec-p256") -> str:
-        """The key the server asks for, as a kipuka key-type name (EC first when it offers both)."""
+    def key_types(self) -> list[str]:
+        """Key types the server names, as kipuka key-type names, in the order it lists them."""
+        out: list[str] = []
         for curve in self.attributes.get(ID_EC_PUBLIC_KEY, ()):
             if isinstance(curve, str) and curve in CURVE_NAMES:
-                return CURVE_NAMES[curve]
-        if ID_EC_PUBLIC_KEY in self.oids:
-            return "ec-p256"
+                out.append(CURVE_NAMES[curve])
+        if ID_EC_PUBLIC_KEY in self.oids and not out:
+            out.append("ec-p256")
         if RSA_ENCRYPTION in self.oids or RSA_ENCRYPTION in self.attributes:
-            return default if default.startswith("rsa") else "rsa2048"
-        return default
+            out.append("rsa")
+        if ED25519 in self.oids:
+            out.append("ed25519")
+        return out
+
+    def key_type(self, preferred: str = "ec-p256") -> str:
+        """`preferred` when the server accepts it or says nothing, else the first key type it names."""
+        named = self.key_types()
+        if not named or preferred in named or (preferred.startswith("rsa") and "rsa" in named):
+            return preferred
+        return "rsa2048" if named[0] == "rsa" else named[0]
 
     def signature_hash(self) -> str | None:
         for oid in self.oids:
@@ -209,6 +224,7 @@ class CsrAttributes:
 
 ID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+ED25519 = "1.3.101.112"
 CHALLENGE_PASSWORD = "1.2.840.113549.1.9.7"
 EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
 CURVE_NAMES = {"1.2.840.10045.3.1.7": "ec-p256", "1.3.132.0.34": "ec-p384", "1.3.132.0.35": "ec-p521"}

@@ -16,8 +16,9 @@ from kipuka.errors import (BadRequest, Disabled, Forbidden, InternalError, Kipuk
                            NotImplementedYet, Unauthenticated, Unavailable)
 from kipuka.est import codec
 from kipuka.est.csrattrs import csrattrs_for
-from kipuka.est.identity import requester_of
+from kipuka.est.identity import client_certificate, requester_of
 from kipuka.ra.authority import Authority
+from kipuka.ra.requester import Requester
 
 log = logging.getLogger("kipuka.est")
 
@@ -26,6 +27,10 @@ CHALLENGE = 'Basic realm="est"'
 STATUS = {BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Disabled: 404,
           InternalError: 500, NotImplementedYet: 501, Unavailable: 503}
 BASE64_HEADERS = {"Content-Transfer-Encoding": "base64"}
+
+
+AUDITED = {"simpleenroll": "enroll", "simplereenroll": "reenroll", "serverkeygen": "serverkeygen",
+           "fullcmc": "fullcmc"}
 
 
 class PayloadTooLarge(KipukaError):
@@ -66,6 +71,8 @@ class EstFrontEnd:
                 return _text(405, f"{op} takes {method}", {"Allow": method})
             return await handler(request, authority, label)
         except KipukaError as exc:
+            if request.method == "POST" and op in AUDITED:
+                await authority.record_rejection(label, AUDITED[op], _requester_or_anonymous(request), exc)
             return _error(exc)
         except Exception:  # never leak a traceback to the client
             log.exception("unhandled error in %s %s", request.method, request.path)
@@ -136,6 +143,13 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
         if len(data) > limit:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
     return bytes(data)
+
+
+def _requester_or_anonymous(request: web.Request) -> Requester:
+    try:
+        return requester_of(request)
+    except KipukaError:  # malformed credentials: record who we can
+        return Requester(client_addr=request.remote or "", client_cert=client_certificate(request))
 
 
 def _certificate(cert: x509.Certificate) -> web.Response:

@@ -168,7 +168,9 @@ class Authority:
             self._event(rt, "enroll", "rejected", who, entity, reason, auth="otp")))
         if locked is not None:
             reason += f"; too many failed attempts, locked until {locked:%Y-%m-%dT%H:%M:%SZ}"
-        raise Unauthenticated(reason)
+        exc = Unauthenticated(reason)
+        exc.audited = True  # type: ignore[attr-defined]  # record_auth_failure wrote the event
+        raise exc
 
     # --- shared steps ---------------------------------------------------------------
 
@@ -245,12 +247,29 @@ class Authority:
             await self._reject(rt, op, who, entity, exc)
 
     async def _reject(self, rt: LabelRuntime, op: str, who: Requester, entity: str, exc: Exception) -> None:
-        reason = getattr(exc, "reason", str(exc))
+        await self._audit_rejection(rt.label.name, rt.ca.id, op, who, entity, getattr(exc, "reason", str(exc)))
+        exc.audited = True  # type: ignore[attr-defined]
+        raise exc
+
+    async def record_rejection(self, label: str, op: str, who: Requester, exc: Exception) -> None:
+        """Audit a request the front end refused before it reached the RA (bad body, unknown label)."""
+        if getattr(exc, "audited", False):
+            return
+        rt = self.labels.get(label)
+        entity = who.basic.entity if who.basic else (
+            who.client_cert.subject.rfc4514_string() if who.client_cert else "")
+        await self._audit_rejection(label, rt.ca.id if rt else "", op, who, entity,
+                                    getattr(exc, "reason", str(exc)))
+
+    async def _audit_rejection(self, label: str, ca_id: str, op: str, who: Requester, entity: str,
+                               reason: str) -> None:
+        auth = "otp" if who.basic is not None else ("mtls" if who.client_cert is not None else "none")
         try:
-            await self.store.add_audit(self._event(rt, op, "rejected", who, entity, reason))
+            await self.store.add_audit(AuditEvent(event=op, outcome="rejected", reason=reason, label=label,
+                                                  entity=entity, client_addr=who.client_addr, auth=auth,
+                                                  ca_id=ca_id))
         except StoreUnavailable:
             pass  # the rejection stands; the store error is reported by the request that needs it
-        raise exc
 
     @staticmethod
     async def _db(awaitable):  # type: ignore[no-untyped-def]
