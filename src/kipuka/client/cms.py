@@ -35,7 +35,7 @@ from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
-from pyasn1_modules import rfc4055, rfc5652, rfc5958
+from pyasn1_modules import rfc4055, rfc5280, rfc5652, rfc5958
 
 from kipuka.client.errors import DecryptionError, InvalidResponse
 
@@ -92,7 +92,7 @@ def decrypt_enveloped(content: bytes, *, private_key: object | None = None, kek:
     env = _decode(content, rfc5652.EnvelopedData(), "EnvelopedData")
     if private_key is None and kek is None:
         raise DecryptionError("the server-generated key is encrypted; no decryption key was given")
-    cek = None
+    ceks: list[bytes] = []
     tried: list[str] = []
     for ri in env["recipientInfos"]:
         kind = ri.getName()
@@ -104,30 +104,34 @@ def decrypt_enveloped(content: bytes, *, private_key: object | None = None, kek:
                 cek = _kari(ri["kari"], private_key)
             elif kind == "kekri" and kek is not None:
                 cek = _kekri(ri["kekri"], kek, kek_id)
+            else:
+                cek = None
         except (ValueError, InvalidUnwrap, UnsupportedAlgorithm):
             cek = None
         if cek is not None:
-            break
-    if cek is None:
-        have = type(private_key).__name__ if private_key is not None else "a symmetric key"
-        raise DecryptionError(f"none of the recipients ({', '.join(tried) or 'none'}) can be decrypted "
-                              f"with {have}")
+            ceks.append(cek)
     eci = env["encryptedContentInfo"]
     alg = str(eci["contentEncryptionAlgorithm"]["algorithm"])
     if alg not in AES_CBC:
         raise DecryptionError(f"content encryption algorithm {alg} is not supported (AES-CBC only)")
-    if len(cek) != AES_CBC[alg]:
-        raise DecryptionError("content-encryption key has the wrong length")
     iv = bytes(_decode(bytes(eci["contentEncryptionAlgorithm"]["parameters"]), univ.OctetString(), "IV"))
     if not eci["encryptedContent"].isValue:
         raise DecryptionError("EnvelopedData carries no encrypted content (detached content is not supported)")
-    decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
-    padded = decryptor.update(bytes(eci["encryptedContent"])) + decryptor.finalize()
-    unpadder = sympadding.PKCS7(128).unpadder()
-    try:
-        return unpadder.update(padded) + unpadder.finalize()
-    except ValueError:
-        raise DecryptionError("decrypted content has bad padding (wrong key?)") from None
+    ciphertext = bytes(eci["encryptedContent"])
+    # RSA PKCS#1 v1.5 decryption with a wrong key yields a random key rather than an error
+    # (implicit rejection), so a content key only counts once the content decrypts with it.
+    for cek in ceks:
+        if len(cek) != AES_CBC[alg]:
+            continue
+        decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
+        padded = decryptor.update(ciphertext) + decryptor.finalize()
+        unpadder = sympadding.PKCS7(128).unpadder()
+        try:
+            return unpadder.update(padded) + unpadder.finalize()
+        except ValueError:
+            continue
+    have = type(private_key).__name__ if private_key is not None else "the symmetric key"
+    raise DecryptionError(f"none of the recipients ({', '.join(tried) or 'none'}) can be decrypted with {have}")
 
 
 def _ktri(ktri, key: rsa.RSAPrivateKey) -> bytes:
@@ -144,7 +148,7 @@ def _ktri(ktri, key: rsa.RSAPrivateKey) -> bytes:
             if oaep["hashFunc"].isValue:
                 hash_cls = DIGESTS.get(str(oaep["hashFunc"]["algorithm"]), hashes.SHA1)
             if oaep["maskGenFunc"].isValue and oaep["maskGenFunc"]["parameters"].isValue:
-                mgf_alg = _decode(bytes(oaep["maskGenFunc"]["parameters"]), rfc5652.AlgorithmIdentifier(), "MGF hash")
+                mgf_alg = _decode(bytes(oaep["maskGenFunc"]["parameters"]), rfc5280.AlgorithmIdentifier(), "MGF hash")
                 mgf_hash = DIGESTS.get(str(mgf_alg["algorithm"]), hashes.SHA1)
         return key.decrypt(encrypted, padding.OAEP(padding.MGF1(mgf_hash()), hash_cls(), None))
     raise ValueError(f"key transport algorithm {alg} is not supported")
@@ -160,7 +164,7 @@ def _kari(kari, key: ec.EllipticCurvePrivateKey) -> bytes | None:
     alg = str(kari["keyEncryptionAlgorithm"]["algorithm"])
     if alg not in ECDH_KDF:
         raise ValueError(f"key agreement algorithm {alg} is not supported")
-    wrap = _decode(bytes(kari["keyEncryptionAlgorithm"]["parameters"]), rfc5652.AlgorithmIdentifier(), "KeyWrapAlgorithm")
+    wrap = _decode(bytes(kari["keyEncryptionAlgorithm"]["parameters"]), rfc5280.AlgorithmIdentifier(), "KeyWrapAlgorithm")
     wrap_oid = str(wrap["algorithm"])
     if wrap_oid not in AES_WRAP:
         raise ValueError(f"key wrap algorithm {wrap_oid} is not supported")

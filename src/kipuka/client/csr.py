@@ -136,6 +136,7 @@ class CsrSource:
     spec: CsrSpec | None = None
     fixed: x509.CertificateSigningRequest | None = None
     _last: x509.CertificateSigningRequest | None = field(default=None, repr=False)
+    _bound_to: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, value: CsrInput) -> "CsrSource":
@@ -161,11 +162,17 @@ class CsrSource:
         return self.spec is not None
 
     def der(self, tls_unique: bytes | None = None) -> bytes:
-        if self.spec is not None:
+        """The CSR to send; a CsrSpec is signed once, and again only for a new tls-unique.
+
+        Repeating the same bytes matters: a request answered 202 or 401 is sent
+        again as it was (servers may match the retry by CSR).
+        """
+        if self.spec is None:
+            assert self.fixed is not None
+            return self.fixed.public_bytes(serialization.Encoding.DER)
+        if self._last is None or self._bound_to != tls_unique:
             self._last = self.spec.build(tls_unique)
-        else:
-            self._last = self.fixed
-        assert self._last is not None
+            self._bound_to = tls_unique
         return self._last.public_bytes(serialization.Encoding.DER)
 
 

@@ -97,6 +97,7 @@ class Transport:
         self._ctx: ssl.SSLContext | None = None
         self._conn: http.client.HTTPSConnection | None = None
         self._requests_on_conn = 0
+        self._facts: tuple[str | None, bytes | None, bytes | None] = (None, None, None)
 
     # --- connection -------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class Transport:
             self._requests_on_conn = 0
             try:
                 self._conn.connect()
+                self._facts = self._tls_facts(self._conn.sock)
             except ssl.SSLCertVerificationError as exc:
                 self.close()
                 raise TlsError(f"TLS: server certificate of {self.host}:{self.port} is not trusted "
@@ -174,15 +176,14 @@ class Transport:
                 for name, value in send.items():
                     conn.putheader(name, value)
                 conn.endheaders(payload)
-                sock = conn.sock  # getresponse() drops it when the server closes
+                facts = self._facts
                 resp = conn.getresponse()
                 self._requests_on_conn += 1
                 data = resp.read(MAX_BODY + 1)
                 if len(data) > MAX_BODY:
                     self.close()
                     raise TransportError(f"response body from {self.host}:{self.port} exceeds {MAX_BODY} bytes")
-                result = Response(resp.status, resp.reason or "", _headers(resp.headers), data)
-                self._tls_facts(result, sock)
+                result = Response(resp.status, resp.reason or "", _headers(resp.headers), data, *facts)
                 if resp.will_close:
                     self.close()
                 return result
@@ -206,15 +207,18 @@ class Transport:
                 raise TransportError(f"connection to {self.host}:{self.port} failed: {exc.strerror or exc}") from None
         raise AssertionError("unreachable")
 
-    def _tls_facts(self, result: Response, sock: object) -> None:
-        if isinstance(sock, ssl.SSLSocket):
-            result.tls_version = sock.version()
-            result.peer_certificate = sock.getpeercert(binary_form=True)
-            if result.tls_version == "TLSv1.2":
-                try:
-                    result.tls_unique = sock.get_channel_binding("tls-unique")
-                except (ValueError, ssl.SSLError):
-                    pass
+    def _tls_facts(self, sock: object) -> tuple[str | None, bytes | None, bytes | None]:
+        """TLS version, tls-unique (TLS 1.2 only) and server certificate of a new connection."""
+        if not isinstance(sock, ssl.SSLSocket):
+            return None, None, None
+        version = sock.version()
+        unique = None
+        if version == "TLSv1.2":
+            try:
+                unique = sock.get_channel_binding("tls-unique")
+            except (ValueError, ssl.SSLError):
+                pass
+        return version, unique, sock.getpeercert(binary_form=True)
 
     def peer_certificate(self) -> x509.Certificate | None:
         conn = self._connection()

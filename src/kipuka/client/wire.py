@@ -368,7 +368,7 @@ def error_reason(body: bytes, content_type: str | None, fallback: str) -> str:
             pass
     elif mt.type == "text/html" or text.lstrip().startswith("<"):
         text = re.sub(r"<(script|style)\b.*?</\1>", " ", text, flags=re.S | re.I)
-        text = re.sub(r"<[^>]+>", " ", text)
+        text = " ".join(re.sub(r"<[^>]+>", " ", text).split())
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = " ".join(lines[0].split()) if lines else fallback
     return line[:MAX_REASON]

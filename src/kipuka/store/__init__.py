@@ -5,7 +5,8 @@ worker threads so that no database wait ever blocks the event loop.
 """
 
 from kipuka.store.asyncstore import AsyncStore
-from kipuka.store.records import AuditEvent, CertRecord, OtpRecord
+from kipuka.store.certificates import CertFilter, StoredCRL
+from kipuka.store.records import AuditEvent, CertRecord, OtpRecord, PendingRecord
 from kipuka.store.sql import SerialCollision, Store, StoreUnavailable
 
-__all__ = ["AsyncStore", "AuditEvent", "CertRecord", "OtpRecord", "SerialCollision", "Store", "StoreUnavailable"]
+__all__ = ["AsyncStore", "AuditEvent", "CertFilter", "CertRecord", "OtpRecord", "PendingRecord", "StoredCRL", "SerialCollision", "Store", "StoreUnavailable"]

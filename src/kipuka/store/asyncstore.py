@@ -13,7 +13,9 @@ from kipuka.store.sql import Store
 T = TypeVar("T")
 
 _WRITES = {"create_otp", "revoke_otp", "record_auth_failure", "issue_with_otp", "record_issuance",
-           "revoke_certificate", "add_audit", "migrate"}
+           "revoke_certificate", "add_audit", "migrate", "create_pending", "approve_pending", "reject_pending",
+           "expire_pending", "chain_audit", "next_crl_number", "save_crl", "create_admin_token",
+           "revoke_admin_token"}
 
 
 class AsyncStore:

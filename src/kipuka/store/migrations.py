@@ -1,30 +1,41 @@
 """Versioned schema migrations: an ordered list of steps and a version row.
 
-Hand-rolled rather than Alembic: kipuka must migrate itself at start-up from a
-wheel, with no script directory or env.py, and the steps are few. Each step runs
-in the same transaction as the version bump, so a failed step leaves the
-database at the previous version.
+Hand-rolled rather than Alembic: kipuka migrates itself at start-up from a
+wheel, with no script directory or env.py, and the steps are few.
 
-Version 1 is the baseline and creates the tables of schema.py as they stood at
-version 1. Before changing schema.py, freeze version 1 into explicit DDL and
-add the change as a new step.
+A new database gets the current schema of schema.py in one step and is stamped
+with the latest version. An older database runs every step above its version,
+each in the same transaction as the version bump, so a failed step leaves it at
+the previous version. Because the baseline creates the current schema, every
+later step must be idempotent: it checks what exists before it adds.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, inspect, select, text
 
 from kipuka.store import schema
 
 
-def _v1_baseline(conn: Connection) -> None:
-    schema.metadata.create_all(conn)
+def _v2_operations(conn: Connection) -> None:
+    """Pending approvals, CRL state, admin tokens, the audit hash chain, admin indexes."""
+    schema.metadata.create_all(conn, tables=[schema.audit_chain, schema.pending_requests, schema.crl_state,
+                                             schema.admin_tokens], checkfirst=True)
+    columns = {c["name"] for c in inspect(conn).get_columns("audit")}
+    for name, sql_type in (("chain_seq", "BIGINT"), ("prev_hash", "VARCHAR(64)"), ("hash", "VARCHAR(64)")):
+        if name not in columns:
+            conn.execute(text(f"ALTER TABLE audit ADD COLUMN {name} {sql_type}"))
+    indexes = {i["name"] for t in ("audit", "certificates") for i in inspect(conn).get_indexes(t)}
+    for index in (*schema.audit.indexes, *schema.certificates.indexes):
+        if index.name not in indexes:
+            index.create(conn)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
-    (1, "baseline: certificates, otps, otp_failures, audit", _v1_baseline),
+    (1, "baseline: certificates, otps, otp_failures, audit", lambda conn: None),
+    (2, "pending requests, CRLs, admin tokens, audit chain", _v2_operations),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -37,17 +48,17 @@ def current_version(conn: Connection) -> int:
 
 
 def migrate(conn: Connection) -> list[int]:
-    """Apply every pending step; returns the versions applied."""
+    """Bring the database to LATEST; returns the versions applied."""
     version = current_version(conn)
+    if version == 0:
+        schema.metadata.create_all(conn)
+        conn.execute(schema.schema_version.insert().values(version=LATEST))
+        return [LATEST]
     applied = []
     for number, _, step in MIGRATIONS:
         if number <= version:
             continue
         step(conn)
-        if version == 0:
-            conn.execute(schema.schema_version.insert().values(version=number))
-        else:
-            conn.execute(schema.schema_version.update().values(version=number))
-        version = number
+        conn.execute(schema.schema_version.update().values(version=number))
         applied.append(number)
     return applied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -56,3 +57,51 @@ class AuditEvent:
     ca_id: str = ""
     serial: str = ""
     at: dt.datetime = field(default_factory=utcnow)
+    # Set by the store when read back; never written by callers.
+    id: int | None = None
+    chain_seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+
+    def row(self) -> dict:
+        """The columns a writer inserts (identity and chain are the store's)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("id", "chain_seq", "prev_hash", "hash")}
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    id: int
+    op: str
+    label: str
+    ca_id: str
+    requester: str
+    entity: str
+    auth: str
+    client_addr: str
+    otp_id: int | None
+    credential_ca: str | None
+    credential_serial: str | None
+    pubkey_sha256: str
+    csr_der: bytes
+    subject: str
+    sans: str
+    status: str
+    reason: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    decided_at: dt.datetime | None = None
+    decided_by: str | None = None
+    serial: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """The result of walking the audit hash chain."""
+
+    ok: bool
+    checked: int
+    unchained: int
+    broken_id: int | None = None
+    broken_seq: int | None = None
+    problem: str = ""

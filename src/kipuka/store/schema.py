@@ -64,6 +64,8 @@ Index("ix_certificates_otp_key", certificates.c.otp_id, certificates.c.pubkey_sh
 Index("ix_certificates_subject", certificates.c.subject)
 Index("ix_certificates_entity", certificates.c.entity)
 Index("ix_certificates_serial", certificates.c.serial)
+Index("ix_certificates_revoked", certificates.c.ca_id, certificates.c.revoked_at)  # CRL builds (v2)
+Index("ix_certificates_label_id", certificates.c.label, certificates.c.id)  # admin filters (v2)
 
 otps = Table(
     "otps", metadata,
@@ -102,5 +104,65 @@ audit = Table(
     Column("auth", String(16), nullable=False),
     Column("ca_id", String(64), nullable=False),
     Column("serial", String(42), nullable=False),
+    # The hash chain (schema v2): rows get `chain_seq`, `prev_hash` and `hash`
+    # after they are written, from one chainer at a time, so issuance never
+    # waits on the chain.
+    Column("chain_seq", BigInteger, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
 )
 Index("ix_audit_at", audit.c.at)
+Index("ux_audit_chain_seq", audit.c.chain_seq, unique=True)
+
+audit_chain = Table(
+    "audit_chain", metadata,
+    Column("id", Integer, primary_key=True),  # a single row, id = 1
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+)
+
+pending_requests = Table(
+    "pending_requests", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("op", String(16), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("ca_id", String(64), nullable=False),
+    Column("requester", String(300), nullable=False),  # "otp:<entity>" or "cert:<sha256 of client cert>"
+    Column("entity", String(255), nullable=False),
+    Column("auth", String(16), nullable=False),
+    Column("client_addr", String(64), nullable=False),
+    Column("otp_id", BigInteger, nullable=True),
+    Column("credential_ca", String(64), nullable=True),
+    Column("credential_serial", String(42), nullable=True),
+    Column("pubkey_sha256", String(64), nullable=False),
+    Column("csr_der", LargeBinary, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("sans", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | issued | rejected | expired
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("decided_by", String(255), nullable=True),
+    Column("serial", String(42), nullable=True),
+)
+Index("ix_pending_requester", pending_requests.c.requester, pending_requests.c.pubkey_sha256)
+Index("ix_pending_status", pending_requests.c.status, pending_requests.c.id)
+
+crl_state = Table(
+    "crl_state", metadata,
+    Column("ca_id", String(64), primary_key=True),
+    Column("number", BigInteger, nullable=False),
+    Column("this_update", UTCDateTime, nullable=False),
+    Column("next_update", UTCDateTime, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+
+admin_tokens = Table(
+    "admin_tokens", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)

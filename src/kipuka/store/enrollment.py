@@ -1,0 +1,136 @@
+"""OTPs, lockouts and issuance: the writes on the enrollment path."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import and_, select
+
+from kipuka.store import schema
+from kipuka.store.base import Revoked, StoreBase
+from kipuka.store.records import AuditEvent, CertRecord, OtpRecord
+
+
+class EnrollmentStore(StoreBase):
+    # --- OTPs -----------------------------------------------------------------------
+
+    def create_otp(self, entity: str, label: str | None, key_id: str, digest: bytes,
+                   expires_at: dt.datetime, uses: int, audit: AuditEvent) -> int:
+        with self._tx() as conn:
+            result = conn.execute(schema.otps.insert().values(
+                entity=entity, label=label, key_id=key_id, digest=digest, created_at=audit.at,
+                expires_at=expires_at, uses_total=uses, uses_left=uses, revoked_at=None))
+            self._audit(conn, audit)
+            return int(result.inserted_primary_key[0])
+
+    def otps_for(self, entity: str) -> list[OtpRecord]:
+        """Every unrevoked OTP of an entity, spent ones included (for lost-response recovery)."""
+        t = schema.otps
+        with self._read() as conn:
+            rows = conn.execute(select(t).where(and_(t.c.entity == entity, t.c.revoked_at.is_(None)))
+                                .order_by(t.c.id.desc()).limit(64)).mappings().all()
+        return [OtpRecord(**dict(r)) for r in rows]
+
+    def list_otps(self, entity: str | None = None) -> list[OtpRecord]:
+        t = schema.otps
+        query = select(t).order_by(t.c.id)
+        if entity is not None:
+            query = query.where(t.c.entity == entity)
+        with self._read() as conn:
+            return [OtpRecord(**dict(r)) for r in conn.execute(query).mappings().all()]
+
+    def revoke_otp(self, otp_id: int, now: dt.datetime, audit: AuditEvent) -> bool:
+        t = schema.otps
+        with self._tx() as conn:
+            n = conn.execute(t.update().where(and_(t.c.id == otp_id, t.c.revoked_at.is_(None)))
+                             .values(revoked_at=now)).rowcount
+            if n:
+                self._audit(conn, audit)
+            return bool(n)
+
+    # --- lockouts -------------------------------------------------------------------
+
+    def locked_until(self, entity: str, address: str, now: dt.datetime) -> dt.datetime | None:
+        t = schema.otp_failures
+        with self._read() as conn:
+            row = conn.execute(select(t.c.locked_until).where(
+                and_(t.c.entity == entity, t.c.address == address))).first()
+        if row and row[0] is not None and row[0] > now:
+            return row[0]
+        return None
+
+    def record_auth_failure(self, entity: str, address: str, now: dt.datetime, max_failures: int,
+                            window: dt.timedelta, audit: AuditEvent) -> dt.datetime | None:
+        """Count a failed OTP attempt; returns the lock expiry once the pair is locked out."""
+        t = schema.otp_failures
+        key = and_(t.c.entity == entity, t.c.address == address)
+        with self._tx() as conn:
+            row = conn.execute(select(t.c.failures, t.c.window_start).where(key)).first()
+            if row is None:
+                failures = 1
+                conn.execute(t.insert().values(entity=entity, address=address, failures=1,
+                                               window_start=now, locked_until=None))
+            else:
+                failures = 1 if row.window_start + window < now else row.failures + 1
+                start = now if failures == 1 else row.window_start
+                conn.execute(t.update().where(key).values(failures=failures, window_start=start))
+            locked = now + window if failures >= max_failures else None
+            if locked is not None:
+                conn.execute(t.update().where(key).values(locked_until=locked, failures=0, window_start=now))
+            self._audit(conn, audit)
+            return locked
+
+    # --- issuance -------------------------------------------------------------------
+
+    def issue_with_otp(self, otp_id: int, cert: CertRecord, audit: AuditEvent, now: dt.datetime,
+                       recovery_window: dt.timedelta) -> tuple[str, bytes | None]:
+        """Spend one use of an OTP and record its certificate, atomically.
+
+        Returns ("issued", None); ("recovered", der) when this OTP already gave a
+        certificate for the same public key within the recovery window (a client
+        that lost the response); or ("spent", None) when no use is left.
+        """
+        o = schema.otps
+        with self._tx() as conn:
+            earlier = self._recovered(conn, otp_id, cert.pubkey_sha256, now - recovery_window)
+            if earlier is not None:
+                self._audit(conn, dataclasses.replace(audit, event=audit.event + ".redeliver",
+                                                      reason="certificate re-sent for a retried request"))
+                return "recovered", earlier
+            spent = conn.execute(o.update().where(and_(
+                o.c.id == otp_id, o.c.uses_left > 0, o.c.revoked_at.is_(None), o.c.expires_at > now))
+                .values(uses_left=o.c.uses_left - 1)).rowcount
+            if spent != 1:
+                return "spent", None
+            self._insert_cert(conn, cert)
+            self._audit(conn, audit)
+            return "issued", None
+
+    def recovered_certificate(self, otp_id: int, pubkey_sha256: str, since: dt.datetime) -> bytes | None:
+        """The certificate an OTP already gave this public key since `since`, if any."""
+        with self._read() as conn:
+            return self._recovered(conn, otp_id, pubkey_sha256, since)
+
+    @staticmethod
+    def _recovered(conn: Any, otp_id: int, pubkey_sha256: str, since: dt.datetime) -> bytes | None:
+        c = schema.certificates
+        row = conn.execute(
+            select(c.c.der).where(and_(c.c.otp_id == otp_id, c.c.pubkey_sha256 == pubkey_sha256,
+                                       c.c.issued_at >= since))
+            .order_by(c.c.id.desc()).limit(1)).first()
+        return bytes(row[0]) if row is not None else None
+
+    def record_issuance(self, cert: CertRecord, audit: AuditEvent,
+                        credential: tuple[str, str] | None = None) -> None:
+        """Record a certificate; with `credential` (ca_id, serial), refuse if that one is revoked.
+
+        Checking the credential inside the write transaction means a revocation
+        that lands while the certificate is being signed still wins.
+        """
+        with self._tx() as conn:
+            if credential is not None and self._revoked(conn, *credential):
+                raise Revoked(credential[1])
+            self._insert_cert(conn, cert)
+            self._audit(conn, audit)
