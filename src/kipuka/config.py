@@ -66,6 +66,8 @@ class Policy:
     bootstrap_anchors: tuple[Path, ...] = ()
     ra_anchors: tuple[Path, ...] = ()
     csrattrs: bool = True
+    require_approval: bool = False
+    reenroll_requires_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class CAConfig:
     cert: Path
     key: Path
     chain: Path | None = None
+    ocsp_cert: Path | None = None
+    ocsp_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class ServerConfig:
     workers: int = 1
     max_body: int = 65536
     shutdown_timeout: int = 30
+    log_format: str = "json"
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,31 @@ class ESTConfig:
     default_ca: str = "default"
     serverkeygen: bool = False
     fullcmc: bool = False
+    retry_after: int = 60
+    pending_ttl: int = 7 * 86400
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    listen: str = "127.0.0.1:9444"
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None
+    subjects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RevocationConfig:
+    listen: str = "0.0.0.0:9080"
+    base_url: str = ""
+    crl_validity: int = 86400
+    crl_refresh: int = 3600
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    jsonl: Path | None = None
+    syslog: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +163,9 @@ class Config:
     est: ESTConfig
     cas: dict[str, CAConfig]
     labels: dict[str, Label] = field(default_factory=dict)
+    admin: AdminConfig = AdminConfig()
+    revocation: RevocationConfig = RevocationConfig()
+    audit: AuditConfig = AuditConfig()
 
     def label(self, name: str) -> Label | None:
         return self.labels.get(name)
@@ -157,7 +191,7 @@ def load_config(path: str | Path) -> Config:
 
 def _build(path: Path, data: dict[str, Any]) -> Config:
     base = path.parent
-    known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels"}
+    known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels", "admin", "revocation", "audit"}
     for key in data:
         if key not in known_top:
             raise ConfigError(key, "unknown section")
@@ -168,6 +202,8 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
         raise ConfigError("server.workers", "must be 0 (one per core) or more")
     if server.max_body < 1024:
         raise ConfigError("server.max_body", "must be at least 1024 bytes")
+    if server.log_format not in ("json", "text"):
+        raise ConfigError("server.log_format", 'must be "json" or "text"')
     tls = _section(TLSConfig, _required(data, "tls"), "tls", base)
     if tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version", 'must be "1.2" or "1.3"')
@@ -175,7 +211,14 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
     database = replace(database, url=_resolve_db_url(database.url, base))
     otp = _section(OTPConfig, _required(data, "otp"), "otp", base)
     est = _section(ESTConfig, data.get("est", {}), "est", base)
-
+    admin = _section(AdminConfig, data.get("admin", {}), "admin", base)
+    revocation = _section(RevocationConfig, data.get("revocation", {}), "revocation", base)
+    audit = _section(AuditConfig, data.get("audit", {}), "audit", base)
+    for key, listen in (("admin.listen", admin.listen), ("revocation.listen", revocation.listen)):
+        if listen and not re.match(r"^.+:\d+$", listen):
+            raise ConfigError(key, 'expected HOST:PORT (or "" to disable)')
+    if revocation.base_url and not re.match(r"^https?://[^\s/]+", revocation.base_url):
+        raise ConfigError("revocation.base_url", "expected an http:// URL")
     cas: dict[str, CAConfig] = {}
     for ca_id, table in _required(data, "ca").items():
         if not isinstance(table, dict):
@@ -183,6 +226,8 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
         ca = _section(CAConfig, {"id": ca_id, **table}, f"ca.{ca_id}", base)
         if ca.type != "local":
             raise ConfigError(f"ca.{ca_id}.type", f'unknown CA type {ca.type!r} (this build knows "local")')
+        if (ca.ocsp_cert is None) != (ca.ocsp_key is None):
+            raise ConfigError(f"ca.{ca_id}.ocsp_cert", "ocsp_cert and ocsp_key go together")
         cas[ca_id] = ca
     if est.default_ca not in cas:
         raise ConfigError("est.default_ca", f"no [ca.{est.default_ca}] table")
@@ -202,7 +247,7 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
             raise ConfigError(f"{key}.ca", f"no [ca.{ca_id}] table")
         rest = {k: v for k, v in table.items() if k != "ca"}
         labels[name] = Label(name, ca_id, _policy(rest, key, base, default_policy))
-    return Config(path, server, tls, database, otp, est, cas, labels)
+    return Config(path, server, tls, database, otp, est, cas, labels, admin, revocation, audit)
 
 
 def _required(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -239,7 +284,8 @@ def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Poli
     return policy
 
 
-_DURATION_FIELDS = {"default_ttl", "lockout", "recovery_window", "shutdown_timeout"}
+_DURATION_FIELDS = {"default_ttl", "lockout", "recovery_window", "shutdown_timeout", "retry_after", "pending_ttl",
+                    "crl_validity", "crl_refresh"}
 
 
 def _section(cls: type, table: dict[str, Any], key: str, base: Path, defaults: Any = None) -> Any:

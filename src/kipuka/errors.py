@@ -50,3 +50,7 @@ class Unavailable(KipukaError):
 
 class InternalError(KipukaError):
     """A server-side failure: database, HSM or signing."""
+
+
+class Conflict(KipukaError):
+    """The object is not in a state that allows this (a request already decided)."""

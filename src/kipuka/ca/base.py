@@ -15,6 +15,8 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from kipuka.ca.revocation import OcspAnswer, RevokedEntry
+
 
 @dataclass(frozen=True)
 class IssueRequest:
@@ -25,6 +27,8 @@ class IssueRequest:
     san: x509.SubjectAlternativeName | None
     ekus: tuple[x509.ObjectIdentifier, ...]
     validity: dt.timedelta
+    crl_urls: tuple[str, ...] = ()
+    ocsp_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,3 +47,14 @@ class CertificateAuthority(Protocol):
 
     async def issue(self, req: IssueRequest) -> Issued:
         """Sign `req` with a fresh random serial."""
+
+    async def sign_crl(self, entries: list[RevokedEntry], number: int, this_update: dt.datetime,
+                       next_update: dt.datetime) -> bytes:
+        """A DER CRL over `entries`."""
+
+    async def sign_ocsp(self, answer: OcspAnswer, this_update: dt.datetime, next_update: dt.datetime,
+                        nonce: bytes | None) -> bytes:
+        """A DER OCSP response (signed by the CA or its delegated responder)."""
+
+    async def health(self) -> str:
+        """"ok" when the CA can sign right now (a real test signature), else a reason."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from kipuka.ca.base import IssueRequest
+from kipuka.ca.signing import signing_hash
 
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
@@ -26,14 +27,6 @@ def key_usage_for(public_key: object) -> x509.KeyUsage:
         data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
         encipher_only=False, decipher_only=False,
     )
-
-
-def signing_hash(issuer_key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
-    if isinstance(issuer_key, ed25519.Ed25519PrivateKey):
-        return None
-    if isinstance(issuer_key, ec.EllipticCurvePrivateKey) and issuer_key.curve.key_size > 256:
-        return hashes.SHA384()
-    return hashes.SHA256()
 
 
 def build_certificate(
@@ -59,6 +52,13 @@ def build_certificate(
     )
     if req.ekus:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(req.ekus)), critical=False)
+    if req.crl_urls:
+        builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(u) for u in req.crl_urls], None, None, None)]), critical=False)
+    if req.ocsp_urls:
+        builder = builder.add_extension(x509.AuthorityInformationAccess([
+            x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(u))
+            for u in req.ocsp_urls]), critical=False)
     if req.san is not None:
         # RFC 5280 4.2.1.6: SAN is critical when the subject is empty.
         builder = builder.add_extension(req.san, critical=len(req.subject) == 0)
@@ -71,3 +71,4 @@ def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     except x509.ExtensionNotFound:
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kipuka.ca.profile import signing_hash
+from kipuka.ca.signing import signing_hash
 
 ROOT_YEARS = 20
 ISSUING_YEARS = 10

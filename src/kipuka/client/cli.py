@@ -224,8 +224,10 @@ def cmd_cacerts(args: argparse.Namespace, out: Output) -> int:
         write_certs(args.out, certs)
         out.progress(f"wrote {len(certs)} CA certificate(s) to {args.out}")
     pem = b"".join(_pem(c) for c in certs).decode()
-    out.result({"certificates": [_describe(c) for c in certs], "out": args.out},
-               None if args.out else pem)
+    doc = {"certificates": [_describe(c) for c in certs], "out": args.out}
+    if not args.out:
+        doc["pem"] = pem
+    out.result(doc, None if args.out else pem)
     return 0
 
 
@@ -321,7 +323,10 @@ def cmd_renew(args: argparse.Namespace, out: Output) -> int:
         issued = est.simplereenroll(CsrSpec.like_certificate(new_key, current))
     if args.rekey:
         write_key(args.key, new_key)
-    write_certs(args.cert, [issued.certificate])
+    # Keep the file's layout: one that held the chain (a "fullchain") keeps holding it.
+    with_chain = read_bytes(args.cert, "certificate").count(b"-----BEGIN CERTIFICATE-----") > 1
+    intermediates = [c for c in issued.chain if c.subject != c.issuer]
+    write_certs(args.cert, [issued.certificate, *(intermediates if with_chain else [])])
     if args.chain:
         write_certs(args.chain, issued.chain)
     out.progress(f"renewed {issued.certificate.subject.rfc4514_string()}, valid until "

@@ -52,9 +52,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.name import _ASN1Type
 
 from kipuka.client import cms, verify, wire
-from kipuka.client.csr import (ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, CsrInput, CsrSource, CsrSpec)
+from kipuka.client.csr import ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, CsrInput, CsrSource
 from kipuka.client.errors import (BootstrapError, ChannelBindingError, DecryptionError, EstError, HttpError,
-                                  InvalidResponse, PendingTimeout, Unauthorized, error_for_status)
+                                  InvalidResponse, PendingTimeout, error_for_status)
 from kipuka.client.transport import ClientIdentity, Response, TlsSettings, Transport
 
 log = logging.getLogger("kipuka.client")

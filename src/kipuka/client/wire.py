@@ -156,14 +156,34 @@ def certificates(body: bytes, what: str, transfer_encoding: str | None = None) -
     try:
         with warnings.catch_warnings():
             # Certificate SETs not in DER order are common (cryptography's own serializer
-            # makes them); BER is what RFC 5652 allows, so the fallback is not news.
+            # makes them when given an ordered chain); BER is what RFC 5652 allows.
             warnings.simplefilter("ignore", UserWarning)
             certs = pkcs7.load_der_pkcs7_certificates(der)
     except ValueError as exc:
-        raise InvalidResponse(f"{what}: not a certs-only PKCS#7: {_first_line(exc)}") from None
+        certs = _ber_certificates(der)  # should cryptography ever turn that warning into an error
+        if certs is None:
+            raise InvalidResponse(f"{what}: not a certs-only PKCS#7: {_first_line(exc)}") from None
     if not certs:
         raise InvalidResponse(f"{what}: PKCS#7 holds no certificate")
     return certs
+
+
+def _ber_certificates(der: bytes) -> list[x509.Certificate] | None:
+    """Certificates of a BER SignedData read with pyasn1, or None when it is not one."""
+    from pyasn1.codec.ber import decoder as ber_decoder
+    from pyasn1.codec.der import encoder as der_encoder
+    from pyasn1_modules import rfc5652
+    try:
+        ci, _ = ber_decoder.decode(der, asn1Spec=rfc5652.ContentInfo())
+        if str(ci["contentType"]) != "1.2.840.113549.1.7.2":
+            return None
+        sd, _ = ber_decoder.decode(bytes(ci["content"]), asn1Spec=rfc5652.SignedData())
+        if not sd["certificates"].isValue:
+            return []
+        return [x509.load_der_x509_certificate(der_encoder.encode(choice["certificate"]))
+                for choice in sd["certificates"] if choice.getName() == "certificate"]
+    except (PyAsn1Error, ValueError):
+        return None
 
 
 # --- /csrattrs -------------------------------------------------------------------------

@@ -31,10 +31,12 @@ def bad(reason: str, body_part_ids: Iterable[int] = ()) -> CmcError:
     return CmcError(CMCFailInfo.badRequest, body_part_ids, reason)
 
 
-class _Budget:
+class Budget:
+    """How many more TLVs may be read, and how deep; shared across nested messages."""
+
     __slots__ = ("left", "max_depth")
 
-    def __init__(self, max_elements: int, max_depth: int) -> None:
+    def __init__(self, max_elements: int = DEFAULT_MAX_ELEMENTS, max_depth: int = DEFAULT_MAX_TLV_DEPTH) -> None:
         self.left = max_elements
         self.max_depth = max_depth
 
@@ -84,7 +86,7 @@ def _header(data: bytes, pos: int, end: int) -> tuple[int, bool, int, int, int |
     return first, constructed, number, pos, length
 
 
-def _walk(data: bytes, pos: int, end: int, depth: int, budget: _Budget) -> int:
+def _walk(data: bytes, pos: int, end: int, depth: int, budget: Budget) -> int:
     """Validate one element at `pos`; return the position just after it."""
     budget.left -= 1
     if budget.left < 0:
@@ -109,15 +111,14 @@ def _walk(data: bytes, pos: int, end: int, depth: int, budget: _Budget) -> int:
         cpos = _walk(data, cpos, end, depth + 1, budget)
 
 
-def check(data: bytes, *, max_depth: int = DEFAULT_MAX_TLV_DEPTH,
-          max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+def check(data: bytes, budget: Budget | None = None) -> None:
     """Raise CmcError(badRequest) unless `data` is exactly one well-formed BER element."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise bad("expected bytes")
     data = bytes(data)
     if not data:
         raise bad("empty message")
-    after = _walk(data, 0, len(data), 1, _Budget(max_elements, max_depth))
+    after = _walk(data, 0, len(data), 1, budget or Budget())
     if after != len(data):
         raise bad(f"{len(data) - after} trailing bytes after the ASN.1 element")
 
@@ -133,7 +134,7 @@ def children(element: bytes) -> list[bytes]:
         if length is None and element[cpos] == 0 and cpos + 1 < end and element[cpos + 1] == 0:
             break
         start = cpos
-        cpos = _walk(element, cpos, end, 1, _Budget(1 << 30, 1 << 30))
+        cpos = _walk(element, cpos, end, 1, Budget(1 << 30, 1 << 30))
         out.append(element[start:cpos])
     return out
 

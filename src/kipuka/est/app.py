@@ -12,19 +12,19 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from cryptography import x509
 
-from kipuka.errors import (BadRequest, Disabled, Forbidden, InternalError, KipukaError, NotFound,
+from kipuka.errors import (BadRequest, Conflict, Disabled, Forbidden, InternalError, KipukaError, NotFound,
                            NotImplementedYet, Unauthenticated, Unavailable)
 from kipuka.est import codec
 from kipuka.est.csrattrs import csrattrs_for
 from kipuka.est.identity import client_certificate, requester_of
-from kipuka.ra.authority import Authority
+from kipuka.ra.authority import Authority, Enrolled, Held
 from kipuka.ra.requester import Requester
 
 log = logging.getLogger("kipuka.est")
 
 PREFIX = "/.well-known/est"
 CHALLENGE = 'Basic realm="est"'
-STATUS = {BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Disabled: 404,
+STATUS = {BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Disabled: 404, Conflict: 409,
           InternalError: 500, NotImplementedYet: 501, Unavailable: 503}
 BASE64_HEADERS = {"Content-Transfer-Encoding": "base64"}
 
@@ -98,13 +98,11 @@ class EstFrontEnd:
 
     async def simpleenroll(self, request: web.Request, authority: Authority, label: str) -> web.Response:
         der = await self._csr_body(request)
-        enrolled = await authority.enroll(label, der, requester_of(request))
-        return _certificate(enrolled.certificate)
+        return _outcome(await authority.enroll(label, der, requester_of(request)))
 
     async def simplereenroll(self, request: web.Request, authority: Authority, label: str) -> web.Response:
         der = await self._csr_body(request)
-        enrolled = await authority.reenroll(label, der, requester_of(request))
-        return _certificate(enrolled.certificate)
+        return _outcome(await authority.reenroll(label, der, requester_of(request)))
 
     async def not_built(self, request: web.Request, authority: Authority, label: str) -> web.Response:
         op = request.match_info["op"]
@@ -150,6 +148,13 @@ def _requester_or_anonymous(request: web.Request) -> Requester:
         return requester_of(request)
     except KipukaError:  # malformed credentials: record who we can
         return Requester(client_addr=request.remote or "", client_cert=client_certificate(request))
+
+
+def _outcome(result: Enrolled | Held) -> web.Response:
+    if isinstance(result, Held):
+        # RFC 7030 4.2.3: the client repeats the same request after Retry-After.
+        return web.Response(status=202, headers={"Retry-After": str(result.retry_after)})
+    return _certificate(result.certificate)
 
 
 def _certificate(cert: x509.Certificate) -> web.Response:

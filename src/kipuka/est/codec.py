@@ -43,7 +43,7 @@ def decode_body(body: bytes, what: str = "CSR") -> bytes:
     try:
         der = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest(f"request body is not valid base64 (RFC 8951)") from None
+        raise BadRequest("request body is not valid base64 (RFC 8951)") from None
     if not der:
         raise BadRequest(f"request body decodes to nothing; expected a {what}")
     return der

@@ -8,6 +8,7 @@ and swaps it in, so a request in flight finishes with the state it started on.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from kipuka.ca.base import CertificateAuthority
+from kipuka.ca.base import CertificateAuthority, IssueRequest
 from kipuka.config import Config, Label
-from kipuka.errors import BadRequest, Forbidden, InternalError, NotFound, Unauthenticated
+from kipuka.errors import BadRequest, Conflict, Forbidden, InternalError, NotFound, Unauthenticated
 from kipuka.pem import load_certificates
 from kipuka.ra import csr as csrcheck
 from kipuka.ra.change_subject import change_subject_name
 from kipuka.ra.otp import OtpKeyring
+from kipuka.ra.revocation import Revocation
 from kipuka.ra.requester import Requester
 from kipuka.store import AsyncStore, AuditEvent, CertRecord, OtpRecord, SerialCollision, StoreUnavailable
 from kipuka.store.records import utcnow
@@ -46,6 +48,14 @@ class Enrolled:
     redelivered: bool = False
 
 
+@dataclass(frozen=True)
+class Held:
+    """The request waits for an RA officer: answer 202 and come back after `retry_after` s."""
+
+    request_id: int
+    retry_after: int
+
+
 class Authority:
     def __init__(self, config: Config, cas: dict[str, CertificateAuthority], store: AsyncStore,
                  keyring: OtpKeyring) -> None:
@@ -53,6 +63,7 @@ class Authority:
         self.cas = cas
         self.store = store
         self.keyring = keyring
+        self.revocation = Revocation(cas, store, config.revocation)
         self.labels = {
             name: LabelRuntime(
                 label, cas[label.ca],
@@ -70,7 +81,7 @@ class Authority:
 
     # --- enrollment -----------------------------------------------------------------
 
-    async def enroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled:
+    async def enroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled | Held:
         rt = self.runtime(label)
         op = "enroll"
         if who.basic is not None:
@@ -94,9 +105,12 @@ class Authority:
         else:
             await self._reject(rt, op, who, entity, Forbidden(
                 "client certificate is not authorized to enroll on this label"))
+        if rt.label.policy.require_approval:
+            return await self._hold(rt, op, who, entity, "mtls", csr_der, csr, csrcheck.public_key_sha256(csr),
+                                    credential=credential)
         return await self._issue(rt, op, who, entity, "mtls", csr, san, credential=credential)
 
-    async def reenroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled:
+    async def reenroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled | Held:
         rt = self.runtime(label)
         op = "reenroll"
         cert = who.client_cert
@@ -117,12 +131,15 @@ class Authority:
             if change is None or not change.names_certificate(cert):
                 await self._reject(rt, op, who, entity, Forbidden(
                     "a name change needs a ChangeSubjectName attribute naming the current certificate"))
-        return await self._issue(rt, op, who, entity, "mtls", csr, san,
-                                 credential=(rt.ca.id, _hex(cert.serial_number)))
+        credential = (rt.ca.id, _hex(cert.serial_number))
+        if rt.label.policy.reenroll_requires_approval:
+            return await self._hold(rt, op, who, entity, "mtls", csr_der, csr, csrcheck.public_key_sha256(csr),
+                                    credential=credential)
+        return await self._issue(rt, op, who, entity, "mtls", csr, san, credential=credential)
 
     # --- OTP ------------------------------------------------------------------------
 
-    async def _enroll_with_otp(self, rt: LabelRuntime, csr_der: bytes, who: Requester) -> Enrolled:
+    async def _enroll_with_otp(self, rt: LabelRuntime, csr_der: bytes, who: Requester) -> Enrolled | Held:
         op, basic = "enroll", who.basic
         assert basic is not None
         entity = basic.entity
@@ -136,6 +153,11 @@ class Authority:
             await self._otp_failure(rt, who, entity, now)
         csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
         pubkey = csrcheck.public_key_sha256(csr)
+        await self._guard(rt, op, who, entity,
+                          lambda: csrcheck.check_names_for_entity(csr.subject, san, entity,
+                                                                  rt.label.policy.otp_name_rule))
+        if rt.label.policy.require_approval:
+            return await self._hold(rt, op, who, entity, "otp", csr_der, csr, pubkey, otp_id=otp.id)
         window = dt.timedelta(seconds=self.config.otp.recovery_window)
         if otp.uses_left <= 0 or otp.expires_at <= now:
             # Cheap early answer for a retry whose first response was lost.
@@ -146,9 +168,6 @@ class Authority:
                 return Enrolled(x509.load_der_x509_certificate(der), redelivered=True)
             await self._reject(rt, op, who, entity, Unauthenticated(
                 "OTP already used" if otp.uses_left <= 0 else "OTP expired"))
-        await self._guard(rt, op, who, entity,
-                          lambda: csrcheck.check_names_for_entity(csr.subject, san, entity,
-                                                                  rt.label.policy.otp_name_rule))
         return await self._issue(rt, op, who, entity, "otp", csr, san, otp=otp, pubkey=pubkey)
 
     def _match_otp(self, candidates: list[OtpRecord], rt: LabelRuntime, entity: str,
@@ -172,17 +191,104 @@ class Authority:
         exc.audited = True  # type: ignore[attr-defined]  # record_auth_failure wrote the event
         raise exc
 
+    # --- approval (RFC 7030 4.2.3) ------------------------------------------------------
+
+    async def _hold(self, rt: LabelRuntime, op: str, who: Requester, entity: str, auth: str, csr_der: bytes,
+                    csr: x509.CertificateSigningRequest, pubkey: str, *, otp_id: int | None = None,
+                    credential: tuple[str, str] | None = None) -> Enrolled | Held:
+        """Answer a request that needs approval: first time, hold it; on a retry, say where it stands.
+
+        A retry is recognised by requester and CSR public key, not by CSR bytes:
+        a CSR linked to the TLS session changes with every connection.
+        """
+        requester = f"otp:{entity}" if auth == "otp" else (
+            "cert:" + hashlib.sha256(who.client_cert.public_bytes(serialization.Encoding.DER)).hexdigest())
+        retry_after = self.config.est.retry_after
+        now = utcnow()
+        existing = await self._db(self.store.find_pending(requester, pubkey))
+        if existing is not None and existing.status == "pending" and existing.expires_at <= now:
+            await self._db(self.store.expire_pending(now))
+            existing = await self._db(self.store.find_pending(requester, pubkey))
+        if existing is not None:
+            if existing.status == "pending":
+                return Held(existing.id, retry_after)
+            if existing.status == "issued" and existing.serial:
+                record = await self._db(self.store.certificate_status(existing.ca_id, existing.serial))
+                if record is not None:
+                    return Enrolled(x509.load_der_x509_certificate(record.der), redelivered=True)
+            if existing.status == "rejected":
+                await self._reject(rt, op, who, entity, Forbidden(
+                    f"request {existing.id} was rejected by an RA officer: {existing.reason}"))
+        values = dict(
+            op=op, label=rt.label.name, ca_id=rt.ca.id, requester=requester, entity=entity, auth=auth,
+            client_addr=who.client_addr, otp_id=otp_id, credential_ca=credential[0] if credential else None,
+            credential_serial=credential[1] if credential else None, pubkey_sha256=pubkey, csr_der=csr_der,
+            subject=csr.subject.rfc4514_string(), sans=_sans_text(csrcheck.requested_san(csr)), status="pending",
+            reason="", created_at=now, expires_at=now + dt.timedelta(seconds=self.config.est.pending_ttl))
+        request_id = await self._db(self.store.create_pending(
+            values, self._event(rt, op + ".pending", "success", who, entity, "held for approval", auth=auth)))
+        if request_id is None:
+            await self._reject(rt, op, who, entity, Unauthenticated("OTP already used or expired"))
+        return Held(request_id, retry_after)
+
+    async def approve(self, request_id: int, officer: str) -> CertRecord:
+        """Issue a held request; the requester's next retry receives the certificate."""
+        pending = await self._db(self.store.pending(request_id))
+        if pending is None:
+            raise NotFound(f"no request {request_id}")
+        if pending.status != "pending":
+            raise Conflict(f"request {request_id} is {pending.status}, not pending")
+        rt = self.runtime(pending.label)
+        csr = csrcheck.parse_csr(pending.csr_der)
+        csrcheck.check_proof_of_possession(csr, rt.label.policy)
+        san = csrcheck.requested_san(csr)
+        csrcheck.check_names(csr.subject, san, rt.label.policy)
+        req = self._template(rt, csr, san)
+        for _ in range(SERIAL_RETRIES):
+            issued = (await rt.ca.issue(req)).certificate
+            record = _record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256, pending.otp_id)
+            audit = AuditEvent(event=pending.op, outcome="success", reason=f"request {request_id} approved",
+                               label=rt.label.name, entity=pending.entity, client_addr=pending.client_addr,
+                               auth=officer, ca_id=rt.ca.id, serial=record.serial)
+            try:
+                done = await self._db(self.store.approve_pending(request_id, record, audit, officer, utcnow()))
+            except SerialCollision:
+                continue
+            except Revoked:
+                raise Conflict("the requester's client certificate has been revoked; reject the request") from None
+            if not done:
+                raise Conflict(f"request {request_id} is no longer pending")
+            return record
+        raise InternalError("could not allocate a unique serial number")
+
+    async def reject(self, request_id: int, reason: str, officer: str) -> None:
+        pending = await self._db(self.store.pending(request_id))
+        if pending is None:
+            raise NotFound(f"no request {request_id}")
+        reason = reason.strip()[:500] or "no reason given"
+        audit = AuditEvent(event=pending.op, outcome="rejected", reason=f"request {request_id}: {reason}",
+                           label=pending.label, entity=pending.entity, client_addr=pending.client_addr,
+                           auth=officer, ca_id=pending.ca_id)
+        if not await self._db(self.store.reject_pending(request_id, reason, officer, utcnow(), audit)):
+            raise Conflict(f"request {request_id} is {pending.status}, not pending")
+
+    def _template(self, rt: LabelRuntime, csr: x509.CertificateSigningRequest,
+                  san: x509.SubjectAlternativeName | None) -> IssueRequest:
+        crl_urls, ocsp_urls = self.revocation.urls(rt.ca.id)
+        return dataclasses.replace(csrcheck.template(csr, san, rt.label.policy), crl_urls=crl_urls,
+                                   ocsp_urls=ocsp_urls)
+
     # --- shared steps ---------------------------------------------------------------
 
     async def _issue(self, rt: LabelRuntime, op: str, who: Requester, entity: str, auth: str,
                      csr: x509.CertificateSigningRequest, san: x509.SubjectAlternativeName | None, *,
                      otp: OtpRecord | None = None, pubkey: str | None = None,
                      credential: tuple[str, str] | None = None) -> Enrolled:
-        req = csrcheck.template(csr, san, rt.label.policy)
+        req = self._template(rt, csr, san)
         pubkey = pubkey or csrcheck.public_key_sha256(csr)
         for _ in range(SERIAL_RETRIES):
             issued = (await rt.ca.issue(req)).certificate
-            record = _record(rt, issued, entity, auth, pubkey, otp)
+            record = _record(rt, issued, entity, auth, pubkey, otp.id if otp else None)
             event = self._event(rt, op, "success", who, entity, "", auth=auth, serial=record.serial)
             try:
                 if otp is not None:
@@ -287,18 +393,22 @@ class Authority:
 
 
 def _record(rt: LabelRuntime, cert: x509.Certificate, entity: str, auth: str, pubkey: str,
-            otp: OtpRecord | None) -> CertRecord:
+            otp_id: int | None) -> CertRecord:
     der = cert.public_bytes(serialization.Encoding.DER)
     try:
-        sans = ",".join(str(n.value) for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        sans = _sans_text(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
         sans = ""
     return CertRecord(
         ca_id=rt.ca.id, serial=_hex(cert.serial_number), subject=cert.subject.rfc4514_string(), sans=sans,
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc, label=rt.label.name,
         entity=entity, auth=auth, pubkey_sha256=pubkey, fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-        der=der, issued_at=utcnow(), otp_id=otp.id if otp else None,
+        der=der, issued_at=utcnow(), otp_id=otp_id,
     )
+
+
+def _sans_text(san: x509.SubjectAlternativeName | None) -> str:
+    return ",".join(str(n.value) for n in san) if san else ""
 
 
 def _hex(serial: int) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
-
 from sqlalchemy import and_, func, select
 
 from kipuka.store import schema
