@@ -56,6 +56,8 @@ class Server:
     port: int
     proc: subprocess.Popen | None = None
     log: Path = field(init=False)
+    admin_port: int = 0
+    public_port: int = 0
 
     def __post_init__(self) -> None:
         self.log = self.dir / "serve.log"
@@ -131,10 +133,14 @@ class Server:
 def make_server(root: Path, *, replacements: dict[str, str] | None = None, append: str = "",
                 key_type: str = "ec-p256") -> Server:
     d = root / f"kipuka-{uuid.uuid4().hex[:8]}"
-    run_cli("init", str(d), "--key-type", key_type)
+    admin_port, public_port = free_port(), free_port()
+    run_cli("init", str(d), "--key-type", key_type, "--admin-listen", f"127.0.0.1:{admin_port}",
+            "--revocation-listen", f"127.0.0.1:{public_port}")
     if replacements or append:
         edit_config(d / "kipuka.toml", replacements, append)
-    return Server(d, free_port())
+    srv = Server(d, free_port())
+    srv.admin_port, srv.public_port = admin_port, public_port
+    return srv
 
 
 # --- CSRs and certificates -------------------------------------------------------------

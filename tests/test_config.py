@@ -135,4 +135,5 @@ def test_serve_refuses_a_bad_configuration(tmp_path):
 def test_db_status_reports_the_schema_version(deployment):
     run_cli("db", "migrate", "-c", str(deployment / "kipuka.toml"))
     out = run_cli("db", "status", "-c", str(deployment / "kipuka.toml"))
-    assert out.stdout.startswith("schema version 1 (latest 1)")
+    from kipuka.store.migrations import LATEST
+    assert out.stdout.startswith(f"schema version {LATEST} (latest {LATEST})")

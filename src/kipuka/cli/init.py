@@ -28,7 +28,8 @@ KEY_TYPES = {"ec-p256": "ec-p256", "ec-p384": "ec-p384", "rsa2048": "rsa2048", "
 
 def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka demo",
                     hostnames: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
-                    listen: str = "0.0.0.0:9443") -> Path:
+                    listen: str = "0.0.0.0:9443", admin_listen: str = "127.0.0.1:9444",
+                    revocation_listen: str = "0.0.0.0:9080") -> Path:
     if key_type not in KEY_TYPES:
         raise ValueError(f"unknown key type {key_type!r}; choose from {', '.join(KEY_TYPES)}")
     target = target.resolve()
@@ -62,7 +63,10 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
     _write(target / "tls" / "server.pem", certificates_pem([tls_cert, default_cert]))
     _write(target / "tls" / "client-ca.pem", certificates_pem([c for c, _ in issuing.values()] + [root]))
     OtpKeyring.add_key(private / "otp-hmac.keys")
-    _write(config_path, CONFIG_TEMPLATE.format(listen=listen).encode())
+    public_port = revocation_listen.rpartition(":")[2] if revocation_listen else "9080"
+    _write(config_path, CONFIG_TEMPLATE.format(
+        listen=listen, admin_listen=admin_listen, revocation_listen=revocation_listen,
+        base_url=f"http://{hostnames[0]}:{public_port}").encode())
     return config_path
 
 
@@ -107,6 +111,23 @@ recovery_window = "5m"          # a client that lost its response may retry this
 
 [est]
 default_ca = "default"          # CA of the unlabeled path /.well-known/est/<op>
+retry_after = "60s"             # Retry-After of a 202 while a request waits for approval
+pending_ttl = "7d"              # a request not approved by then expires (its OTP use is given back)
+
+[admin]
+listen = "{admin_listen}"  # admin API (HTTPS, JSON); "" disables it
+# client_ca = "tls/client-ca.pem" # admin client certificates, with subjects below
+subjects = []                   # e.g. ["CN=admin.example.com"]; tokens: `kipuka admin token create NAME`
+
+[revocation]
+listen = "{revocation_listen}"    # CRLs and OCSP over plain HTTP for relying parties; "" disables it
+base_url = "{base_url}"  # put in certificates as CRL distribution point and OCSP URL
+crl_validity = "24h"            # nextUpdate of each CRL
+crl_refresh = "1h"              # CRLs are re-signed this often, and at once after a revocation
+
+[audit]
+# jsonl = "audit.jsonl"         # mirror the chained audit trail to a JSON-lines file
+syslog = false                  # and/or to the local syslog
 
 # One table per CA. The private keys sit in private/ (mode 0700), apart from
 # everything the server publishes.
@@ -139,6 +160,8 @@ san_types = ["dns", "ip", "email", "uri"]
 require_common_name = true
 allow_subject_change = false    # reenroll with new names needs ChangeSubjectName when true
 csrattrs = true                 # advertise key types and SAN in /csrattrs
+require_approval = false        # hold simpleenroll for an RA officer (202 + Retry-After)
+reenroll_requires_approval = false
 
 [labels.iot-fleet]
 ca = "iot-fleet"

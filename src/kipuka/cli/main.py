@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--key-type", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa2048", "rsa3072"])
     sp.add_argument("--hostname", action="append", help="TLS server name (repeatable; default localhost, 127.0.0.1, ::1)")
     sp.add_argument("--listen", default="0.0.0.0:9443")
+    sp.add_argument("--admin-listen", default="127.0.0.1:9444")
+    sp.add_argument("--revocation-listen", default="0.0.0.0:9080")
 
     sp = with_config(cmd("serve", _serve, "serve EST"))
     sp.add_argument("--listen", help="HOST:PORT (default: [server] listen, 0.0.0.0:9443)")
@@ -97,6 +99,27 @@ def _parser() -> argparse.ArgumentParser:
     audit = cmd("audit", None, "audit trail").add_subparsers(metavar="ACTION")
     sp = with_config(cmd("list", _audit_list, "show recent audit events", audit))
     sp.add_argument("--limit", type=int, default=50)
+    with_config(cmd("verify", _audit_verify, "link pending rows, then verify the audit hash chain", audit))
+
+    requests_ = cmd("requests", None, "requests held for approval").add_subparsers(metavar="ACTION")
+    sp = with_config(cmd("list", _requests_list, "list requests", requests_))
+    sp.add_argument("--status", default="pending", choices=["pending", "issued", "rejected", "expired", "all"])
+    sp = with_config(cmd("approve", _requests_approve, "approve and issue a request", requests_))
+    sp.add_argument("id", type=int)
+    sp = with_config(cmd("reject", _requests_reject, "reject a request with a reason", requests_))
+    sp.add_argument("id", type=int)
+    sp.add_argument("--reason", required=True)
+
+    admin = cmd("admin", None, "admin API access").add_subparsers(metavar="ACTION")
+    token = cmd("token", None, "bearer tokens", admin).add_subparsers(metavar="ACTION")
+    sp = with_config(cmd("create", _token_create, "create a token and print it once", token))
+    sp.add_argument("name")
+    sp = with_config(cmd("revoke", _token_revoke, "revoke the tokens of a name", token))
+    sp.add_argument("name")
+
+    crl = cmd("crl", None, "certificate revocation lists").add_subparsers(metavar="ACTION")
+    sp = with_config(cmd("publish", _crl_publish, "sign a fresh CRL for a CA and write it (DER) to stdout", crl))
+    sp.add_argument("ca")
     return p
 
 
@@ -106,16 +129,16 @@ def _init(args: argparse.Namespace) -> int:
     from kipuka.cli.init import init_deployment
 
     hostnames = tuple(args.hostname) if args.hostname else ("localhost", "127.0.0.1", "::1")
-    path = init_deployment(args.dir, args.key_type, hostnames=hostnames, listen=args.listen)
+    path = init_deployment(args.dir, args.key_type, hostnames=hostnames, listen=args.listen,
+                           admin_listen=args.admin_listen, revocation_listen=args.revocation_listen)
     print(f"kipuka: demo deployment created; configuration at {path}", file=sys.stderr)
     print(str(path))
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from kipuka.server.supervisor import configure_logging, serve
+    from kipuka.server.supervisor import serve
 
-    configure_logging()
     return serve(args.config, args.listen)
 
 
@@ -210,17 +233,100 @@ def _certs_show(args: argparse.Namespace) -> int:
 
 
 def _certs_revoke(args: argparse.Namespace) -> int:
+    serial = _serial(args.serial)
+
+    async def revoke(authority) -> int:  # type: ignore[no-untyped-def]
+        return await authority.revocation.revoke(serial, args.reason, _actor())
+
+    if not _with_authority(args, revoke):
+        print(f"kipuka: no unrevoked certificate with serial {args.serial}", file=sys.stderr)
+        return 1
+    print(f"kipuka: revoked {serial} ({args.reason}); CRL republished", file=sys.stderr)
+    return 0
+
+
+def _with_authority(args: argparse.Namespace, job):  # type: ignore[no-untyped-def]
+    """Run `job(authority)` with the configured CAs and store, as the server would."""
+    import asyncio
+
+    from kipuka.server.worker import build_authority
+    from kipuka.store import AsyncStore
+
+    config, store = _store(args)
+    astore = AsyncStore(store)
+
+    async def run():  # type: ignore[no-untyped-def]
+        return await job(build_authority(config, astore))
+
+    try:
+        return asyncio.run(run())
+    finally:
+        astore.close()
+
+
+def _actor() -> str:
+    import getpass
+    return f"cli:{getpass.getuser()}"
+
+
+def _requests_list(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    for r in store.pending_requests(None if args.status == "all" else args.status, limit=1000):
+        print(f"{r.id}\t{r.status}\t{r.label or '-'}\t{r.entity}\t{r.subject}\t{r.sans or '-'}\t"
+              f"{r.created_at:%Y-%m-%dT%H:%M:%SZ}\t{r.reason or '-'}")
+    return 0
+
+
+def _requests_approve(args: argparse.Namespace) -> int:
+    async def approve(authority):  # type: ignore[no-untyped-def]
+        return await authority.approve(args.id, _actor())
+
+    record = _with_authority(args, approve)
+    print(f"kipuka: request {args.id} approved; issued {record.serial}", file=sys.stderr)
+    return 0
+
+
+def _requests_reject(args: argparse.Namespace) -> int:
+    async def reject(authority):  # type: ignore[no-untyped-def]
+        await authority.reject(args.id, args.reason, _actor())
+
+    _with_authority(args, reject)
+    print(f"kipuka: request {args.id} rejected", file=sys.stderr)
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    import hashlib
+    import secrets
+
+    from kipuka.store.records import AuditEvent
+
+    _, store = _store(args)
+    token = secrets.token_urlsafe(32)
+    store.create_admin_token(args.name, hashlib.sha256(token.encode()).hexdigest(), AuditEvent(
+        event="admin.token.create", outcome="success", auth=_actor(), reason=args.name))
+    print(f"kipuka: admin token {args.name!r} created; shown once", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
     from kipuka.store.records import AuditEvent, utcnow
 
     _, store = _store(args)
-    now = utcnow()
-    serial = _serial(args.serial)
-    n = store.revoke_certificate(serial, args.reason, now, AuditEvent(
-        event="cert.revoke", outcome="success", auth="cli", serial=serial, reason=args.reason, at=now))
-    if not n:
-        print(f"kipuka: no unrevoked certificate with serial {args.serial}", file=sys.stderr)
-        return 1
-    print(f"kipuka: revoked {serial} ({args.reason})", file=sys.stderr)
+    n = store.revoke_admin_token(args.name, utcnow(), AuditEvent(
+        event="admin.token.revoke", outcome="success", auth=_actor(), reason=args.name))
+    print(f"kipuka: revoked {n} token(s) named {args.name!r}", file=sys.stderr)
+    return 0 if n else 1
+
+
+def _crl_publish(args: argparse.Namespace) -> int:
+    async def publish(authority):  # type: ignore[no-untyped-def]
+        return await authority.revocation.publish_crl(args.ca)
+
+    crl = _with_authority(args, publish)
+    sys.stdout.buffer.write(crl.der)
+    print(f"kipuka: CRL {crl.number} for {args.ca}", file=sys.stderr)
     return 0
 
 
@@ -279,6 +385,19 @@ def _audit_list(args: argparse.Namespace) -> int:
         print(f"{e.at:%Y-%m-%dT%H:%M:%SZ}\t{e.event}\t{e.outcome}\t{e.label or '-'}\t{e.entity or '-'}\t"
               f"{e.client_addr or '-'}\t{e.serial or '-'}\t{e.reason}")
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    while store.chain_audit():
+        pass
+    check = store.verify_audit_chain()
+    if check.ok:
+        print(f"kipuka: audit chain OK ({check.checked} records)", file=sys.stderr)
+        return 0
+    print(f"kipuka: audit chain BROKEN at record id {check.broken_id} (sequence {check.broken_seq}): "
+          f"{check.problem}", file=sys.stderr)
+    return 1
 
 
 def _serial(text: str) -> str:

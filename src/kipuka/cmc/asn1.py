@@ -10,7 +10,7 @@ whole TLV; an IMPLICIT-tagged ANY keeps only the contents octets.
 
 from __future__ import annotations
 
-from pyasn1.type import namedtype, tag, univ
+from pyasn1.type import char, namedtype, tag, univ, useful
 from pyasn1_modules import rfc5652, rfc6402
 
 
@@ -142,3 +142,46 @@ class ContentInfo(univ.Sequence):
         namedtype.NamedType("content", univ.Any().subtype(explicitTag=_ctx(0))),
     )
 
+
+
+class BodyPartReference(univ.Choice):
+    """BodyPartReference ::= CHOICE { bodyPartID BodyPartID, bodyPartPath BodyPartPath } (RFC 5272 §3.2.2)."""
+
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("bodyPartID", rfc6402.BodyPartID()),
+        namedtype.NamedType("bodyPartPath", rfc6402.BodyPartPath()),
+    )
+
+
+class BodyPartReferences(univ.SequenceOf):
+    componentType = BodyPartReference()
+
+
+class CMCStatusInfoV2(univ.Sequence):
+    """CMCStatusInfoV2 (RFC 5272 §6.1.1, RFC 6402) with otherInfo kept raw.
+
+    otherInfo's pendInfo and extendedFailInfo are both untagged SEQUENCEs, a
+    CHOICE pyasn1 cannot decode; the caller tells them apart by their first
+    element (OCTET STRING pendToken vs OBJECT IDENTIFIER failInfoOID).
+    """
+
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("cMCStatus", univ.Integer()),
+        namedtype.NamedType("bodyList", BodyPartReferences()),
+        namedtype.OptionalNamedType("statusString", char.UTF8String()),
+        namedtype.OptionalNamedType("otherInfo", univ.Any()),
+    )
+
+
+class PendInfo(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("pendToken", univ.OctetString()),
+        namedtype.NamedType("pendTime", useful.GeneralizedTime()),
+    )
+
+
+class ExtendedFailInfo(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("failInfoOID", univ.ObjectIdentifier()),
+        namedtype.NamedType("failInfoValue", univ.Any()),
+    )

@@ -246,7 +246,7 @@ class PKIDataBuilder:
 
     def change_subject_name(self, subject: x509.Name | None = None,
                             subject_alt: x509.SubjectAlternativeName | None = None) -> int:
-        """id-cmc-changeSubjectName (RFC 6402)."""
+        """id-cmc-changeSubjectName (RFC 6402 §2.8)."""
         parts = []
         if subject is not None:
             parts.append(subject.public_bytes())

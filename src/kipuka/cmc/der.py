@@ -139,6 +139,47 @@ def children(element: bytes) -> list[bytes]:
     return out
 
 
+def definite(data: bytes) -> bytes:
+    """`data` (already `check`ed) with every indefinite length made definite; unchanged if it has none.
+
+    pyasn1 mis-reads some indefinite-length encodings (an explicitly tagged,
+    indefinite constructed OCTET STRING inside an indefinite SEQUENCE, as
+    `openssl cms -sign -stream` writes eContent), so BER input is normalised
+    first. Definite-length elements without indefinite descendants keep their
+    exact bytes (signed attributes are DER by rule and so are never touched).
+    """
+    if b"\x80" not in data:
+        return data
+    out, end = _definite(data, 0, len(data))
+    return out if end == len(data) else data
+
+
+def _definite(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
+    first, constructed, _n, cpos, length = _header(data, pos, end)
+    if not constructed:
+        stop = cpos + length  # type: ignore[operator]
+        return data[pos:stop], stop
+    parts: list[bytes] = []
+    changed = length is None
+    cend = end if length is None else cpos + length
+    while cpos < cend:
+        if length is None and data[cpos] == 0 and cpos + 1 < cend and data[cpos + 1] == 0:
+            cpos += 2
+            break
+        start = cpos
+        part, cpos = _definite(data, cpos, cend)
+        changed = changed or len(part) != cpos - start
+        parts.append(part)
+    if not changed:
+        return data[pos:cpos], cpos
+    ident_end = pos + 1
+    if first & 0x1F == 0x1F:        # high tag number: base-128 octets up to one without bit 8
+        while data[ident_end] & 0x80:
+            ident_end += 1
+        ident_end += 1
+    return data[pos:ident_end] + _len(sum(map(len, parts))) + b"".join(parts), cpos
+
+
 def retag(element: bytes, tag_byte: int) -> bytes:
     """`element` with its (single-byte) identifier octet replaced: IMPLICIT [n] <-> universal."""
     if not element or element[0] & 0x1F == 0x1F:

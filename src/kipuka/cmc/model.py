@@ -19,9 +19,9 @@ from typing import Union
 from cryptography import x509
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import char, univ
-from pyasn1_modules import rfc6402
+from pyasn1_modules import rfc5280, rfc6402
 
-from kipuka.cmc import der, oids
+from kipuka.cmc import asn1, der, oids
 from kipuka.cmc.cms import PublicKey, VerifiedSigner, name_from_der
 from kipuka.cmc.errors import CMCFailInfo, CmcError, CMCStatus
 
@@ -118,7 +118,7 @@ class CertId:
 
 @dataclass(frozen=True)
 class ChangeSubjectName:
-    """ChangeSubjectName (RFC 6402): the subject / subjectAltName the client asks to change to."""
+    """ChangeSubjectName (RFC 6402 §2.8): the subject / subjectAltName the client asks to change to."""
 
     body_part_id: int
     subject_der: bytes | None
@@ -311,13 +311,38 @@ class ControlReader:
                 for c, v in self._all_values(oids.ID_CMC_RESPONSE_INFO)]
 
     def change_subject_name(self) -> ChangeSubjectName | None:
-        """id-cmc-changeSubjectName (RFC 6402)."""
+        """id-cmc-changeSubjectName (RFC 6402 §2.8).
+
+        ChangeSubjectName ::= SEQUENCE { subject Name OPTIONAL, subjectAlt
+        SubjectAltName OPTIONAL }, at least one present. Both members are
+        untagged SEQUENCEs, so a lone member is told apart by its first element:
+        a Name holds SETs (RDNs), a GeneralNames holds context-tagged choices.
+        """
         c = self._one(oids.ID_CMC_CHANGE_SUBJECT_NAME)
         if c is None:
             return None
-        v = self._value(c, rfc6402.ChangeSubjectName(), "changeSubjectName")
-        subj = der_encoder.encode(v["subject"]) if v["subject"].isValue else None
-        alt = der_encoder.encode(v["subjectAlt"]) if v["subjectAlt"].isValue else None
+        value = c.values[0]
+        try:
+            der.check(value)
+            if der.tag_of(value) != 0x30:
+                raise _bad("changeSubjectName is not a SEQUENCE", [c.body_part_id])
+            members = der.children(value)
+        except CmcError as exc:
+            raise _bad("malformed changeSubjectName control", [c.body_part_id]) from exc
+        subj = alt = None
+        for i, m in enumerate(members):
+            inner = der.children(m) if der.tag_of(m) == 0x30 else None
+            if inner is None:
+                raise _bad("malformed changeSubjectName control", [c.body_part_id])
+            is_name = not inner or der.tag_of(inner[0]) == 0x31
+            if is_name and i == 0 and subj is None:
+                self._value(c, rfc5280.Name(), "changeSubjectName subject", m)
+                subj = m
+            elif not is_name and alt is None:
+                self._value(c, rfc5280.GeneralNames(), "changeSubjectName subjectAlt", m)
+                alt = m
+            else:
+                raise _bad("malformed changeSubjectName control", [c.body_part_id])
         if subj is None and alt is None:
             raise _bad("changeSubjectName names neither subject nor subjectAlt", [c.body_part_id])
         return ChangeSubjectName(c.body_part_id, subj, alt)
@@ -326,7 +351,7 @@ class ControlReader:
         """id-cmc-statusInfoV2 (RFC 5272 §6.1.1), one per value."""
         out = []
         for c, value in self._all_values(oids.ID_CMC_STATUS_INFO_V2):
-            out.append(_status_info_v2(self._value(c, rfc6402.CMCStatusInfoV2(), "statusInfoV2", value),
+            out.append(_status_info_v2(self._value(c, asn1.CMCStatusInfoV2(), "statusInfoV2", value),
                                        c.body_part_id))
         return out
 
@@ -380,18 +405,22 @@ def _status_info_v2(v, body_part_id: int) -> StatusInfoV2:
     kw: dict = {}
     if v["statusString"].isValue:
         kw["status_string"] = _text(v["statusString"], body_part_id)
-    other = v["otherInfo"]
-    if other.isValue:
-        name = other.getName()
-        if name == "failInfo":
-            n = int(other["failInfo"])
+    if v["otherInfo"].isValue:
+        other = v["otherInfo"].asOctets()
+        tag = der.tag_of(other)
+        inner = der.children(other) if tag == 0x30 else []
+        if tag == 0x02:
+            n = int(der.decode(other, univ.Integer(), "statusInfoV2 failInfo", [body_part_id]))
             kw["fail_info"] = CMCFailInfo(n) if n in CMCFailInfo._value2member_map_ else n
-        elif name == "pendInfo":
-            kw["pend_token"] = bytes(other["pendInfo"]["pendToken"])
-            kw["pend_time"] = _time(other["pendInfo"]["pendTime"], body_part_id)
-        else:
-            e = other["extendedFailInfo"]
+        elif inner and der.tag_of(inner[0]) == 0x04:
+            p = der.decode(other, asn1.PendInfo(), "statusInfoV2 pendInfo", [body_part_id])
+            kw["pend_token"] = bytes(p["pendToken"])
+            kw["pend_time"] = _time(p["pendTime"], body_part_id)
+        elif inner and der.tag_of(inner[0]) == 0x06:
+            e = der.decode(other, asn1.ExtendedFailInfo(), "statusInfoV2 extendedFailInfo", [body_part_id])
             kw["extended_fail_info"] = (str(e["failInfoOID"]), e["failInfoValue"].asOctets())
+        else:
+            raise _bad("statusInfoV2 otherInfo is none of failInfo, pendInfo, extendedFailInfo", [body_part_id])
     return StatusInfoV2(status, tuple(refs), **kw)
 
 

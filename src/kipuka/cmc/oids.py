@@ -55,7 +55,7 @@ ID_CMC_CONTROL_PROCESSED = ID_CMC + ".32"       # RFC 5272 §6.19
 ID_CMC_POP_LINK_WITNESS_V2 = ID_CMC + ".33"     # RFC 5272 §6.3.1
 ID_CMC_IDENTITY_PROOF_V2 = ID_CMC + ".34"       # RFC 5272 §6.2.1
 ID_CMC_RA_IDENTITY_WITNESS = ID_CMC + ".35"     # RFC 5272 §6.20 as added by RFC 6402 (BodyPartPath)
-ID_CMC_CHANGE_SUBJECT_NAME = ID_CMC + ".36"     # added by RFC 6402 (ChangeSubjectName)
+ID_CMC_CHANGE_SUBJECT_NAME = ID_CMC + ".36"     # RFC 6402 §2.8 (ChangeSubjectName)
 ID_CMC_RESPONSE_BODY = ID_CMC + ".37"           # RFC 5272 §6.21 as added by RFC 6402 (BodyPartPath)
 
 CMC_CONTROL_NAMES: dict[str, str] = {

@@ -87,15 +87,16 @@ def parse_pki_response(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE,
 
     def run() -> SignedPKIResponse:
         der.check(data, budget)
-        sd = _signed_data(data, oids.ID_CCT_PKI_RESPONSE)
+        sd = _signed_data(der.definite(data), oids.ID_CCT_PKI_RESPONSE)
         der.check(sd.econtent, budget)  # type: ignore[arg-type]
-        three = der.decode(sd.econtent, asn1.ThreeRaw(), "PKIResponse")  # type: ignore[arg-type]
+        econtent = der.definite(sd.econtent)  # type: ignore[arg-type]
+        three = der.decode(econtent, asn1.ThreeRaw(), "PKIResponse")
         controls = _controls(three["controlSequence"].asOctets())
         contents = [TaggedContent(b, t, ci) for b, t, ci in _contents(three["cmsSequence"].asOctets())]
         others = _other_msgs(three["otherMsgSequence"].asOctets())
         _unique([c.body_part_id for c in controls] + [c.body_part_id for c in contents]
                 + [o.body_part_id for o in others])
-        resp = PKIResponse(tuple(controls), tuple(contents), tuple(others), sd.econtent)  # type: ignore[arg-type]
+        resp = PKIResponse(tuple(controls), tuple(contents), tuple(others), econtent)
         resp.validate_controls()
         signers = tuple(cms.verify_signer(sd, si) for si in sd.signer_infos)
         return SignedPKIResponse(resp, signers, sd.certificates, data)
@@ -139,10 +140,11 @@ def _parse_signed(data: bytes, ctx: _Ctx, depth: int, sd: cms.RawSignedData | No
         raise CmcLimitError(f"more than {ctx.max_messages} PKIData in one request")
     if sd is None:
         der.check(data, ctx.budget)
-        sd = _signed_data(data, oids.ID_CCT_PKI_DATA)
+        sd = _signed_data(der.definite(data), oids.ID_CCT_PKI_DATA)
     econtent = sd.econtent
     assert econtent is not None
     der.check(econtent, ctx.budget)
+    econtent = der.definite(econtent)
     four = der.decode(econtent, asn1.FourRaw(), "PKIData")
     req_sequence_der = four["reqSequence"].asOctets()
     controls = _controls(four["controlSequence"].asOctets())
@@ -170,7 +172,7 @@ def _tagged_content(bpid: int, ctype: str, ci: bytes, ctx: _Ctx, depth: int) -> 
     if ctype != oids.ID_SIGNED_DATA:
         return TaggedContent(bpid, ctype, ci)
     try:
-        _inner_type, content = cms.open_content_info(ci, [bpid])
+        _inner_type, content = cms.open_content_info(der.definite(ci), [bpid])
         sd = cms.read_signed_data(content, [bpid])
     except CmcError as exc:
         return TaggedContent(bpid, ctype, ci, error=CmcError(exc.fail_info, [bpid], exc.reason))
@@ -206,7 +208,7 @@ def _contents(raw: bytes) -> list[tuple[int, str, bytes]]:
     for tci in der.decode(raw, asn1.TaggedContentInfos(), "cmsSequence"):
         bpid = int(tci["bodyPartID"])
         ci = tci["contentInfo"].asOctets()
-        ctype, _content = cms.open_content_info(ci, [bpid])
+        ctype, _content = cms.open_content_info(der.definite(ci), [bpid])
         out.append((bpid, ctype, ci))
     return out
 

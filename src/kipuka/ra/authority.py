@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from kipuka import metrics
 from kipuka.ca.base import CertificateAuthority, IssueRequest
 from kipuka.config import Config, Label
 from kipuka.errors import BadRequest, Conflict, Forbidden, InternalError, NotFound, Unauthenticated
@@ -185,7 +186,9 @@ class Authority:
         locked = await self._db(self.store.record_auth_failure(
             entity, who.client_addr, now, otp_cfg.max_failures, dt.timedelta(seconds=otp_cfg.lockout),
             self._event(rt, "enroll", "rejected", who, entity, reason, auth="otp")))
+        metrics.OTP_FAILURES.inc()
         if locked is not None:
+            metrics.OTP_LOCKOUTS.inc()
             reason += f"; too many failed attempts, locked until {locked:%Y-%m-%dT%H:%M:%SZ}"
         exc = Unauthenticated(reason)
         exc.audited = True  # type: ignore[attr-defined]  # record_auth_failure wrote the event
@@ -258,6 +261,7 @@ class Authority:
                 raise Conflict("the requester's client certificate has been revoked; reject the request") from None
             if not done:
                 raise Conflict(f"request {request_id} is no longer pending")
+            metrics.ISSUED.labels(rt.label.name, rt.ca.id).inc()
             return record
         raise InternalError("could not allocate a unique serial number")
 
@@ -305,6 +309,7 @@ class Authority:
                 continue
             except Revoked:
                 await self._reject(rt, op, who, entity, Unauthenticated("client certificate has been revoked"))
+            metrics.ISSUED.labels(rt.label.name, rt.ca.id).inc()
             return Enrolled(issued)
         await self._reject(rt, op, who, entity, InternalError("could not allocate a unique serial number"))
         raise AssertionError("unreachable")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 from kipuka.config import load_config
+from kipuka.server.logs import configure_logging
 from kipuka.ra.otp import OtpKeyring
 from kipuka.server.worker import run_worker
 from kipuka.store import Store
@@ -25,6 +26,7 @@ EARLY_EXIT = 3.0  # a worker that dies this soon after starting will not do bett
 
 def serve(config_path: Path, listen: str | None = None) -> int:
     config = load_config(config_path)
+    configure_logging(config.server.log_format)
     OtpKeyring.load(config.otp.key_file)
     store = Store(config.database.url)
     if config.database.migrate_on_start:
@@ -33,6 +35,10 @@ def serve(config_path: Path, listen: str | None = None) -> int:
             log.info("database migrated to version %d", applied[-1])
     store.close()
     workers = config.server.workers or os.cpu_count() or 1
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Before the fork, so that every worker's metrics land where a scrape sums them.
+        metrics_dir = tempfile.mkdtemp(prefix="kipuka-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if workers == 1:
         run_worker(config_path, listen)
         return 0
@@ -95,6 +101,3 @@ def _supervise(config_path: Path, listen: str | None, count: int) -> int:
     return 0
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")

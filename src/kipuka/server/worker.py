@@ -17,11 +17,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from kipuka.admin.api import AdminApi
 from kipuka.ca.registry import build_ca
-from kipuka.config import Config, load_config
+from kipuka.config import Config, TLSConfig, load_config
 from kipuka.est.app import EstFrontEnd
+from kipuka.publish.app import PublishFrontEnd
 from kipuka.ra.authority import Authority
 from kipuka.ra.otp import OtpKeyring
+from kipuka.server import background
+from kipuka.server.logs import est_middleware
 from kipuka.server.tls import ReloadableContext
 from kipuka.store import AsyncStore, Store
 
@@ -54,12 +58,25 @@ class Worker:
         self.store = AsyncStore(Store(self.config.database.url))
         self.authority = build_authority(self.config, self.store)
         self.tls = ReloadableContext(self.config.tls)
+        self.admin_tls = ReloadableContext(admin_tls(self.config))
         self._stop = asyncio.Event()
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.server.max_body)
+    def est_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.server.max_body,
+                              middlewares=[est_middleware(lambda: self.config.server.access_log)])
         est = EstFrontEnd(lambda: self.authority, lambda: self.config.server.max_body)
         app.add_routes(est.routes())
+        app.on_response_prepare.append(_server_header)
+        return app
+
+    def admin_app(self) -> web.Application:
+        app = AdminApi(lambda: self.authority, lambda: self.config).app()
+        app.on_response_prepare.append(_server_header)
+        return app
+
+    def publish_app(self) -> web.Application:
+        app = web.Application(client_max_size=16384)
+        app.add_routes(PublishFrontEnd(lambda: self.authority).routes())
         app.on_response_prepare.append(_server_header)
         return app
 
@@ -68,6 +85,7 @@ class Worker:
             config = load_config(self.config_path)
             authority = build_authority(config, self.store)
             self.tls.reload(config.tls)
+            self.admin_tls.reload(admin_tls(config))
         except Exception as exc:  # keep serving with what we have
             log.error("reload failed, keeping the previous configuration: %s", exc)
             return
@@ -79,17 +97,36 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        runner = web.AppRunner(self.app(), access_log=None, keepalive_timeout=75,
-                               shutdown_timeout=self.config.server.shutdown_timeout)
-        await runner.setup()
-        site = web.SockSite(runner, listen_socket(self.listen), ssl_context=self.tls.listener,
-                            shutdown_timeout=self.config.server.shutdown_timeout)
-        await site.start()
-        log.info("serving EST on https://%s/.well-known/est/", self.listen)
+        timeout = self.config.server.shutdown_timeout
+        runners = []
+        listeners = [(self.est_app(), self.listen, self.tls.listener, "EST on https://%s/.well-known/est/")]
+        if self.config.admin.listen:
+            listeners.append((self.admin_app(), self.config.admin.listen, self.admin_tls.listener,
+                              "admin API on https://%s/admin/"))
+        if self.config.revocation.listen:
+            listeners.append((self.publish_app(), self.config.revocation.listen, None,
+                              "CRL and OCSP on http://%s/"))
+        for app, address, ssl_context, what in listeners:
+            runner = web.AppRunner(app, access_log=None, keepalive_timeout=75, shutdown_timeout=timeout)
+            await runner.setup()
+            await web.SockSite(runner, listen_socket(address), ssl_context=ssl_context,
+                               shutdown_timeout=timeout).start()
+            runners.append(runner)
+            log.info("serving " + what, address)
+        tasks = background.start(lambda: self.authority, lambda: self.config.audit)
         await self._stop.wait()
         log.info("stopping: finishing in-flight requests")
-        await runner.cleanup()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
         self.store.close()
+
+
+def admin_tls(config: Config) -> TLSConfig:
+    """The admin listener's TLS: its own certificate if given, else the EST one."""
+    a = config.admin
+    return TLSConfig(cert=a.cert or config.tls.cert, key=a.key or config.tls.key, client_ca=a.client_ca,
+                     min_version=config.tls.min_version)
 
 
 async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
@@ -36,10 +36,14 @@ def check_size(data: bytes, what: str, limit: int = MAX_CMS_BYTES) -> None:
 
 
 def decode(data: bytes, spec: Any, what: str, limit: int = MAX_CMS_BYTES) -> Any:
-    """DER-decode exactly one value of `spec`; no trailing bytes."""
+    """Decode exactly one value of `spec`; no trailing bytes.
+
+    BER, of which DER is a subset: CMS from other implementations may use
+    indefinite lengths (streaming encoders), and OpenSSL and Bouncy Castle read it.
+    """
     check_size(data, what, limit)
     try:
-        value, rest = der_decoder.decode(bytes(data), asn1Spec=spec)
+        value, rest = ber_decoder.decode(bytes(data), asn1Spec=spec)
     except (PyAsn1Error, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise KeyDeliveryError(f"{what} does not parse: {first}") from None

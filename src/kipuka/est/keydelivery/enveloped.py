@@ -116,8 +116,8 @@ def _cek(length: int) -> bytes:
 def _ktri(public_key: rsa.RSAPublicKey, rid: RecipientId, cek: bytes, key_transport: str) -> rfc5652.RecipientInfo:
     if key_transport == RSAES_OAEP_SHA256:
         encrypted = public_key.encrypt(cek, padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None))
-        alg = rfc4055.rSAES_OAEP_SHA256_Identifier  # RFC 4055 section 3.1 / module
-        alg = algorithm_identifier(str(alg["algorithm"]), encode(alg["parameters"]))
+        # RSAES-OAEP-params {sha256, mgf1SHA256}, as RFC 4055's module defines them
+        alg = algorithm_identifier(oids.ID_RSAES_OAEP, encode(rfc4055.rSAES_OAEP_SHA256_Params))
     elif key_transport == RSA_PKCS1_V15:
         encrypted = public_key.encrypt(cek, padding.PKCS1v15())
         alg = algorithm_identifier(oids.RSA_ENCRYPTION, DER_NULL)  # RFC 3370 4.2.1: NULL parameters

@@ -29,6 +29,7 @@ _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=?]{1,70}")
 _BOUNDARY_ANY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _B64_LINE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
 
 
@@ -176,6 +177,8 @@ def parse_multipart_mixed(
     delimiter = b"--" + boundary.encode("ascii")
     body = bytes(body)
     eol = b"\r\n"
+    if strict and _BARE_EOL.search(body):
+        raise MultipartError("a bare CR or LF: MIME lines end in CRLF")
     if not strict and not body.startswith(delimiter + b"\r\n") and b"\r\n" not in body:
         eol = b"\n"  # a body written with LF only
     chunks = (eol + body).split(eol + delimiter)

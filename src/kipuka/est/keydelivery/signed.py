@@ -179,14 +179,17 @@ def signed_data(
 
 # --- reading ---------------------------------------------------------------------------------
 
-def _raw_signed_attrs(signed_data_der: bytes) -> list[bytes | None]:
-    """The [0] signedAttrs TLV of each SignerInfo, as received (the bytes that were signed)."""
-    signer_infos = children(signed_data_der)[-1]
-    out: list[bytes | None] = []
-    for si in children(signer_infos):
-        raw = next((c for c in children(si) if c[0] == 0xA0), None)
-        out.append(raw)
-    return out
+def _raw_signed_attrs(signed_data_der: bytes) -> list[bytes | None] | None:
+    """The [0] signedAttrs TLV of each SignerInfo as received, or None for a non-DER SignedData.
+
+    RFC 5652 5.4 signs the DER of the attributes; using the received bytes as
+    well tolerates a sender that got the SET OF order wrong.
+    """
+    try:
+        signer_infos = children(signed_data_der)[-1]
+        return [next((c for c in children(si) if c[0] == 0xA0), None) for si in children(signer_infos)]
+    except KeyDeliveryError:
+        return None  # indefinite lengths (BER): fall back to the DER re-encoding alone
 
 
 def _find_signer(sid: rfc5652.SignerIdentifier, certs: list[x509.Certificate]) -> x509.Certificate | None:
@@ -263,8 +266,7 @@ def verify_signed_data_content(sd_der: bytes, *, signer: x509.Certificate | None
     if digest_oid not in _DIGEST_BY_OID:
         raise KeyDeliveryError(f"digest algorithm {digest_oid} is not supported")
     digest = _DIGEST_BY_OID[digest_oid]()
-    raw_attrs = _raw_signed_attrs(sd_der)[0]
-    if raw_attrs is None or not si["signedAttrs"].isValue:
+    if not si["signedAttrs"].isValue:
         raise KeyDeliveryError("SignerInfo has no signed attributes (required for a content type other than id-data)")
     found: dict[str, list[bytes]] = {}
     for attr in si["signedAttrs"]:
@@ -279,6 +281,14 @@ def verify_signed_data_content(sd_der: bytes, *, signer: x509.Certificate | None
     h.update(econtent)
     if bytes(decode(md_values[0], univ.OctetString(), "message-digest attribute")) != h.finalize():
         raise KeyDeliveryError("the message-digest attribute does not match the content")
-    _verify(cert.public_key(), bytes(si["signature"]), b"\x31" + raw_attrs[1:],
-            str(si["signatureAlgorithm"]["algorithm"]), digest)
+    der_attrs = b"\x31" + encode(si["signedAttrs"])[1:]
+    raw = _raw_signed_attrs(sd_der)
+    received = b"\x31" + raw[0][1:] if raw and raw[0] else der_attrs
+    sig_oid, signature = str(si["signatureAlgorithm"]["algorithm"]), bytes(si["signature"])
+    try:
+        _verify(cert.public_key(), signature, received, sig_oid, digest)
+    except KeyDeliveryError:
+        if received == der_attrs:
+            raise
+        _verify(cert.public_key(), signature, der_attrs, sig_oid, digest)
     return VerifiedContent(etype, econtent, cert, tuple(certs))

@@ -1,0 +1,444 @@
+"""The admin API: JSON over HTTPS on its own listener (default 127.0.0.1:9444).
+
+Every error is `{"error": "<code>", "message": "<one line>"}`. Reads go to the
+store's query methods; every change goes through the RA, which audits it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from kipuka import metrics
+from kipuka.admin.auth import AdminUnauthorized, authenticate
+from kipuka.admin.openapi import document
+from kipuka.config import Config, ConfigError, parse_duration
+from kipuka.errors import BadRequest, Conflict, Forbidden, KipukaError, NotFound, Unavailable
+from kipuka.ra.authority import Authority
+from kipuka.ra.otp import issue_otp
+from kipuka.ra.revocation import REASONS
+from kipuka.store import CertFilter, CertRecord, PendingRecord
+from kipuka.store.records import AuditEvent, OtpRecord, utcnow
+
+log = logging.getLogger("kipuka.admin")
+MAX_JSON = 1 << 20
+MAX_BULK = 1000
+SERIAL_RE = re.compile(r"^(0x)?[0-9A-Fa-f:]{1,64}$")
+PUBLIC = {"/admin/health/live"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+class AdminApi:
+    def __init__(self, authority: Callable[[], Authority], config: Callable[[], Config]) -> None:
+        self._authority = authority
+        self._config = config
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_JSON, middlewares=[self._errors, self._auth])
+        app.add_routes([
+            web.get("/admin/openapi.json", self.openapi),
+            web.get("/admin/health", self.health),
+            web.get("/admin/health/live", self.live),
+            web.get("/admin/health/ready", self.ready),
+            web.post("/admin/otp", self.create_otp),
+            web.get("/admin/otp", self.list_otp),
+            web.delete("/admin/otp/{id}", self.revoke_otp),
+            web.get("/admin/requests", self.list_requests),
+            web.get("/admin/requests/{id}", self.get_request),
+            web.post("/admin/requests/{id}/approve", self.approve),
+            web.post("/admin/requests/{id}/reject", self.reject),
+            web.get("/admin/certs", self.list_certs),
+            web.get("/admin/certs/{serial}", self.get_cert),
+            web.post("/admin/certs/{serial}/revoke", self.revoke_cert),
+            web.get("/admin/ca", self.list_ca),
+            web.get("/admin/ca/{id}", self.get_ca),
+            web.get("/admin/audit", self.list_audit),
+            web.get("/admin/audit/verify", self.verify_audit),
+            web.get("/metrics", self.metrics),
+        ])
+        return app
+
+    # --- middleware -----------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _json_error(exc.status, exc.error, exc.message)
+        except AdminUnauthorized as exc:
+            return _json_error(401, "unauthorized", str(exc), {"WWW-Authenticate": 'Bearer realm="kipuka-admin"'})
+        except web.HTTPException as exc:  # routing: 404, 405, 413 ...
+            if exc.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
+            return _json_error(exc.status, code, exc.reason or "error")
+        except KipukaError as exc:
+            status, code = _status_of(exc)
+            return _json_error(status, code, exc.reason)
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return _json_error(500, "internal_error", "internal server error")
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in PUBLIC:
+            request["admin"] = await authenticate(request, self._authority(), self._config().admin)
+        return await handler(request)
+
+    # --- documents and health ---------------------------------------------------------
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(document())
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._health())
+
+    async def ready(self, request: web.Request) -> web.Response:
+        report = await self._health()
+        return web.json_response(report, status=200 if report["status"] != "unhealthy" else 503)
+
+    async def _health(self) -> dict[str, Any]:
+        authority = self._authority()
+        components: dict[str, dict[str, str]] = {}
+        try:
+            await authority.store.schema_version()
+            components["database"] = {"status": "ok", "detail": ""}
+        except Exception as exc:  # any failure is the finding
+            components["database"] = {"status": "down", "detail": str(exc)[:200]}
+        for ca_id, ca in authority.cas.items():
+            result = await ca.health()
+            components[f"ca:{ca_id}"] = {"status": "ok" if result == "ok" else "down",
+                                         "detail": "" if result == "ok" else result}
+        down = [k for k, v in components.items() if v["status"] != "ok"]
+        status = "ok" if not down else ("unhealthy" if "database" in down or len(down) == len(components)
+                                         else "degraded")
+        return {"status": status, "components": components}
+
+    # --- OTPs -------------------------------------------------------------------------
+
+    async def create_otp(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        items = body.get("items") if isinstance(body, dict) and "items" in body else [body]
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BULK:
+            raise ApiError(400, "bad_request", f"items must be a list of 1 to {MAX_BULK} OTP requests")
+        specs = [self._otp_spec(item, i) for i, item in enumerate(items)]
+        authority, config = self._authority(), self._config()
+        known = {name for name in config.labels if name}
+        created = []
+        for entity, label, ttl, uses in specs:
+            otp_id, secret = await _in_thread(issue_otp, authority.store.store, authority.keyring, entity, label,
+                                              ttl, uses, known, request["admin"])
+            created.append({"id": otp_id, "entity": entity, "label": label, "otp": secret, "uses": uses,
+                            "expires_at": _iso(utcnow() + dt.timedelta(seconds=ttl))})
+        return web.json_response({"items": created}, status=201)
+
+    def _otp_spec(self, item: Any, index: int) -> tuple[str, str | None, int, int]:
+        where = f"items[{index}]"
+        if not isinstance(item, dict):
+            raise ApiError(400, "bad_request", f"{where} must be an object")
+        unknown = set(item) - {"entity", "label", "ttl", "uses"}
+        if unknown:
+            raise ApiError(400, "bad_request", f"{where}: unknown field {sorted(unknown)[0]!r}")
+        entity, label = item.get("entity"), item.get("label")
+        if not isinstance(entity, str) or not entity:
+            raise ApiError(400, "bad_request", f"{where}.entity must be a non-empty string")
+        if label is not None and not isinstance(label, str):
+            raise ApiError(400, "bad_request", f"{where}.label must be a string or null")
+        uses = item.get("uses", 1)
+        if isinstance(uses, bool) or not isinstance(uses, int):
+            raise ApiError(400, "bad_request", f"{where}.uses must be an integer")
+        ttl_raw = item.get("ttl", self._config().otp.default_ttl)
+        if isinstance(ttl_raw, bool) or not isinstance(ttl_raw, (int, str)):
+            raise ApiError(400, "bad_request", f"{where}.ttl must be seconds or a duration such as 24h")
+        try:
+            ttl = parse_duration(ttl_raw, f"{where}.ttl")
+        except ConfigError as exc:
+            raise ApiError(400, "bad_request", exc.message) from None
+        if ttl > 366 * 86400:
+            raise ApiError(400, "bad_request", f"{where}.ttl must be at most 366 days")
+        return entity, label, ttl, uses
+
+    async def list_otp(self, request: web.Request) -> web.Response:
+        q = Query(request, {"entity", "cursor", "limit"})
+        entity = q.text("entity")
+        cursor, limit = q.cursor(), q.limit()
+        rows = [o for o in await self._authority().store.list_otps(entity) if o.id > cursor][:limit]
+        return _page([_otp_json(o) for o in rows], rows[-1].id if len(rows) == limit else None)
+
+    async def revoke_otp(self, request: web.Request) -> web.Response:
+        otp_id = _path_int(request, "id")
+        now = utcnow()
+        done = await self._authority().store.revoke_otp(otp_id, now, AuditEvent(
+            event="otp.revoke", outcome="success", auth=request["admin"], reason=f"otp {otp_id}", at=now))
+        if not done:
+            raise ApiError(404, "not_found", f"no active OTP {otp_id}")
+        return web.Response(status=204)
+
+    # --- pending requests -------------------------------------------------------------
+
+    async def list_requests(self, request: web.Request) -> web.Response:
+        q = Query(request, {"status", "label", "cursor", "limit"})
+        status = q.choice("status", ("pending", "issued", "rejected", "expired", "all"), "pending")
+        rows = await self._authority().store.pending_requests(None if status == "all" else status,
+                                                              label=q.text("label"), after_id=q.cursor(),
+                                                              limit=q.limit())
+        return _page([_request_json(r) for r in rows], rows[-1].id if len(rows) == q.limit() else None)
+
+    async def get_request(self, request: web.Request) -> web.Response:
+        pending = await self._authority().store.pending(_path_int(request, "id"))
+        if pending is None:
+            raise ApiError(404, "not_found", f"no request {request.match_info['id']}")
+        return web.json_response(_request_json(pending))
+
+    async def approve(self, request: web.Request) -> web.Response:
+        request_id = _path_int(request, "id")
+        await _json_body(request, optional=True)
+        authority = self._authority()
+        record = await authority.approve(request_id, request["admin"])
+        pending = await authority.store.pending(request_id)
+        return web.json_response({"request": _request_json(pending), "certificate": _cert_json(record)})
+
+    async def reject(self, request: web.Request) -> web.Response:
+        request_id = _path_int(request, "id")
+        body = await _json_body(request)
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not reason.strip():
+            raise ApiError(400, "bad_request", "reason must be a non-empty string")
+        authority = self._authority()
+        await authority.reject(request_id, reason, request["admin"])
+        return web.json_response(_request_json(await authority.store.pending(request_id)))
+
+    # --- certificates -----------------------------------------------------------------
+
+    async def list_certs(self, request: web.Request) -> web.Response:
+        q = Query(request, {"subject", "subject_prefix", "entity", "label", "ca", "status", "issued_after",
+                            "issued_before", "cursor", "limit"})
+        f = CertFilter(subject=q.text("subject"), subject_prefix=q.text("subject_prefix"), entity=q.text("entity"),
+                       label=q.text("label"), ca_id=q.text("ca"),
+                       status=q.choice("status", ("valid", "revoked", "expired"), None),
+                       issued_after=q.time("issued_after"), issued_before=q.time("issued_before"))
+        limit = q.limit()
+        rows = await self._authority().store.search_certificates(f, limit=limit, after_id=q.cursor())
+        return _page([_cert_json(r) for _, r in rows], rows[-1][0] if len(rows) == limit else None)
+
+    async def get_cert(self, request: web.Request) -> web.Response:
+        return web.json_response(_cert_json(await self._one_cert(request), pem=True))
+
+    async def revoke_cert(self, request: web.Request) -> web.Response:
+        record = await self._one_cert(request)
+        body = await _json_body(request, optional=True)
+        reason = (body or {}).get("reason", "unspecified") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or reason not in REASONS or reason == "removeFromCRL":
+            raise ApiError(400, "bad_request", "reason must be an RFC 5280 reason such as keyCompromise")
+        if record.revoked_at is not None:
+            raise ApiError(409, "conflict", f"certificate {record.serial} is already revoked")
+        authority = self._authority()
+        await authority.revocation.revoke(record.serial, reason, request["admin"], record.ca_id)
+        updated = await authority.store.certificate_status(record.ca_id, record.serial)
+        return web.json_response(_cert_json(updated or record))
+
+    async def _one_cert(self, request: web.Request) -> CertRecord:
+        raw = request.match_info["serial"]
+        if not SERIAL_RE.match(raw):
+            raise ApiError(400, "bad_request", "serial must be hexadecimal")
+        serial = format(int(raw.lower().replace(":", "").removeprefix("0x"), 16), "x")
+        rows = await self._authority().store.certificate(serial)
+        if not rows:
+            raise ApiError(404, "not_found", f"no certificate with serial {serial}")
+        return rows[0]
+
+    # --- CAs and audit ----------------------------------------------------------------
+
+    async def list_ca(self, request: web.Request) -> web.Response:
+        authority = self._authority()
+        return web.json_response({"items": [await self._ca_json(authority, ca_id) for ca_id in authority.cas]})
+
+    async def get_ca(self, request: web.Request) -> web.Response:
+        authority = self._authority()
+        ca_id = request.match_info["id"]
+        if ca_id not in authority.cas:
+            raise ApiError(404, "not_found", f"no CA {ca_id!r}")
+        return web.json_response(await self._ca_json(authority, ca_id))
+
+    async def _ca_json(self, authority: Authority, ca_id: str) -> dict[str, Any]:
+        ca = authority.cas[ca_id]
+        chain = ca.ca_certificates()
+        labels = [name or "(default)" for name, rt in authority.labels.items() if rt.ca.id == ca_id]
+        crl_urls, ocsp_urls = authority.revocation.urls(ca_id)
+        return {"id": ca_id, "type": self._config().cas[ca_id].type, "labels": labels,
+                "subject": chain[0].subject.rfc4514_string(), "not_after": _iso(chain[0].not_valid_after_utc),
+                "chain": [c.public_bytes(serialization.Encoding.PEM).decode() for c in chain],
+                "health": await ca.health(), "crl_urls": list(crl_urls), "ocsp_urls": list(ocsp_urls)}
+
+    async def list_audit(self, request: web.Request) -> web.Response:
+        q = Query(request, {"event", "outcome", "entity", "label", "since", "until", "cursor", "limit"})
+        limit = q.limit()
+        cursor = q.cursor()
+        rows = await self._authority().store.audit_events(
+            limit, before_id=cursor or None, event=q.text("event"), outcome=q.text("outcome"),
+            entity=q.text("entity"), label=q.text("label"), since=q.time("since"), until=q.time("until"))
+        return _page([_audit_json(e) for e in rows], rows[-1].id if len(rows) == limit else None)
+
+    async def verify_audit(self, request: web.Request) -> web.Response:
+        store = self._authority().store
+        await store.chain_audit()
+        check = await store.verify_audit_chain()
+        return web.json_response({"ok": check.ok, "checked": check.checked, "unchained": check.unchained,
+                                  "broken_id": check.broken_id, "broken_seq": check.broken_seq,
+                                  "problem": check.problem})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        metrics.PENDING.set(await self._authority().store.count_pending())
+        return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+# --- request parsing ---------------------------------------------------------------------
+
+class Query:
+    """Validated query parameters; unknown or repeated parameters are a 400."""
+
+    def __init__(self, request: web.Request, allowed: set[str]) -> None:
+        self._q = request.query
+        for key in self._q:
+            if key not in allowed:
+                raise ApiError(400, "bad_request", f"unknown query parameter {key[:40]!r}")
+            if len(self._q.getall(key)) > 1:
+                raise ApiError(400, "bad_request", f"query parameter {key!r} given more than once")
+
+    def text(self, name: str) -> str | None:
+        value = self._q.get(name)
+        if value is not None and (len(value) > 1024 or "\x00" in value):
+            raise ApiError(400, "bad_request", f"{name} is too long or has a NUL")
+        return value
+
+    def choice(self, name: str, options: tuple[str, ...], default: str | None) -> str | None:
+        value = self._q.get(name, default)
+        if value is not None and value not in options:
+            raise ApiError(400, "bad_request", f"{name} must be one of {', '.join(options)}")
+        return value
+
+    def limit(self) -> int:
+        return self._int("limit", 100, 1, 1000)
+
+    def cursor(self) -> int:
+        return self._int("cursor", 0, 0, 10 ** 18 - 1)
+
+    def _int(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._q.get(name)
+        if raw is None:
+            return default
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or not low <= int(raw) <= high:
+            raise ApiError(400, "bad_request", f"{name} must be an integer from {low} to {high}")
+        return int(raw)
+
+    def time(self, name: str) -> dt.datetime | None:
+        raw = self._q.get(name)
+        if raw is None:
+            return None
+        try:
+            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise ApiError(400, "bad_request", f"{name} must be an ISO 8601 date-time") from None
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+async def _json_body(request: web.Request, optional: bool = False) -> Any:
+    raw = await request.content.read(MAX_JSON + 1)
+    if len(raw) > MAX_JSON:
+        raise ApiError(413, "too_large", "request body is too large")
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ApiError(400, "bad_request", "a JSON body is required")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "request body is not valid JSON") from None
+
+
+def _path_int(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApiError(400, "bad_request", f"{name} must be a positive integer")
+    return int(raw)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    import asyncio
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+# --- JSON shapes (documented in openapi.py) ------------------------------------------------
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _page(items: list[dict[str, Any]], next_id: int | None) -> web.Response:
+    return web.json_response({"items": items, "next_cursor": str(next_id) if next_id is not None else None})
+
+
+def _otp_json(o: OtpRecord) -> dict[str, Any]:
+    now = utcnow()
+    status = "revoked" if o.revoked_at else ("spent" if o.uses_left <= 0 else
+                                             ("expired" if o.expires_at <= now else "active"))
+    return {"id": o.id, "entity": o.entity, "label": o.label, "uses_total": o.uses_total, "uses_left": o.uses_left,
+            "created_at": _iso(o.created_at), "expires_at": _iso(o.expires_at), "status": status}
+
+
+def _request_json(r: PendingRecord | None) -> dict[str, Any]:
+    assert r is not None
+    return {"id": r.id, "op": r.op, "label": r.label, "ca": r.ca_id, "entity": r.entity, "auth": r.auth,
+            "client_addr": r.client_addr, "subject": r.subject, "sans": r.sans, "status": r.status,
+            "reason": r.reason, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
+            "decided_at": _iso(r.decided_at), "decided_by": r.decided_by, "serial": r.serial}
+
+
+def _cert_json(r: CertRecord, pem: bool = False) -> dict[str, Any]:
+    now = utcnow()
+    status = "revoked" if r.revoked_at else ("expired" if r.not_after <= now else "valid")
+    out = {"serial": r.serial, "ca": r.ca_id, "label": r.label, "subject": r.subject, "sans": r.sans,
+           "entity": r.entity, "auth": r.auth, "not_before": _iso(r.not_before), "not_after": _iso(r.not_after),
+           "issued_at": _iso(r.issued_at), "status": status, "revoked_at": _iso(r.revoked_at),
+           "revocation_reason": r.revocation_reason, "sha256": r.fingerprint_sha256}
+    if pem:
+        out["pem"] = x509.load_der_x509_certificate(r.der).public_bytes(serialization.Encoding.PEM).decode()
+    return out
+
+
+def _audit_json(e: AuditEvent) -> dict[str, Any]:
+    return {"id": e.id, "at": _iso(e.at), "event": e.event, "outcome": e.outcome, "reason": e.reason,
+            "label": e.label, "entity": e.entity, "client_addr": e.client_addr, "auth": e.auth, "ca": e.ca_id,
+            "serial": e.serial, "chain_seq": e.chain_seq, "hash": e.hash}
+
+
+def _status_of(exc: KipukaError) -> tuple[int, str]:
+    for cls, status, code in ((BadRequest, 400, "bad_request"), (NotFound, 404, "not_found"),
+                              (Conflict, 409, "conflict"), (Forbidden, 409, "conflict"),
+                              (Unavailable, 503, "unavailable")):
+        if isinstance(exc, cls):
+            return status, code
+    return 500, "internal_error"
+
+
+def _json_error(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": error, "message": message.replace("\n", " ")}, status=status,
+                             headers=headers)

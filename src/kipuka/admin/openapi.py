@@ -1,0 +1,181 @@
+"""The OpenAPI 3.1 document of the admin API, served at /admin/openapi.json.
+
+Written out by hand next to the handlers it describes (api.py); the test suite
+runs schemathesis against it so that the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kipuka import __version__
+
+STR = {"type": "string"}
+NSTR = {"type": ["string", "null"]}
+INT = {"type": "integer"}
+TIME = {"type": "string", "format": "date-time"}
+NTIME = {"type": ["string", "null"], "format": "date-time"}
+REASONS = ["unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+           "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise"]
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": required if required is not None else list(props),
+            "additionalProperties": False}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return _obj({"items": {"type": "array", "items": _ref(item)}, "next_cursor": NSTR})
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"error": STR, "message": STR}),
+    "Component": _obj({"status": {"type": "string", "enum": ["ok", "down"]}, "detail": STR}),
+    "Health": _obj({"status": {"type": "string", "enum": ["ok", "degraded", "unhealthy"]},
+                    "components": {"type": "object", "additionalProperties": _ref("Component")}}),
+    "Live": _obj({"status": {"type": "string", "enum": ["ok"]}}),
+    "OtpRequest": {**_obj({"entity": {"type": "string", "minLength": 1, "maxLength": 255},
+                           "label": NSTR, "ttl": {"type": ["string", "integer"]},
+                           "uses": {"type": "integer", "minimum": 1, "maximum": 1000}}, ["entity"])},
+    "OtpBulkRequest": _obj({"items": {"type": "array", "items": _ref("OtpRequest"), "minItems": 1,
+                                      "maxItems": 1000}}),
+    "OtpCreated": _obj({"id": INT, "entity": STR, "label": NSTR, "otp": STR, "uses": INT, "expires_at": TIME}),
+    "OtpCreatedList": _obj({"items": {"type": "array", "items": _ref("OtpCreated")}}),
+    "Otp": _obj({"id": INT, "entity": STR, "label": NSTR, "uses_total": INT, "uses_left": INT,
+                 "created_at": TIME, "expires_at": TIME,
+                 "status": {"type": "string", "enum": ["active", "spent", "expired", "revoked"]}}),
+    "OtpPage": _page("Otp"),
+    "Request": _obj({"id": INT, "op": STR, "label": STR, "ca": STR, "entity": STR, "auth": STR,
+                     "client_addr": STR, "subject": STR, "sans": STR,
+                     "status": {"type": "string", "enum": ["pending", "issued", "rejected", "expired"]},
+                     "reason": STR, "created_at": TIME, "expires_at": TIME, "decided_at": NTIME,
+                     "decided_by": NSTR, "serial": NSTR}),
+    "RequestPage": _page("Request"),
+    "Approved": _obj({"request": _ref("Request"), "certificate": _ref("Certificate")}),
+    "Reject": _obj({"reason": {"type": "string", "minLength": 1}}),
+    "Revoke": _obj({"reason": {"type": "string", "enum": REASONS}}, []),
+    "Certificate": _obj({"serial": STR, "ca": STR, "label": STR, "subject": STR, "sans": STR, "entity": STR,
+                         "auth": STR, "not_before": TIME, "not_after": TIME, "issued_at": TIME,
+                         "status": {"type": "string", "enum": ["valid", "revoked", "expired"]},
+                         "revoked_at": NTIME, "revocation_reason": NSTR, "sha256": STR,
+                         "pem": STR}, ["serial", "ca", "label", "subject", "sans", "entity", "auth", "not_before",
+                                       "not_after", "issued_at", "status", "revoked_at", "revocation_reason",
+                                       "sha256"]),
+    "CertificatePage": _page("Certificate"),
+    "CA": _obj({"id": STR, "type": STR, "labels": {"type": "array", "items": STR}, "subject": STR,
+                "not_after": TIME, "chain": {"type": "array", "items": STR}, "health": STR,
+                "crl_urls": {"type": "array", "items": STR}, "ocsp_urls": {"type": "array", "items": STR}}),
+    "CAList": _obj({"items": {"type": "array", "items": _ref("CA")}}),
+    "AuditEvent": _obj({"id": INT, "at": TIME, "event": STR, "outcome": STR, "reason": STR, "label": STR,
+                        "entity": STR, "client_addr": STR, "auth": STR, "ca": STR, "serial": STR,
+                        "chain_seq": {"type": ["integer", "null"]}, "hash": NSTR}),
+    "AuditPage": _page("AuditEvent"),
+    "ChainCheck": _obj({"ok": {"type": "boolean"}, "checked": INT, "unchained": INT,
+                        "broken_id": {"type": ["integer", "null"]}, "broken_seq": {"type": ["integer", "null"]},
+                        "problem": STR}),
+}
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "invalid parameters or body", 401: "no or bad credentials", 404: "not found",
+            409: "not in a state that allows this", 413: "body too large", 500: "server failure"}
+    return {str(c): _json("Error", text[c]) for c in (401, 500, *codes)}
+
+
+def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _p(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+PAGING = [_q("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "next_cursor of the previous page"),
+          _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})]
+ID = _p("id", {"type": "integer", "minimum": 1, "maximum": 10 ** 17})
+SERIAL = _p("serial", {"type": "string", "pattern": "^(0x)?[0-9A-Fa-f:]{1,64}$"})
+FILTER = {"type": "string", "maxLength": 200}
+DATE = {"type": "string", "format": "date-time"}
+
+
+def _op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]] | None = None,
+        body: str | None = None, body_required: bool = True) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses, "parameters": params or []}
+    if body:
+        schema = _ref(body) if not body.startswith("oneOf:") else {
+            "oneOf": [_ref(b) for b in body[6:].split(",")]}
+        op["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": schema}}}
+    return op
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "kipuka admin API", "version": __version__,
+                 "description": "Operate a kipuka EST server. Errors are JSON {error, message}."},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/admin/openapi.json": {"get": _op("this document", {"200": {"description": "OpenAPI document",
+                                                                         "content": {"application/json": {}}},
+                                                                  **_errors()})},
+            "/admin/health": {"get": _op("status of the database and each CA", {
+                "200": _json("Health", "per-component status"), **_errors()})},
+            "/admin/health/live": {"get": {**_op("the process answers", {"200": _json("Live", "alive"),
+                                                                         "500": _json("Error", "failure")}),
+                                           "security": []}},
+            "/admin/health/ready": {"get": _op("ready to serve", {
+                "200": _json("Health", "ready (ok or degraded)"), "503": _json("Health", "not ready"),
+                **_errors()})},
+            "/admin/otp": {
+                "post": _op("create one OTP, or many with {items: [...]}; secrets are shown only here", {
+                    "201": _json("OtpCreatedList", "created"), **_errors(400, 413)},
+                    body="oneOf:OtpRequest,OtpBulkRequest"),
+                "get": _op("list OTPs (never their secrets)", {"200": _json("OtpPage", "a page"), **_errors(400)},
+                           [_q("entity", FILTER), *PAGING]),
+            },
+            "/admin/otp/{id}": {"delete": _op("revoke an OTP", {"204": {"description": "revoked"},
+                                                                **_errors(400, 404)}, [ID])},
+            "/admin/requests": {"get": _op("requests held for approval", {
+                "200": _json("RequestPage", "a page"), **_errors(400)},
+                [_q("status", {"type": "string", "enum": ["pending", "issued", "rejected", "expired", "all"]}),
+                 _q("label", FILTER), *PAGING])},
+            "/admin/requests/{id}": {"get": _op("one request", {"200": _json("Request", "the request"),
+                                                                **_errors(400, 404)}, [ID])},
+            "/admin/requests/{id}/approve": {"post": _op("approve and issue", {
+                "200": _json("Approved", "issued"), **_errors(400, 404, 409, 413)}, [ID])},
+            "/admin/requests/{id}/reject": {"post": _op("reject with a reason", {
+                "200": _json("Request", "rejected"), **_errors(400, 404, 409, 413)}, [ID], body="Reject")},
+            "/admin/certs": {"get": _op("search issued certificates (keyset pagination)", {
+                "200": _json("CertificatePage", "a page"), **_errors(400)},
+                [_q("subject", FILTER, "exact RFC 4514 subject"), _q("subject_prefix", FILTER),
+                 _q("entity", FILTER), _q("label", FILTER), _q("ca", FILTER),
+                 _q("status", {"type": "string", "enum": ["valid", "revoked", "expired"]}),
+                 _q("issued_after", DATE), _q("issued_before", DATE), *PAGING])},
+            "/admin/certs/{serial}": {"get": _op("one certificate with its PEM", {
+                "200": _json("Certificate", "the certificate"), **_errors(400, 404)}, [SERIAL])},
+            "/admin/certs/{serial}/revoke": {"post": _op("revoke with an RFC 5280 reason", {
+                "200": _json("Certificate", "revoked"), **_errors(400, 404, 409, 413)}, [SERIAL],
+                body="Revoke", body_required=False)},
+            "/admin/ca": {"get": _op("CAs, their chains and health", {"200": _json("CAList", "CAs"), **_errors()})},
+            "/admin/ca/{id}": {"get": _op("one CA", {"200": _json("CA", "the CA"), **_errors(404)},
+                                          [_p("id", {"type": "string", "maxLength": 64})])},
+            "/admin/audit": {"get": _op("the audit trail, newest first", {
+                "200": _json("AuditPage", "a page"), **_errors(400)},
+                [_q("event", FILTER), _q("outcome", FILTER), _q("entity", FILTER), _q("label", FILTER),
+                 _q("since", DATE), _q("until", DATE), *PAGING])},
+            "/admin/audit/verify": {"get": _op("link pending rows and verify the audit hash chain", {
+                "200": _json("ChainCheck", "result"), **_errors()})},
+            "/metrics": {"get": _op("Prometheus metrics", {
+                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": STR}}},
+                **_errors()})},
+        },
+    }

@@ -1,0 +1,1 @@
+"""The relying-party listener (plain HTTP): CRLs and OCSP, reachable by anyone who checks certificates."""
