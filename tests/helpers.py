@@ -118,8 +118,7 @@ class Server:
         return out.stdout.strip()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return run_cli(args[0], *args[1:], "-c", str(self.config), check=check) if len(args) == 1 else \
-            run_cli(args[0], args[1], "-c", str(self.config), *args[2:], check=check)
+        return run_cli(*args, "-c", str(self.config), check=check)
 
     def post(self, op: str, body: bytes, *, label: str | None = None, auth: tuple[str, str] | None = None,
              cert: tuple[str, str] | None = None, headers: dict | None = None) -> requests.Response:
@@ -245,3 +244,20 @@ def make_test_ca(directory: Path, name: str) -> tuple[Path, Path]:
             .sign(key, hashes.SHA256()))
     crt, k = write_identity(directory, name, key, cert)
     return Path(crt), Path(k)
+
+
+def admin_token(server: Server, name: str = "tests") -> str:
+    return server.cli("admin", "token", "create", name).stdout.strip()
+
+
+def admin_call(server: Server, method: str, path: str, token: str | None = None, *, json_body=None,
+               params: dict | None = None, cert: tuple[str, str] | None = None, data: bytes | None = None
+               ) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.request(method, f"https://localhost:{server.admin_port}{path}", headers=headers,
+                            json=json_body, params=params, cert=cert, data=data, verify=server.ca_bundle,
+                            timeout=30)
+
+
+def public_url(server: Server, path: str) -> str:
+    return f"http://127.0.0.1:{server.public_port}{path}"
