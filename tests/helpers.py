@@ -81,7 +81,9 @@ class Server:
             r = requests.get(self.url("cacerts"), verify=False, timeout=10)
             r.raise_for_status()
             certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(r.content))
-            path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # atomic: threads read it at once
+            tmp.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+            tmp.replace(path)
         return str(path)
 
     def start(self, *extra: str) -> "Server":

@@ -125,10 +125,15 @@ def test_revoke_otp(admin):
 
 
 @pytest.mark.parametrize("body", [{"entity": ""}, {"entity": "x", "uses": 0}, {"entity": "x", "ttl": "soon"},
-                                  {"entity": "x", "label": "no-such"}, {"items": []}, {"entity": "x", "bogus": 1},
+                                  {"items": []}, {"entity": "x", "bogus": 1},
                                   {"entity": "a:b"}])
 def test_bad_otp_requests_are_400_json(admin, body):
     _assert_json_error(admin_call(admin, "POST", "/admin/otp", admin.token, json_body=body), 400, "bad_request")
+
+
+def test_otp_for_an_unknown_label_is_404(admin):
+    _assert_json_error(admin_call(admin, "POST", "/admin/otp", admin.token,
+                                  json_body={"entity": "x", "label": "no-such"}), 404, "not_found")
 
 
 def test_malformed_json_is_400(admin):

@@ -223,21 +223,32 @@ def test_ed25519_key_is_refused_by_the_default_policy(server, est, otp_client):
 
 
 
-def test_pending_approval_202_is_polled_within_the_bounded_wait(fresh_server, tmp_path):
+def test_pending_approval_202_is_polled_within_the_bounded_wait(tmp_path):
     """The server's approval hold answers 202 + Retry-After; nobody approves, so the wait ends."""
+    import re
     from kipuka.client import PendingTimeout
-    srv = fresh_server(replacements={r'^default_ca = "default"': 'default_ca = "default"\nretry_after = 2'},
-                       append="require_approval = true\n")  # the last table of the demo config: corp-devices
-    entity = unique()
-    now, slept, progress = [0.0], [], []
+    from tests.helpers import make_server
+    srv = make_server(tmp_path)
+    text = srv.config.read_text()  # [est] retry_after = 2 s, whether the template lists it or not
+    if re.search(r"^retry_after\s*=", text, re.M):
+        text = re.sub(r"^retry_after\s*=.*$", "retry_after = 2", text, count=1, flags=re.M)
+    else:
+        text = text.replace("[est]\n", "[est]\nretry_after = 2\n", 1)
+    srv.config.write_text(text + "require_approval = true\n")  # appended to the last table: corp-devices
+    srv.start()
+    try:
+        entity = unique()
+        now, slept, progress = [0.0], [], []
 
-    def sleep(seconds):
-        slept.append(seconds)
-        now[0] += seconds
-    with EstClient(f"https://localhost:{srv.port}", "corp-devices", trust=srv.ca_bundle,
-                   auth=(entity, srv.otp(entity, "--label", "corp-devices")), max_wait=7,
-                   sleep=sleep, clock=lambda: now[0], on_progress=progress.append) as client:
-        with pytest.raises(PendingTimeout) as err:
-            client.simpleenroll(CsrSpec.for_names(generate_key(), f"{entity}.example.com"))
+        def sleep(seconds):
+            slept.append(seconds)
+            now[0] += seconds
+        with EstClient(f"https://localhost:{srv.port}", "corp-devices", trust=srv.ca_bundle,
+                       auth=(entity, srv.otp(entity, "--label", "corp-devices")), max_wait=7,
+                       sleep=sleep, clock=lambda: now[0], on_progress=progress.append) as client:
+            with pytest.raises(PendingTimeout) as err:
+                client.simpleenroll(CsrSpec.for_names(generate_key(), f"{entity}.example.com"))
+    finally:
+        srv.stop()
     assert slept == [2, 2, 2] and err.value.retry_after == 2
     assert sum("202 pending" in p for p in progress) == 3

@@ -201,7 +201,8 @@ def test_crm_round_trip_with_pop_signature(pki: Pki, kind: str) -> None:
     assert r.subject == _name("crmf device")
     assert r.public_key_der == cms.spki_der(key.public_key())
     assert r.subject_key_identifier == ski.digest
-    assert [(e.oid, e.critical) for e in r.extensions] == [(ski.oid.dotted_string, False), (san.oid.dotted_string, True)]
+    assert [(e.oid, e.critical) for e in r.extensions] == [(ski.oid.dotted_string, False),
+                                                           (san.oid.dotted_string, True)]
     assert r.extension(san.oid.dotted_string).value == san.public_bytes()
     assert r.pop == cmc.Pop("signature", True, r.pop.algorithm, None)
     assert r.pop.algorithm == (oids.RSASSA_PSS if kind == "rsa-pss" else oids.SHA256_WITH_RSA if kind == "rsa"
@@ -491,6 +492,27 @@ def test_openssl_signed_pki_data_is_accepted(pki: Pki, variant: str) -> None:
     assert parsed.requests[0].body_part_id == bpid and parsed.pki_data.transaction_id() == 4242
 
 
+def _indefinite(data: bytes) -> bytes:
+    """BER: every constructed element re-encoded with an indefinite length (single-byte tags only)."""
+    out, pos = b"", 0
+    while pos < len(data):
+        first, lb = data[pos], data[pos + 1]
+        head, n = (2, lb) if lb < 0x80 else (2 + (lb & 0x7F), int.from_bytes(data[pos + 2:pos + 2 + (lb & 0x7F)], "big"))
+        content = data[pos + head:pos + head + n]
+        out += bytes([first]) + b"\x80" + _indefinite(content) + b"\x00\x00" if first & 0x20 else \
+            data[pos:pos + head + n]
+        pos += head + n
+    return out
+
+
+def test_indefinite_length_ber_is_accepted(pki: Pki) -> None:
+    req, pkidata, bpid = _simple_request(pki)
+    ber = _indefinite(req)
+    assert len(ber) > len(req) and der.definite(ber) == req
+    parsed = cmc.parse_cmc_request(ber)
+    assert parsed.pki_data.der == pkidata and parsed.requests[0].body_part_id == bpid
+
+
 def test_openssl_signed_with_sha1_is_bad_alg(pki: Pki) -> None:
     _, pkidata, _ = _simple_request(pki)
     _expect(CMCFailInfo.badAlg, cmc.parse_cmc_request, _openssl_sign(pki, pkidata, pki.ra, "-md", "sha1"))
@@ -581,10 +603,10 @@ def test_oversized_and_too_many_elements_are_bad_request(pki: Pki) -> None:
     err = _expect(CMCFailInfo.badRequest, cmc.parse_cmc_request, req, max_size=len(req) - 1)
     assert isinstance(err, cmc.CmcLimitError)
     _expect(CMCFailInfo.badRequest, cmc.parse_cmc_request, b"\x30" + b"\x84\x7f\xff\xff\xff" + b"\x00" * 10)
-    many = cmc.build_pki_data([cmc.Control(i, "1.2.3", (der.null(),)) for i in range(1, 5001)])
+    many = cmc.build_pki_data([cmc.Control(i, "1.2.3", (der.null(),)) for i in range(1, 4101)])  # 5 TLVs each
     signed = cmc.sign_pki_data(many, cms.CmsSigner(pki.ra.key, pki.ra.cert))
     assert "too many" in _expect(CMCFailInfo.badRequest, cmc.parse_cmc_request, signed).reason
-    assert len(cmc.parse_cmc_request(signed, max_elements=100_000).controls) == 5000
+    assert len(cmc.parse_cmc_request(signed, max_elements=30_000).controls) == 4100
 
 
 # ============================================================================ responses
@@ -764,3 +786,161 @@ def test_fuzz_corpus_is_valid() -> None:
     assert not cmc.parse_cmc_request(plain).self_signed
     assert cmc.parse_cmc_request(self_signed).self_signed
     assert cmc.parse_cmc_request(batch).pki_data.batch_contents()[0].nested.self_signed
+
+
+# ============================================================================ Bouncy Castle, a second independent party
+
+BC_JARS = [Path("/usr/share/java") / j for j in ("bcprov.jar", "bcpkix.jar", "bcutil.jar")]
+BC_SOURCE = r"""
+import java.math.BigInteger;
+import java.nio.file.*;
+import java.security.*;
+import java.security.spec.*;
+import java.util.*;
+import org.bouncycastle.asn1.*;
+import org.bouncycastle.asn1.cmc.*;
+import org.bouncycastle.asn1.crmf.CertReqMsg;
+import org.bouncycastle.asn1.x500.X500Name;
+import org.bouncycastle.asn1.x509.SubjectPublicKeyInfo;
+import org.bouncycastle.cert.*;
+import org.bouncycastle.cert.crmf.*;
+import org.bouncycastle.cert.crmf.jcajce.*;
+import org.bouncycastle.cert.jcajce.*;
+import org.bouncycastle.cms.*;
+import org.bouncycastle.cms.jcajce.*;
+import org.bouncycastle.jce.provider.BouncyCastleProvider;
+import org.bouncycastle.operator.ContentSigner;
+import org.bouncycastle.operator.jcajce.*;
+import org.bouncycastle.pkcs.PKCS10CertificationRequest;
+import org.bouncycastle.pkcs.jcajce.JcaPKCS10CertificationRequestBuilder;
+import org.bouncycastle.util.Store;
+
+public class BcCmc {
+    static CMSSignedData verify(byte[] der) throws Exception {
+        CMSSignedData sd = new CMSSignedData(der);
+        Store<X509CertificateHolder> certs = sd.getCertificates();
+        for (SignerInformation si : sd.getSignerInfos().getSigners()) {
+            X509CertificateHolder c = (X509CertificateHolder) certs.getMatches(si.getSID()).iterator().next();
+            System.out.println("signer-verified " + si.verify(new JcaSimpleSignerInfoVerifierBuilder().setProvider("BC").build(c)));
+        }
+        System.out.println("econtent-type " + sd.getSignedContentTypeOID());
+        return sd;
+    }
+    static PublicKey key(SubjectPublicKeyInfo spki) throws Exception {
+        String alg = spki.getAlgorithm().getAlgorithm().getId().equals("1.2.840.10045.2.1") ? "EC" : "RSA";
+        return KeyFactory.getInstance(alg, "BC").generatePublic(new X509EncodedKeySpec(spki.getEncoded()));
+    }
+    public static void main(String[] a) throws Exception {
+        Security.addProvider(new BouncyCastleProvider());
+        if (a[0].equals("check-request")) {
+            PKIData pd = PKIData.getInstance(verify(Files.readAllBytes(Paths.get(a[1]))).getSignedContent().getContent());
+            for (TaggedAttribute ta : pd.getControlSequence()) {
+                if (ta.getAttrType().equals(CMCObjectIdentifiers.id_cmc_revokeRequest)) {
+                    RevokeRequest rr = RevokeRequest.getInstance(ta.getAttrValues().getObjectAt(0));
+                    System.out.println("revoke " + rr.getSerialNumber() + " " + rr.getReason().getValue() + " " + rr.getComment());
+                } else if (ta.getAttrType().equals(CMCObjectIdentifiers.id_cmc_identityProofV2)) {
+                    IdentityProofV2 ip = IdentityProofV2.getInstance(ta.getAttrValues().getObjectAt(0));
+                    System.out.println("identityProofV2 " + ip.getProofAlgID().getAlgorithm() + " " + ip.getMacAlgId().getAlgorithm());
+                }
+            }
+            for (TaggedRequest tr : pd.getReqSequence()) {
+                if (tr.getTagNo() == TaggedRequest.CRM) {
+                    CertificateRequestMessage m = new CertificateRequestMessage(CertReqMsg.getInstance(tr.getValue()));
+                    SubjectPublicKeyInfo spki = m.getCertTemplate().getPublicKey();
+                    System.out.println("crm " + m.toASN1Structure().getCertReq().getCertReqId().getValue() + " pop "
+                        + m.isValidSigningKeyPOP(new JcaContentVerifierProviderBuilder().setProvider("BC").build(key(spki))));
+                } else if (tr.getTagNo() == TaggedRequest.TCR) {
+                    ASN1Sequence s = ASN1Sequence.getInstance(tr.getValue());
+                    PKCS10CertificationRequest p10 = new PKCS10CertificationRequest(
+                        org.bouncycastle.asn1.pkcs.CertificationRequest.getInstance(s.getObjectAt(1)));
+                    System.out.println("tcr " + BodyPartID.getInstance(s.getObjectAt(0)).getID() + " pop " + p10.isSignatureValid(
+                        new JcaContentVerifierProviderBuilder().setProvider("BC").build(p10.getSubjectPublicKeyInfo())));
+                }
+            }
+        } else if (a[0].equals("check-response")) {
+            PKIResponse pr = PKIResponse.getInstance(verify(Files.readAllBytes(Paths.get(a[1]))).getSignedContent().getContent());
+            for (int i = 0; i < pr.getControlSequence().size(); i++) {
+                TaggedAttribute ta = TaggedAttribute.getInstance(pr.getControlSequence().getObjectAt(i));
+                if (!ta.getAttrType().equals(CMCObjectIdentifiers.id_cmc_statusInfoV2)) continue;
+                CMCStatusInfoV2 s = CMCStatusInfoV2.getInstance(ta.getAttrValues().getObjectAt(0));
+                OtherStatusInfo o = s.getOtherStatusInfo();
+                String other = o == null ? "none" : o.isFailInfo() ? "failInfo" : o.isPendingInfo() ? "pendInfo" : "extendedFailInfo";
+                System.out.println("status " + s.getcMCStatus().toASN1Primitive() + " " + other + " " + s.getStatusStringUTF8());
+            }
+        } else {
+            KeyPairGenerator g = KeyPairGenerator.getInstance("EC", "BC");
+            g.initialize(new ECGenParameterSpec("secp256r1"));
+            KeyPair signer = g.generateKeyPair(), dev = g.generateKeyPair();
+            X500Name sn = new X500Name("CN=BC signer");
+            ContentSigner cs = new JcaContentSignerBuilder("SHA256withECDSA").setProvider("BC").build(signer.getPrivate());
+            ContentSigner ds = new JcaContentSignerBuilder("SHA256withECDSA").setProvider("BC").build(dev.getPrivate());
+            X509CertificateHolder cert = new JcaX509v3CertificateBuilder(sn, BigInteger.valueOf(7),
+                new Date(System.currentTimeMillis() - 86400000L), new Date(System.currentTimeMillis() + 86400000L),
+                sn, signer.getPublic()).build(cs);
+            JcaCertificateRequestMessageBuilder crmf = new JcaCertificateRequestMessageBuilder(BigInteger.valueOf(5));
+            crmf.setSubject(new X500Name("CN=bc crmf")).setPublicKey(SubjectPublicKeyInfo.getInstance(dev.getPublic().getEncoded()));
+            crmf.setProofOfPossessionSigningKeySigner(ds);
+            PKCS10CertificationRequest p10 = new JcaPKCS10CertificationRequestBuilder(new X500Name("CN=bc p10"), dev.getPublic()).build(ds);
+            TaggedRequest t1 = new TaggedRequest(new TaggedCertificationRequest(new BodyPartID(1),
+                org.bouncycastle.asn1.cmc.CertificationRequest.getInstance(p10.toASN1Structure().toASN1Primitive())));
+            TaggedRequest t2 = new TaggedRequest(crmf.build().toASN1Structure());
+            TaggedAttribute tid = new TaggedAttribute(new BodyPartID(2), CMCObjectIdentifiers.id_cmc_transactionId, new DERSet(new ASN1Integer(99)));
+            PKIData pd = new PKIData(new TaggedAttribute[]{tid}, new TaggedRequest[]{t1, t2}, new TaggedContentInfo[0], new OtherMsg[0]);
+            CMSSignedDataGenerator gen = new CMSSignedDataGenerator();
+            gen.addSignerInfoGenerator(new JcaSignerInfoGeneratorBuilder(new JcaDigestCalculatorProviderBuilder().setProvider("BC").build()).build(cs, cert));
+            gen.addCertificate(cert);
+            Files.write(Paths.get(a[1]), gen.generate(new CMSProcessableByteArray(CMCObjectIdentifiers.id_cct_PKIData, pd.getEncoded()), true).getEncoded());
+        }
+    }
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("javac") is None or not all(j.exists() for j in BC_JARS),
+                    reason="needs a JDK and Debian's libbcpkix-java")
+def test_bouncy_castle_interop(pki: Pki, tmp_path: Path) -> None:
+    """Bouncy Castle verifies our requests (CMS signature, CRMF POP, PKCS#10) and responses; we parse its request."""
+    cp = ":".join(str(j) for j in BC_JARS)
+    (tmp_path / "BcCmc.java").write_text(BC_SOURCE)
+    subprocess.run(["javac", "-nowarn", "-cp", cp, "-d", str(tmp_path), str(tmp_path / "BcCmc.java")], check=True,
+                   capture_output=True, timeout=120)
+
+    def bc(*args: str) -> list[str]:
+        p = subprocess.run(["java", "-cp", f"{tmp_path}:{cp}", "BcCmc", *args], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.splitlines()
+
+    b = cmc.PKIDataBuilder()
+    key = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    tcr_id = b.add_tcr(_csr(key))
+    b.add_crm(cmc.build_crmf_request(key, cert_req_id=11, subject=_name("crmf ec")))
+    b.add_crm(cmc.build_crmf_request(rsa_key, cert_req_id=12, subject=_name("crmf rsa")))
+    b.add_crm(cmc.build_crmf_request(key, cert_req_id=13, subject=None, poposk_sender=_name("sender")))
+    b.identity_proof_v2("x")
+    b.revoke_request(pki.ca.cert.subject, 77, x509.ReasonFlags.superseded, comment="bye")
+    (tmp_path / "req.der").write_bytes(b.sign(cms.CmsSigner(pki.ra.key, pki.ra.cert)))
+    assert bc("check-request", str(tmp_path / "req.der")) == [
+        "signer-verified true", f"econtent-type {oids.ID_CCT_PKI_DATA}", "revoke 77 4 bye",
+        f"identityProofV2 {oids.ID_SHA256} {oids.ID_HMAC_SHA256}",
+        f"tcr {tcr_id} pop true", "crm 11 pop true", "crm 12 pop true", "crm 13 pop true"]
+
+    ids = cmc.BodyPartIds()
+    controls = [cmc.status_info_v2(ids.next(), CMCStatus.success, [1]),
+                cmc.status_info_v2(ids.next(), CMCStatus.failed, [2], fail_info=CMCFailInfo.popFailed,
+                                   status_string="nope"),
+                cmc.status_info_v2(ids.next(), CMCStatus.pending, [0], pend_token=b"t", pend_time=NOW),
+                cmc.status_info_v2(ids.next(), CMCStatus.noSupport, [4], extended_fail_info=("1.2.3", der.null()))]
+    for signer in (cms.CmsSigner(pki.ca.key, pki.ca.cert), cms.CmsSigner(pki.ra_rsa.key, pki.ra_rsa.cert, rsa_pss=True)):
+        (tmp_path / "resp.der").write_bytes(cmc.build_pki_response(controls, signer=signer))
+        assert bc("check-response", str(tmp_path / "resp.der")) == [
+            "signer-verified true", f"econtent-type {oids.ID_CCT_PKI_RESPONSE}", "status 0 none null",
+            "status 2 failInfo nope", "status 3 pendInfo null", "status 4 extendedFailInfo null"]
+
+    bc("make-request", str(tmp_path / "bc.der"))
+    parsed = cmc.parse_cmc_request((tmp_path / "bc.der").read_bytes())
+    assert [(r.kind, r.body_part_id, r.pop.verified) for r in parsed.requests] == [("tcr", 1, True), ("crm", 5, True)]
+    assert parsed.pki_data.transaction_id() == 99 and parsed.signers[0].certificate.subject.rfc4514_string() == \
+        "CN=BC signer"

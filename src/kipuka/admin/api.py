@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from kipuka import metrics
 from kipuka.admin.auth import AdminUnauthorized, authenticate
 from kipuka.admin.openapi import document
-from kipuka.config import Config, ConfigError, parse_duration
+from kipuka.config import Config, parse_duration
 from kipuka.errors import BadRequest, Conflict, Forbidden, KipukaError, NotFound, Unavailable
 from kipuka.ra.authority import Authority
-from kipuka.ra.otp import issue_otp
+from kipuka.ra.otp import ENTITY_RE, issue_otp
 from kipuka.ra.revocation import REASONS
 from kipuka.store import CertFilter, CertRecord, PendingRecord
 from kipuka.store.records import AuditEvent, OtpRecord, utcnow
@@ -30,7 +30,10 @@ from kipuka.store.records import AuditEvent, OtpRecord, utcnow
 log = logging.getLogger("kipuka.admin")
 MAX_JSON = 1 << 20
 MAX_BULK = 1000
-SERIAL_RE = re.compile(r"^(0x)?[0-9A-Fa-f:]{1,64}$")
+SERIAL_RE = re.compile(r"^(0x)?[0-9A-Fa-f]{1,40}$")
+TTL_RE = re.compile(r"^([1-9][0-9]{0,2}[smhd]|[1-9][0-9]{0,7}s?)$")
+MAX_FILTER = 200
+MAX_TTL = 3650 * 86400
 PUBLIC = {"/admin/health/live"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,7 +89,8 @@ class AdminApi:
             if exc.status < 400:
                 raise
             code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
-            return _json_error(exc.status, code, exc.reason or "error")
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return _json_error(exc.status, code, exc.reason or "error", headers)
         except KipukaError as exc:
             status, code = _status_of(exc)
             return _json_error(status, code, exc.reason)
@@ -136,6 +140,8 @@ class AdminApi:
 
     async def create_otp(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
+        if isinstance(body, dict) and "items" in body and set(body) != {"items"}:
+            raise ApiError(400, "bad_request", "a bulk request has only the field items")
         items = body.get("items") if isinstance(body, dict) and "items" in body else [body]
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_BULK:
             raise ApiError(400, "bad_request", f"items must be a list of 1 to {MAX_BULK} OTP requests")
@@ -158,29 +164,30 @@ class AdminApi:
         if unknown:
             raise ApiError(400, "bad_request", f"{where}: unknown field {sorted(unknown)[0]!r}")
         entity, label = item.get("entity"), item.get("label")
-        if not isinstance(entity, str) or not entity:
-            raise ApiError(400, "bad_request", f"{where}.entity must be a non-empty string")
+        if not isinstance(entity, str) or not ENTITY_RE.match(entity):
+            raise ApiError(400, "bad_request", f"{where}.entity must be 1-255 characters, no ':' or control characters")
         if label is not None and not isinstance(label, str):
             raise ApiError(400, "bad_request", f"{where}.label must be a string or null")
-        uses = item.get("uses", 1)
-        if isinstance(uses, bool) or not isinstance(uses, int):
-            raise ApiError(400, "bad_request", f"{where}.uses must be an integer")
-        ttl_raw = item.get("ttl", self._config().otp.default_ttl)
-        if isinstance(ttl_raw, bool) or not isinstance(ttl_raw, (int, str)):
-            raise ApiError(400, "bad_request", f"{where}.ttl must be seconds or a duration such as 24h")
-        try:
-            ttl = parse_duration(ttl_raw, f"{where}.ttl")
-        except ConfigError as exc:
-            raise ApiError(400, "bad_request", exc.message) from None
-        if ttl > 366 * 86400:
-            raise ApiError(400, "bad_request", f"{where}.ttl must be at most 366 days")
-        return entity, label, ttl, uses
+        label = label or None  # "" is the unlabeled path: an OTP valid on every label
+        if label is not None and label not in self._config().labels:
+            raise ApiError(404, "not_found", f"{where}.label: unknown EST label {label[:64]!r}")
+        uses = _integral(item.get("uses", 1))
+        if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= 1000:
+            raise ApiError(400, "bad_request", f"{where}.uses must be an integer from 1 to 1000")
+        ttl_raw = _integral(item.get("ttl", self._config().otp.default_ttl))
+        valid = (isinstance(ttl_raw, int) and not isinstance(ttl_raw, bool) and 1 <= ttl_raw <= MAX_TTL) or (
+            isinstance(ttl_raw, str) and TTL_RE.match(ttl_raw))
+        if not valid:
+            raise ApiError(400, "bad_request", f"{where}.ttl must be seconds (at most 10 years) or a duration "
+                                               "such as 30m, 24h, 7d")
+        return entity, label, parse_duration(ttl_raw, f"{where}.ttl"), uses
 
     async def list_otp(self, request: web.Request) -> web.Response:
         q = Query(request, {"entity", "cursor", "limit"})
         entity = q.text("entity")
         cursor, limit = q.cursor(), q.limit()
-        rows = [o for o in await self._authority().store.list_otps(entity) if o.id > cursor][:limit]
+        rows = [] if q.impossible else [o for o in await self._authority().store.list_otps(entity)
+                                        if o.id > cursor][:limit]  # cursor, limit: parsed above
         return _page([_otp_json(o) for o in rows], rows[-1].id if len(rows) == limit else None)
 
     async def revoke_otp(self, request: web.Request) -> web.Response:
@@ -197,10 +204,10 @@ class AdminApi:
     async def list_requests(self, request: web.Request) -> web.Response:
         q = Query(request, {"status", "label", "cursor", "limit"})
         status = q.choice("status", ("pending", "issued", "rejected", "expired", "all"), "pending")
-        rows = await self._authority().store.pending_requests(None if status == "all" else status,
-                                                              label=q.text("label"), after_id=q.cursor(),
-                                                              limit=q.limit())
-        return _page([_request_json(r) for r in rows], rows[-1].id if len(rows) == q.limit() else None)
+        label, cursor, limit = q.text("label"), q.cursor(), q.limit()
+        rows = [] if q.impossible else await self._authority().store.pending_requests(
+            None if status == "all" else status, label=label, after_id=cursor, limit=limit)
+        return _page([_request_json(r) for r in rows], rows[-1].id if len(rows) == limit else None)
 
     async def get_request(self, request: web.Request) -> web.Response:
         pending = await self._authority().store.pending(_path_int(request, "id"))
@@ -220,8 +227,8 @@ class AdminApi:
         request_id = _path_int(request, "id")
         body = await _json_body(request)
         reason = body.get("reason") if isinstance(body, dict) else None
-        if not isinstance(reason, str) or not reason.strip():
-            raise ApiError(400, "bad_request", "reason must be a non-empty string")
+        if not isinstance(body, dict) or set(body) - {"reason"} or not isinstance(reason, str) or not reason:
+            raise ApiError(400, "bad_request", 'the body must be {"reason": "<non-empty text>"}')
         authority = self._authority()
         await authority.reject(request_id, reason, request["admin"])
         return web.json_response(_request_json(await authority.store.pending(request_id)))
@@ -235,8 +242,9 @@ class AdminApi:
                        label=q.text("label"), ca_id=q.text("ca"),
                        status=q.choice("status", ("valid", "revoked", "expired"), None),
                        issued_after=q.time("issued_after"), issued_before=q.time("issued_before"))
-        limit = q.limit()
-        rows = await self._authority().store.search_certificates(f, limit=limit, after_id=q.cursor())
+        limit, cursor = q.limit(), q.cursor()
+        rows = [] if q.impossible else await self._authority().store.search_certificates(
+            f, limit=limit, after_id=cursor)
         return _page([_cert_json(r) for _, r in rows], rows[-1][0] if len(rows) == limit else None)
 
     async def get_cert(self, request: web.Request) -> web.Response:
@@ -245,7 +253,7 @@ class AdminApi:
     async def revoke_cert(self, request: web.Request) -> web.Response:
         record = await self._one_cert(request)
         body = await _json_body(request, optional=True)
-        reason = (body or {}).get("reason", "unspecified") if isinstance(body, dict) else None
+        reason = body.get("reason", "unspecified") if isinstance(body, dict) and not set(body) - {"reason"} else None
         if not isinstance(reason, str) or reason not in REASONS or reason == "removeFromCRL":
             raise ApiError(400, "bad_request", "reason must be an RFC 5280 reason such as keyCompromise")
         if record.revoked_at is not None:
@@ -292,9 +300,10 @@ class AdminApi:
         q = Query(request, {"event", "outcome", "entity", "label", "since", "until", "cursor", "limit"})
         limit = q.limit()
         cursor = q.cursor()
-        rows = await self._authority().store.audit_events(
-            limit, before_id=cursor or None, event=q.text("event"), outcome=q.text("outcome"),
-            entity=q.text("entity"), label=q.text("label"), since=q.time("since"), until=q.time("until"))
+        filters = dict(event=q.text("event"), outcome=q.text("outcome"), entity=q.text("entity"),
+                       label=q.text("label"), since=q.time("since"), until=q.time("until"))
+        rows = [] if q.impossible else await self._authority().store.audit_events(
+            limit, before_id=cursor or None, **filters)
         return _page([_audit_json(e) for e in rows], rows[-1].id if len(rows) == limit else None)
 
     async def verify_audit(self, request: web.Request) -> web.Response:
@@ -325,9 +334,13 @@ class Query:
 
     def text(self, name: str) -> str | None:
         value = self._q.get(name)
-        if value is not None and (len(value) > 1024 or "\x00" in value):
-            raise ApiError(400, "bad_request", f"{name} is too long or has a NUL")
+        if value is not None and len(value) > MAX_FILTER:
+            raise ApiError(400, "bad_request", f"{name} is longer than {MAX_FILTER} characters")
+        if value is not None and "\x00" in value:
+            self.impossible = True  # no stored value holds a NUL: the filter matches nothing
         return value
+
+    impossible = False
 
     def choice(self, name: str, options: tuple[str, ...], default: str | None) -> str | None:
         value = self._q.get(name, default)
@@ -372,6 +385,11 @@ async def _json_body(request: web.Request, optional: bool = False) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "request body is not valid JSON") from None
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 23.0 as an integer; so does the API."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _path_int(request: web.Request, name: str) -> int:

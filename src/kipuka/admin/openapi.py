@@ -38,8 +38,12 @@ SCHEMAS: dict[str, Any] = {
     "Health": _obj({"status": {"type": "string", "enum": ["ok", "degraded", "unhealthy"]},
                     "components": {"type": "object", "additionalProperties": _ref("Component")}}),
     "Live": _obj({"status": {"type": "string", "enum": ["ok"]}}),
-    "OtpRequest": {**_obj({"entity": {"type": "string", "minLength": 1, "maxLength": 255},
-                           "label": NSTR, "ttl": {"type": ["string", "integer"]},
+    "OtpRequest": {**_obj({"entity": {"type": "string", "pattern": "^[^:\\x00-\\x1f\\x7f]{1,255}$",
+                                      "description": "entity id; no ':' or control characters"},
+                           "label": {"type": ["string", "null"], "description": "an EST label (404 if unknown)"},
+                           "ttl": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 3650 * 86400},
+                                             {"type": "string",
+                                              "pattern": "^([1-9][0-9]{0,2}[smhd]|[1-9][0-9]{0,7}s?)$"}]},
                            "uses": {"type": "integer", "minimum": 1, "maximum": 1000}}, ["entity"])},
     "OtpBulkRequest": _obj({"items": {"type": "array", "items": _ref("OtpRequest"), "minItems": 1,
                                       "maxItems": 1000}}),
@@ -56,7 +60,7 @@ SCHEMAS: dict[str, Any] = {
                      "decided_by": NSTR, "serial": NSTR}),
     "RequestPage": _page("Request"),
     "Approved": _obj({"request": _ref("Request"), "certificate": _ref("Certificate")}),
-    "Reject": _obj({"reason": {"type": "string", "minLength": 1}}),
+    "Reject": _obj({"reason": {"type": "string", "minLength": 1, "maxLength": 10000}}),
     "Revoke": _obj({"reason": {"type": "string", "enum": REASONS}}, []),
     "Certificate": _obj({"serial": STR, "ca": STR, "label": STR, "subject": STR, "sans": STR, "entity": STR,
                          "auth": STR, "not_before": TIME, "not_after": TIME, "issued_at": TIME,
@@ -101,7 +105,7 @@ def _p(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 PAGING = [_q("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "next_cursor of the previous page"),
           _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})]
 ID = _p("id", {"type": "integer", "minimum": 1, "maximum": 10 ** 17})
-SERIAL = _p("serial", {"type": "string", "pattern": "^(0x)?[0-9A-Fa-f:]{1,64}$"})
+SERIAL = _p("serial", {"type": "string", "pattern": "^(0x)?[0-9A-Fa-f]{1,40}$"})
 FILTER = {"type": "string", "maxLength": 200}
 DATE = {"type": "string", "format": "date-time"}
 
@@ -137,7 +141,7 @@ def document() -> dict[str, Any]:
                 **_errors()})},
             "/admin/otp": {
                 "post": _op("create one OTP, or many with {items: [...]}; secrets are shown only here", {
-                    "201": _json("OtpCreatedList", "created"), **_errors(400, 413)},
+                    "201": _json("OtpCreatedList", "created"), **_errors(400, 404, 413)},
                     body="oneOf:OtpRequest,OtpBulkRequest"),
                 "get": _op("list OTPs (never their secrets)", {"200": _json("OtpPage", "a page"), **_errors(400)},
                            [_q("entity", FILTER), *PAGING]),

@@ -16,12 +16,12 @@ Entry points:
 from kipuka.cmc.client import (PKIDataBuilder, build_crmf_request, build_pki_data, crm, identity_proof_witness, orm,
                                sign_pki_data, tcr)
 from kipuka.cmc.cms import CmsSigner, SignerId, VerifiedSigner
-from kipuka.cmc.errors import CMCFailInfo, CmcError, CMCStatus
+from kipuka.cmc.errors import CMCFailInfo, CmcError, CmcLimitError, CMCStatus
 from kipuka.cmc.model import (CertId, CertificationRequest, ChangeSubjectName, Control, CrmfRequest, IdentityProofV2,
                               OtherMsg, OtherRequest, PKIData, PKIResponse, Pop, RevokeRequest, SignedPKIData,
                               SignedPKIResponse, StatusInfoV2, TaggedContent, TemplateExtension, has_cmc_ra_eku)
 from kipuka.cmc.request import (DEFAULT_MAX_DEPTH, DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_MESSAGES, DEFAULT_MAX_SIZE,
-                                CmcLimitError, parse_cmc_request, parse_pki_response)
+                                parse_cmc_request, parse_pki_response)
 from kipuka.cmc.response import (BodyPartIds, batch_responses_control, build_failure_response, build_pki_response,
                                  data_return_control, echo_controls, encode_pki_response, recipient_nonce_control,
                                  sender_nonce_control, status_info_v2, transaction_id_control)

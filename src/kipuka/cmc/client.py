@@ -145,7 +145,7 @@ class PKIDataBuilder:
     def add_crm(self, cert_req_msg: bytes) -> int:
         """A CertReqMsg (e.g. from `build_crmf_request`); its certReqId is its bodyPartID."""
         from kipuka.cmc.request import _crm
-        bpid = self.ids.claim(_crm(cert_req_msg).cert_req_id)
+        bpid = self.ids.claim(_crm(cert_req_msg)[0].cert_req_id)
         self._requests.append(crm(cert_req_msg))
         return bpid
 

@@ -214,7 +214,13 @@ class SignerId:
 
     def matches(self, cert: x509.Certificate) -> bool:
         if self.subject_key_identifier is not None:
-            return cert_ski(cert) == self.subject_key_identifier
+            ski = cert_ski(cert)
+            if ski is None:  # no extension: the RFC 5280 §4.2.1.2 method (1) value, as OpenSSL computes it
+                try:
+                    ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+                except (ValueError, UnsupportedAlgorithm, TypeError):
+                    return False
+            return ski == self.subject_key_identifier
         return cert.serial_number == self.serial_number and name_der(cert.issuer) == self.issuer_der
 
 

@@ -21,7 +21,7 @@ from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import univ
 
-from kipuka.cmc.errors import CMCFailInfo, CmcError
+from kipuka.cmc.errors import CMCFailInfo, CmcError, CmcLimitError
 
 DEFAULT_MAX_TLV_DEPTH = 48
 DEFAULT_MAX_ELEMENTS = 20_000
@@ -90,9 +90,9 @@ def _walk(data: bytes, pos: int, end: int, depth: int, budget: Budget) -> int:
     """Validate one element at `pos`; return the position just after it."""
     budget.left -= 1
     if budget.left < 0:
-        raise bad("too many ASN.1 elements")
+        raise CmcLimitError("too many ASN.1 elements")
     if depth > budget.max_depth:
-        raise bad("ASN.1 nesting too deep")
+        raise CmcLimitError("ASN.1 nesting too deep")
     first, constructed, _number, cpos, length = _header(data, pos, end)
     if first == 0 and length == 0:
         raise bad("unexpected end-of-contents marker")

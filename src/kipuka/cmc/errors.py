@@ -63,3 +63,10 @@ class CmcError(BadRequest):
 
     def __repr__(self) -> str:
         return f"CmcError({self.fail_info.name}, {list(self.body_part_ids)}, {self.reason!r})"
+
+
+class CmcLimitError(CmcError):
+    """A size, nesting or element-count bound was exceeded: badRequest, always for the whole message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(CMCFailInfo.badRequest, (), reason)

@@ -5,10 +5,11 @@
   2. ContentInfo -> SignedData (RFC 5652 §5) whose eContentType is
      id-cct-PKIData (anything else, AuthenticatedData included: badRequest);
   3. PKIData (RFC 5272 §3.2.1): controls decoded, bodyPartIDs unique across the
-     four sequences (§3.2.2), tcr / crm / orm requests read, POP checked;
+     four sequences (§3.2.2), tcr / crm / orm requests read;
   4. every SignerInfo verified (`cms.verify_signer`); a signer not in the
      certificate set may be a request key named by its Subject Key Identifier
-     (RFC 5272 §3.2), in which case exactly one SignerInfo is allowed;
+     (RFC 5272 §3.2), in which case exactly one SignerInfo is allowed; only
+     then are the requests' POP signatures checked (no work for forgeries);
   5. cmsSequence: a SignedData over a PKIData (an RA's batch, §6.17) is parsed
      and verified recursively, at most `max_depth` PKIData deep and
      `max_messages` in all; a nested one that fails records its CmcError in
@@ -21,8 +22,8 @@ turned into CmcError(badRequest).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -31,7 +32,7 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc4211
 
 from kipuka.cmc import asn1, cms, der, oids
-from kipuka.cmc.errors import CMCFailInfo, CmcError
+from kipuka.cmc.errors import CmcError, CmcLimitError
 from kipuka.cmc.model import (CertificationRequest, Control, CrmfRequest, OtherMsg, OtherRequest, PKIData,
                               PKIResponse, Pop, SignedPKIData, SignedPKIResponse, TaggedContent, TaggedRequest,
                               TemplateExtension)
@@ -40,13 +41,6 @@ DEFAULT_MAX_SIZE = 1 << 20       # bytes
 DEFAULT_MAX_DEPTH = 4            # PKIData levels: the request and three nested batch levels
 DEFAULT_MAX_ELEMENTS = der.DEFAULT_MAX_ELEMENTS
 DEFAULT_MAX_MESSAGES = 64        # PKIData (outer + nested) per request
-
-
-class CmcLimitError(CmcError):
-    """A size, nesting or count bound was exceeded (always badRequest, always fatal)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(CMCFailInfo.badRequest, (), reason)
 
 
 @dataclass
@@ -148,7 +142,8 @@ def _parse_signed(data: bytes, ctx: _Ctx, depth: int, sd: cms.RawSignedData | No
     four = der.decode(econtent, asn1.FourRaw(), "PKIData")
     req_sequence_der = four["reqSequence"].asOctets()
     controls = _controls(four["controlSequence"].asOctets())
-    requests = _requests(req_sequence_der)
+    pending = _requests(req_sequence_der)
+    requests = [r for r, _pop in pending]
     raw_contents = _contents(four["cmsSequence"].asOctets())
     others = _other_msgs(four["otherMsgSequence"].asOctets())
     _unique([c.body_part_id for c in controls] + [r.body_part_id for r in requests]
@@ -163,6 +158,8 @@ def _parse_signed(data: bytes, ctx: _Ctx, depth: int, sd: cms.RawSignedData | No
     if any(s.request_body_part_id is not None for s in signers) and len(signers) != 1:
         raise der.bad("a PKIData signed with a certification request's key must have exactly one "
                       "SignerInfo (RFC 5272 §3.2)")
+    # POP signatures are checked only once the message signature holds (no work for forgers)
+    requests = [replace(r, pop=pop()) if pop is not None else r for r, pop in pending]
     contents = tuple(_tagged_content(b, t, ci, ctx, depth) for b, t, ci in raw_contents)
     pki = PKIData(tuple(controls), tuple(requests), contents, tuple(others), econtent, req_sequence_der)
     return SignedPKIData(pki, signers, sd.certificates, sd.crls, data, depth)
@@ -192,9 +189,11 @@ def _tagged_content(bpid: int, ctype: str, ci: bytes, ctx: _Ctx, depth: int) -> 
 
 def _unique(ids: list[int]) -> None:
     seen: set[int] = set()
-    dups = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+    dups: set[int] = set()
+    for i in ids:
+        (dups if i in seen else seen).add(i)
     if dups:
-        raise der.bad("bodyPartIDs must be unique within a PKIData (RFC 5272 §3.2.2)", dups)
+        raise der.bad("bodyPartIDs must be unique within a PKIData (RFC 5272 §3.2.2)", sorted(dups))
 
 
 def _controls(raw: bytes) -> list[Control]:
@@ -218,8 +217,13 @@ def _other_msgs(raw: bytes) -> list[OtherMsg]:
             for m in der.decode(raw, asn1.OtherMsgs(), "otherMsgSequence")]
 
 
-def _requests(raw: bytes) -> list[TaggedRequest]:
-    out: list[TaggedRequest] = []
+_UNCHECKED = Pop("unchecked", False, None, "the message signature has not been verified")
+PopCheck = Callable[[], Pop]
+
+
+def _requests(raw: bytes) -> list[tuple[TaggedRequest, PopCheck | None]]:
+    """The TaggedRequests, each with the deferred check of its proof of possession."""
+    out: list[tuple[TaggedRequest, PopCheck | None]] = []
     for item in der.decode(raw, asn1.AnySeq(), "reqSequence"):
         tr = item.asOctets()
         tag = der.tag_of(tr)
@@ -229,14 +233,14 @@ def _requests(raw: bytes) -> list[TaggedRequest]:
             out.append(_crm(der.retag(tr, 0x30)))
         elif tag == 0xA2:
             orm = der.decode(der.retag(tr, 0x30), asn1.OtherRequest(), "orm request")
-            out.append(OtherRequest(int(orm["bodyPartID"]), str(orm["requestMessageType"]),
-                                    orm["requestMessageValue"].asOctets()))
+            out.append((OtherRequest(int(orm["bodyPartID"]), str(orm["requestMessageType"]),
+                                     orm["requestMessageValue"].asOctets()), None))
         else:
             raise der.bad("a TaggedRequest is tcr [0], crm [1] or orm [2]")
     return out
 
 
-def _tcr(raw: bytes) -> CertificationRequest:
+def _tcr(raw: bytes) -> tuple[CertificationRequest, PopCheck]:
     tcr = der.decode(raw, asn1.TaggedCertificationRequest(), "tcr request")
     bpid = int(tcr["bodyPartID"])
     csr_der = tcr["certificationRequest"].asOctets()
@@ -247,29 +251,51 @@ def _tcr(raw: bytes) -> CertificationRequest:
     except (ValueError, IndexError, CmcError) as exc:
         raise der.bad("the tcr request is not a readable PKCS#10 request", [bpid]) from exc
     alg = csr.signature_algorithm_oid.dotted_string
-    if alg == oids.ID_ALG_NO_SIGNATURE:
-        pop = Pop("noSignature", False, alg, "the PKCS#10 request is signed with id-alg-noSignature")
-    else:
+
+    def pop() -> Pop:
+        if alg == oids.ID_ALG_NO_SIGNATURE:
+            return Pop("noSignature", False, alg, "the PKCS#10 request is signed with id-alg-noSignature")
         try:
             ok = csr.is_signature_valid
-            pop = Pop("signature", ok, alg, None if ok else "the PKCS#10 signature does not verify")
         except (UnsupportedAlgorithm, ValueError, InvalidSignature) as exc:
-            pop = Pop("signature", False, alg, f"the PKCS#10 signature cannot be checked ({exc})")
+            return Pop("signature", False, alg, f"the PKCS#10 signature cannot be checked ({exc})")
+        return Pop("signature", ok, alg, None if ok else "the PKCS#10 signature does not verify")
+
     try:
         ski = csr.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except (x509.ExtensionNotFound, ValueError):
         ski = None
-    return CertificationRequest(bpid, csr_der, csr, spki, ski, pop)
+    return CertificationRequest(bpid, csr_der, csr, spki, ski, _UNCHECKED), pop
 
 
-def _crm(msg_der: bytes) -> CrmfRequest:
-    msg = der.decode(msg_der, rfc4211.CertReqMsg(), "crm request")
-    cert_req = msg["certReq"]
+class _RegInfo(univ.SequenceOf):
+    componentType = rfc4211.AttributeTypeAndValue()
+
+
+def _crm(msg_der: bytes) -> tuple[CrmfRequest, PopCheck]:
+    """CertReqMsg ::= SEQUENCE { certReq CertRequest, popo ProofOfPossession OPTIONAL,
+    regInfo SEQUENCE OF AttributeTypeAndValue OPTIONAL } (RFC 4211 §3), read part by part:
+    pyasn1-modules' whole CertReqMsg schema is so large that formatting one decoding error
+    costs ~0.5 s of CPU."""
+    try:
+        parts = der.children(msg_der)
+    except CmcError as exc:
+        raise der.bad("malformed crm request") from exc
+    if not parts:
+        raise der.bad("malformed crm request")
+    cert_req_raw, popo_raw, reg_raw = parts[0], None, None
+    for p in parts[1:]:
+        if der.tag_of(p) in (0x80, 0xA1, 0xA2, 0xA3) and popo_raw is None and reg_raw is None:
+            popo_raw = p
+        elif der.tag_of(p) == 0x30 and reg_raw is None:
+            reg_raw = p
+        else:
+            raise der.bad("malformed crm request")
+    cert_req = der.decode(cert_req_raw, rfc4211.CertRequest(), "crm CertRequest")
     cert_req_id = int(cert_req["certReqId"])
     if not 0 <= cert_req_id <= 4294967295:
         raise der.bad("certReqId is not a valid BodyPartID")
     ids = [cert_req_id]
-    cert_req_raw = der.children(msg_der)[0]
     template = cert_req["certTemplate"]
     template_der = der.children(cert_req_raw)[1]
     subject_der = der_encoder.encode(template["subject"]["rdnSequence"]) if template["subject"].isValue else None
@@ -284,24 +310,29 @@ def _crm(msg_der: bytes) -> CrmfRequest:
                 ski = bytes(der.decode(ext.value, univ.OctetString(), "subjectKeyIdentifier", ids))
     controls = tuple((str(a["type"]), a["value"].asOctets()) for a in cert_req["controls"]) \
         if cert_req["controls"].isValue else ()
-    reg_info = tuple((str(a["type"]), a["value"].asOctets()) for a in msg["regInfo"]) \
-        if msg["regInfo"].isValue else ()
-    pop, poposk_key = _crmf_pop(msg, cert_req_raw, pk_der, ids)
+    reg_info = tuple((str(a["type"]), a["value"].asOctets())
+                     for a in der.decode(reg_raw, _RegInfo(), "crm regInfo", ids)) if reg_raw is not None else ()
+    poposk_key, pop = _crmf_pop(popo_raw, cert_req_raw, pk_der, ids)
     return CrmfRequest(
         body_part_id=cert_req_id, cert_req_id=cert_req_id, der=msg_der, template_der=der.retag(template_der, 0x30),
         subject_der=subject_der, public_key_der=pk_der or poposk_key, extensions=tuple(exts),
-        subject_key_identifier=ski, pop=pop, controls=controls, reg_info=reg_info)
+        subject_key_identifier=ski, pop=_UNCHECKED, controls=controls, reg_info=reg_info), pop
 
 
-def _crmf_pop(msg, cert_req_raw: bytes, template_key: bytes | None, ids: list[int]) -> tuple[Pop, bytes | None]:
-    """RFC 4211 §4: only the signature form can be checked here (§4.1)."""
-    if not msg["popo"].isValue:
-        return Pop("none", False), None
-    popo = msg["popo"]
-    method = popo.getName()
+_POP_METHODS = {0x80: "raVerified", 0xA1: "signature", 0xA2: "keyEncipherment", 0xA3: "keyAgreement"}
+
+
+def _crmf_pop(popo_raw: bytes | None, cert_req_raw: bytes, template_key: bytes | None,
+              ids: list[int]) -> tuple[bytes | None, PopCheck]:
+    """(key from poposkInput, deferred POP check). RFC 4211 §4: only the signature form is checked (§4.1)."""
+    if popo_raw is None:
+        return None, lambda: Pop("none", False)
+    method = _POP_METHODS[der.tag_of(popo_raw)]
+    if method == "raVerified" and popo_raw != b"\x80\x00":
+        raise der.bad("raVerified must be NULL", ids)
     if method != "signature":
-        return Pop(method, False, None, f"{method} proof of possession is not verified by the codec"), None
-    sk = popo["signature"]
+        return None, lambda: Pop(method, False, None, f"{method} proof of possession is not verified by the codec")
+    sk = der.decode(der.retag(popo_raw, 0x30), rfc4211.POPOSigningKey(), "crm POPOSigningKey", ids)
     alg = str(sk["algorithmIdentifier"]["algorithm"])
     params = sk["algorithmIdentifier"]["parameters"]
     params_der = params.asOctets() if params.isValue else None
@@ -309,29 +340,30 @@ def _crmf_pop(msg, cert_req_raw: bytes, template_key: bytes | None, ids: list[in
         params_der = None
     signature = sk["signature"].asOctets()
     poposk_key = None
+    reason = None
     if sk["poposkInput"].isValue:
         # §4.1: the signature covers the DER of POPOSigningKeyInput (as its own SEQUENCE).
         inp = sk["poposkInput"]
         signed = der.retag(der_encoder.encode(inp), 0x30)
         poposk_key = der_encoder.encode(inp["publicKey"])
-        if template_key is not None and template_key != poposk_key:
-            return Pop("signature", False, alg, "poposkInput and the template name different keys"), poposk_key
         if inp["authInfo"].getName() == "publicKeyMAC":
             reason = "POPOSigningKeyInput publicKeyMAC is not verified by the codec"
-        else:
-            reason = None
     else:
-        # §4.1: without poposkInput the signature covers the DER of certReq.
-        signed = cert_req_raw
-        reason = None
+        signed = cert_req_raw  # §4.1: without poposkInput the signature covers the DER of certReq
     key_der = template_key or poposk_key
-    if key_der is None:
-        return Pop("signature", False, alg, "no public key to check the POP signature with"), None
-    try:
-        key = cms.load_public_key(key_der, ids)
-        ok = cms.verify_signature(key, alg, params_der, signature, signed, ids=ids)
-    except CmcError as exc:
-        return Pop("signature", False, alg, exc.reason), poposk_key
-    if not ok:
-        return Pop("signature", False, alg, "the CRMF POP signature does not verify"), poposk_key
-    return Pop("signature", True, alg, reason), poposk_key
+
+    def check() -> Pop:
+        if template_key is not None and poposk_key is not None and template_key != poposk_key:
+            return Pop("signature", False, alg, "poposkInput and the template name different keys")
+        if key_der is None:
+            return Pop("signature", False, alg, "no public key to check the POP signature with")
+        try:
+            key = cms.load_public_key(key_der, ids)
+            ok = cms.verify_signature(key, alg, params_der, signature, signed, ids=ids)
+        except CmcError as exc:
+            return Pop("signature", False, alg, exc.reason)
+        if not ok:
+            return Pop("signature", False, alg, "the CRMF POP signature does not verify")
+        return Pop("signature", True, alg, reason)
+
+    return poposk_key, check

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from kipuka.store import Store
 
 OTP_BYTES = 16
+ENTITY_RE = re.compile(r"^[^:\x00-\x1f\x7f]{1,255}$")
 
 
 class OtpKeyring:
@@ -82,8 +84,8 @@ def issue_otp(store: "Store", keyring: OtpKeyring, entity: str, label: str | Non
     from kipuka.errors import BadRequest
     from kipuka.store.records import AuditEvent, utcnow
 
-    if not entity or len(entity) > 255 or ":" in entity:
-        raise BadRequest("entity id must be 1-255 characters without ':'")
+    if not ENTITY_RE.match(entity):
+        raise BadRequest("entity id must be 1-255 characters without ':' or control characters")
     if label is not None and label not in known_labels:
         raise BadRequest(f"unknown EST label {label!r}")
     if uses < 1 or uses > 1000:

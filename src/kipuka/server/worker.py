@@ -60,6 +60,7 @@ class Worker:
         self.tls = ReloadableContext(self.config.tls)
         self.admin_tls = ReloadableContext(admin_tls(self.config))
         self._stop = asyncio.Event()
+        self.inflight = InFlight()
 
     def est_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.server.max_body,
@@ -99,27 +100,67 @@ class Worker:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         timeout = self.config.server.shutdown_timeout
         runners = []
-        listeners = [(self.est_app(), self.listen, self.tls.listener, "EST on https://%s/.well-known/est/")]
+        listeners = [(self.est_app(), self.listen, self.tls.listener, "EST on https://%s/.well-known/est/", 8190)]
         if self.config.admin.listen:
+            # Long filter URLs (seven 200-character parameters, percent-encoded) must reach
+            # the API's own validation, which answers in JSON.
             listeners.append((self.admin_app(), self.config.admin.listen, self.admin_tls.listener,
-                              "admin API on https://%s/admin/"))
+                              "admin API on https://%s/admin/", 32768))
         if self.config.revocation.listen:
             listeners.append((self.publish_app(), self.config.revocation.listen, None,
-                              "CRL and OCSP on http://%s/"))
-        for app, address, ssl_context, what in listeners:
-            runner = web.AppRunner(app, access_log=None, keepalive_timeout=75, shutdown_timeout=timeout)
+                              "CRL and OCSP on http://%s/", 16384))
+        sites = []
+        for app, address, ssl_context, what, max_line in listeners:
+            app.middlewares.insert(0, self.inflight.middleware)
+            runner = web.AppRunner(app, access_log=None, keepalive_timeout=75, shutdown_timeout=timeout,
+                                   max_line_size=max_line)
             await runner.setup()
-            await web.SockSite(runner, listen_socket(address), ssl_context=ssl_context,
-                               shutdown_timeout=timeout).start()
+            site = web.SockSite(runner, listen_socket(address), ssl_context=ssl_context, shutdown_timeout=timeout)
+            await site.start()
             runners.append(runner)
+            sites.append(site)
             log.info("serving " + what, address)
         tasks = background.start(lambda: self.authority, lambda: self.config.audit)
         await self._stop.wait()
-        log.info("stopping: finishing in-flight requests")
+        log.info("stopping: no new connections; finishing in-flight requests")
+        # Stop listening only. aiohttp's cleanup closes every connection at once and
+        # then drops the rest of a body still arriving, so it runs after the drain.
+        for site in sites:
+            await site.stop()
+        await self.inflight.drained(timeout)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*(runner.cleanup() for runner in runners))
         self.store.close()
+
+
+class InFlight:
+    """Counts requests being handled, so a graceful stop can wait for them."""
+
+    QUIET = 0.3  # no request for this long after the listeners closed: done
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):  # type: ignore[no-untyped-def]
+        self.count += 1
+        try:
+            return await handler(request)
+        finally:
+            self.count -= 1
+
+    async def drained(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        quiet_since = loop.time()
+        while loop.time() < deadline:
+            if self.count:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= self.QUIET:
+                return
+            await asyncio.sleep(0.05)
+        log.warning("stopping with %d requests still in flight after %ss", self.count, timeout)
 
 
 def admin_tls(config: Config) -> TLSConfig:
