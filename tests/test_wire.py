@@ -192,7 +192,8 @@ def test_wrong_method_is_405_with_allow(server):
 
 @pytest.mark.parametrize("op", ["serverkeygen", "fullcmc"])
 def test_operations_not_built_yet_answer_501_with_reason(server, op):
-    _assert_plain_error(server.post(op, b"", headers={"Content-Type": "application/pkcs10"}), 501,
+    body = b64(make_csr("x.example.com")[1])
+    _assert_plain_error(server.post(op, body, headers={"Content-Type": "application/pkcs10"}), 501,
                         "not implemented")
 
 

@@ -18,6 +18,8 @@ KEY_TYPES = frozenset({"ec-p256", "ec-p384", "ec-p521", "rsa", "ed25519"})
 EKU_NAMES = frozenset({"clientAuth", "serverAuth", "codeSigning", "emailProtection", "timeStamping", "OCSPSigning"})
 SAN_TYPES = frozenset({"dns", "ip", "email", "uri"})
 NAME_RULES = frozenset({"exact", "prefix", "any"})
+SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
+DELIVERIES = ("csr-key", "asymmetric", "symmetric", "pkcs8")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -68,6 +70,14 @@ class Policy:
     csrattrs: bool = True
     require_approval: bool = False
     reenroll_requires_approval: bool = False
+    # /serverkeygen (RFC 7030 4.4); on when this or [est] serverkeygen is true
+    serverkeygen: bool = False
+    serverkeygen_key_types: tuple[str, ...] = ("ec-p256",)  # the first is the default
+    serverkeygen_deliveries: tuple[str, ...] = ("csr-key", "asymmetric", "symmetric")
+    escrow: bool = False
+    escrow_cert: Path | None = None
+    # /fullcmc (RFC 5272); on when this or [est] fullcmc is true
+    fullcmc: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,10 @@ class ESTConfig:
     fullcmc: bool = False
     retry_after: int = 60
     pending_ttl: int = 7 * 86400
+    kek_file: Path | None = None  # pre-shared symmetric keys for serverkeygen (DecryptKeyIdentifier)
+    keygen_pool: int = 0  # pre-generated server keys kept per key type (never persisted)
+    cmc_signer_cert: Path | None = None  # signs Full PKI Responses; default: the label's CA
+    cmc_signer_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +243,8 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
         if (ca.ocsp_cert is None) != (ca.ocsp_key is None):
             raise ConfigError(f"ca.{ca_id}.ocsp_cert", "ocsp_cert and ocsp_key go together")
         cas[ca_id] = ca
+    if (est.cmc_signer_cert is None) != (est.cmc_signer_key is None):
+        raise ConfigError("est.cmc_signer_cert", "cmc_signer_cert and cmc_signer_key go together")
     if est.default_ca not in cas:
         raise ConfigError("est.default_ca", f"no [ca.{est.default_ca}] table")
 
@@ -275,6 +291,15 @@ def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Poli
     for st in policy.san_types:
         if st not in SAN_TYPES:
             raise ConfigError(f"{key}.san_types", f"unknown SAN type {st!r}")
+    for kt in policy.serverkeygen_key_types:
+        if kt not in SERVERKEYGEN_KEY_TYPES:
+            raise ConfigError(f"{key}.serverkeygen_key_types", f"unknown key type {kt!r}; known: "
+                              f"{', '.join(SERVERKEYGEN_KEY_TYPES)}")
+    for d in policy.serverkeygen_deliveries:
+        if d not in DELIVERIES:
+            raise ConfigError(f"{key}.serverkeygen_deliveries", f"unknown delivery {d!r}; known: {', '.join(DELIVERIES)}")
+    if policy.escrow and policy.escrow_cert is None:
+        raise ConfigError(f"{key}.escrow_cert", "escrow = true needs an escrow (key recovery) certificate")
     if policy.otp_name_rule not in NAME_RULES:
         raise ConfigError(f"{key}.otp_name_rule", "must be exact, prefix or any")
     if policy.rsa_min_bits < 2048:

@@ -14,7 +14,7 @@ from cryptography import x509
 
 from kipuka.errors import (BadRequest, Conflict, Disabled, Forbidden, InternalError, KipukaError, NotFound,
                            NotImplementedYet, Unauthenticated, Unavailable)
-from kipuka.est import codec
+from kipuka.est import codec, fullcmc, serverkeygen
 from kipuka.est.csrattrs import csrattrs_for
 from kipuka.est.identity import client_certificate, requester_of
 from kipuka.ra.authority import Authority, Enrolled, Held
@@ -49,8 +49,8 @@ class EstFrontEnd:
             "csrattrs": ("GET", self.csrattrs),
             "simpleenroll": ("POST", self.simpleenroll),
             "simplereenroll": ("POST", self.simplereenroll),
-            "serverkeygen": ("POST", self.not_built),
-            "fullcmc": ("POST", self.not_built),
+            "serverkeygen": ("POST", self.serverkeygen),
+            "fullcmc": ("POST", self.fullcmc),
         }
 
     def routes(self) -> list[web.RouteDef]:
@@ -104,9 +104,11 @@ class EstFrontEnd:
         der = await self._csr_body(request)
         return _outcome(await authority.reenroll(label, der, requester_of(request)))
 
-    async def not_built(self, request: web.Request, authority: Authority, label: str) -> web.Response:
-        op = request.match_info["op"]
-        raise NotImplementedYet(f"{op} is not implemented in this version of kipuka")
+    async def serverkeygen(self, request: web.Request, authority: Authority, label: str) -> web.Response:
+        return await serverkeygen.handle(request, authority, label, await self._csr_body(request))
+
+    async def fullcmc(self, request: web.Request, authority: Authority, label: str) -> web.Response:
+        return await fullcmc.handle(request, authority, label, await read_bounded(request, self._max_body()))
 
     # --- helpers ----------------------------------------------------------------------
 

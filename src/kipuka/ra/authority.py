@@ -25,7 +25,9 @@ from kipuka.pem import load_certificates
 from kipuka.ra import csr as csrcheck
 from kipuka.ra.change_subject import change_subject_name
 from kipuka.ra.otp import OtpKeyring
+from kipuka.ra.fullcmc import FullCmc
 from kipuka.ra.revocation import Revocation
+from kipuka.ra.serverkeygen import ServerKeygen
 from kipuka.ra.requester import Requester
 from kipuka.store import AsyncStore, AuditEvent, CertRecord, OtpRecord, SerialCollision, StoreUnavailable
 from kipuka.store.records import utcnow
@@ -65,6 +67,8 @@ class Authority:
         self.store = store
         self.keyring = keyring
         self.revocation = Revocation(cas, store, config.revocation)
+        self.keygen = ServerKeygen(self)
+        self.cmc = FullCmc(self)
         self.labels = {
             name: LabelRuntime(
                 label, cas[label.ca],

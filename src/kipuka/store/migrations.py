@@ -33,9 +33,15 @@ def _v2_operations(conn: Connection) -> None:
             index.create(conn)
 
 
+def _v3_keys_and_cmc(conn: Connection) -> None:
+    """Escrowed server-generated keys, and CMC nonce/transaction replay protection."""
+    schema.metadata.create_all(conn, tables=[schema.escrowed_keys, schema.cmc_replay], checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "baseline: certificates, otps, otp_failures, audit", lambda conn: None),
     (2, "pending requests, CRLs, admin tokens, audit chain", _v2_operations),
+    (3, "escrowed keys, CMC replay protection", _v3_keys_and_cmc),
 ]
 LATEST = MIGRATIONS[-1][0]
 

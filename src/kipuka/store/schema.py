@@ -166,3 +166,26 @@ admin_tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
 )
+
+
+# --- schema v3 ----------------------------------------------------------------------
+
+escrowed_keys = Table(
+    "escrowed_keys", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ca_id", String(64), nullable=False),
+    Column("serial", String(42), nullable=False),
+    Column("escrow_cert_sha256", String(64), nullable=False),  # which recovery key can open it
+    Column("ciphertext", LargeBinary, nullable=False),  # CMS EnvelopedData to the escrow certificate
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("ca_id", "serial", name="uq_escrowed_keys_ca_serial"),
+)
+
+cmc_replay = Table(
+    "cmc_replay", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # "nonce" | "transaction"
+    Column("value_sha256", String(64), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    UniqueConstraint("kind", "value_sha256", name="uq_cmc_replay"),
+)
