@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from tests.helpers import Server, make_server
+from tests.helpers import Server, drop_test_databases, make_server
 
 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
 
@@ -30,3 +30,12 @@ def fresh_server(tmp_path: Path):
     yield factory
     for srv in started:
         srv.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    drop_test_databases()
+
+
+def pytest_report_header(config):
+    from tests.helpers import TEST_DATABASE
+    return f"kipuka test database: {TEST_DATABASE or 'SQLite (set KIPUKA_TEST_DATABASE for PostgreSQL)'}"

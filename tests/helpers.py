@@ -137,6 +137,9 @@ def make_server(root: Path, *, replacements: dict[str, str] | None = None, appen
     admin_port, public_port = free_port(), free_port()
     run_cli("init", str(d), "--key-type", key_type, "--admin-listen", f"127.0.0.1:{admin_port}",
             "--revocation-listen", f"127.0.0.1:{public_port}")
+    database = fresh_database_url()
+    if database:
+        edit_config(d / "kipuka.toml", {r'^url = "sqlite:///kipuka.db".*$': f'url = "{database}"'})
     if replacements or append:
         edit_config(d / "kipuka.toml", replacements, append)
     srv = Server(d, free_port())
@@ -263,3 +266,58 @@ def admin_call(server: Server, method: str, path: str, token: str | None = None,
 
 def public_url(server: Server, path: str) -> str:
     return f"http://127.0.0.1:{server.public_port}{path}"
+
+
+# --- database under test ---------------------------------------------------------------
+# KIPUKA_TEST_DATABASE=postgresql://127.0.0.1:5432/test runs every server of the suite on
+# a fresh PostgreSQL database of its own (created here, dropped at the end of the session).
+
+TEST_DATABASE = os.environ.get("KIPUKA_TEST_DATABASE", "")
+CREATED_DATABASES: list[str] = []
+
+
+def fresh_database_url() -> str | None:
+    if not TEST_DATABASE.startswith("postgres"):
+        return None
+    import psycopg
+
+    name = f"kipuka_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(TEST_DATABASE, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    CREATED_DATABASES.append(name)
+    return TEST_DATABASE.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_test_databases() -> None:
+    if not CREATED_DATABASES:
+        return
+    import psycopg
+
+    with psycopg.connect(TEST_DATABASE, autocommit=True) as conn:
+        for name in CREATED_DATABASES:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    CREATED_DATABASES.clear()
+
+
+def db_url(server: Server) -> str:
+    """The server's database as an SQLAlchemy URL, whichever engine it runs on."""
+    import tomllib
+
+    from kipuka.store.base import engine_url
+    url = tomllib.loads(server.config.read_text())["database"]["url"]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = "sqlite:///" + str(server.dir / url[len("sqlite:///"):])
+    return engine_url(url)
+
+
+def db_execute(server: Server, sql: str, params: dict | None = None) -> list:
+    """Run SQL on the server's database, as an operator (or an attacker) with database access would."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url(server))
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql), params or {})
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()

@@ -1,9 +1,8 @@
 """The audit trail is append-only and tamper-evident."""
 
-import sqlite3
 import time
 
-from tests.helpers import b64, make_csr, unique
+from tests.helpers import b64, db_execute, make_csr, unique
 
 
 def _some_events(srv, n=3):
@@ -24,9 +23,8 @@ def test_editing_one_row_breaks_the_chain_at_that_row(fresh_server):
     srv = fresh_server()
     _some_events(srv)
     srv.cli("audit", "verify")
-    with sqlite3.connect(srv.dir / "kipuka.db") as conn:
-        victim = conn.execute("SELECT id FROM audit WHERE chain_seq = 3").fetchone()[0]
-        conn.execute("UPDATE audit SET outcome = 'success', reason = 'nothing to see' WHERE id = ?", (victim,))
+    (victim,), = db_execute(srv, "SELECT id FROM audit WHERE chain_seq = 3")
+    db_execute(srv, "UPDATE audit SET outcome = 'success', reason = 'nothing to see' WHERE id = :id", {"id": victim})
     out = srv.cli("audit", "verify", check=False)
     assert out.returncode == 1 and f"record id {victim} " in out.stderr and "edited" in out.stderr
 
@@ -35,8 +33,7 @@ def test_deleting_a_row_breaks_the_chain(fresh_server):
     srv = fresh_server()
     _some_events(srv)
     srv.cli("audit", "verify")
-    with sqlite3.connect(srv.dir / "kipuka.db") as conn:
-        conn.execute("DELETE FROM audit WHERE chain_seq = 2")
+    db_execute(srv, "DELETE FROM audit WHERE chain_seq = 2")
     out = srv.cli("audit", "verify", check=False)
     assert out.returncode == 1 and "sequence 2 is missing" in out.stderr
 
@@ -46,8 +43,7 @@ def test_the_server_links_rows_by_itself_and_mirrors_them_to_jsonl(fresh_server)
     _some_events(srv, 2)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with sqlite3.connect(srv.dir / "kipuka.db") as conn:
-            unchained = conn.execute("SELECT COUNT(*) FROM audit WHERE chain_seq IS NULL").fetchone()[0]
+        (unchained,), = db_execute(srv, "SELECT COUNT(*) FROM audit WHERE chain_seq IS NULL")
         if unchained == 0:
             break
         time.sleep(0.5)

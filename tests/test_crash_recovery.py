@@ -28,6 +28,9 @@ LOAD_SECONDS = 1.5
 
 
 def integrity(db) -> str:
+    """SQLite's own check of the file; PostgreSQL guarantees this itself (WAL, crash recovery)."""
+    if not db.exists():
+        return "ok"
     con = sqlite3.connect(db)
     try:
         return con.execute("PRAGMA integrity_check").fetchone()[0]

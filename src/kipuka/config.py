@@ -7,6 +7,7 @@ Paths are resolved relative to the directory that holds the configuration file.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -222,7 +223,7 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
     if tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version", 'must be "1.2" or "1.3"')
     database = _section(DatabaseConfig, data.get("database", {"url": "sqlite:///kipuka.db"}), "database", base)
-    database = replace(database, url=_resolve_db_url(database.url, base))
+    database = replace(database, url=_resolve_db_url(_substitute_env(database.url, "database.url"), base))
     otp = _section(OTPConfig, _required(data, "otp"), "otp", base)
     est = _section(ESTConfig, data.get("est", {}), "est", base)
     admin = _section(AdminConfig, data.get("admin", {}), "admin", base)
@@ -270,6 +271,18 @@ def _required(data: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in data or not isinstance(data[name], dict):
         raise ConfigError(name, "required section is missing")
     return data[name]
+
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _substitute_env(value: str, key: str) -> str:
+    """${NAME} from the environment, so credentials stay out of the file."""
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) not in os.environ:
+            raise ConfigError(key, f"environment variable {m.group(1)} is not set")
+        return os.environ[m.group(1)]
+    return _ENV_RE.sub(repl, value)
 
 
 def _resolve_db_url(url: str, base: Path) -> str:

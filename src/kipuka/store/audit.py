@@ -58,15 +58,9 @@ class AuditStore(StoreBase):
         """Link up to `limit` unchained rows into the chain; returns them, chained, in order."""
         a, head = schema.audit, schema.audit_chain
         with self._tx() as conn:
-            lock = select(head).where(head.c.id == 1)
-            if conn.dialect.name != "sqlite":
-                lock = lock.with_for_update()
-            state = conn.execute(lock).first()
-            if state is None:
-                conn.execute(head.insert().values(id=1, last_seq=0, last_hash=GENESIS))
-                seq, prev = 0, GENESIS
-            else:
-                seq, prev = int(state.last_seq), state.last_hash
+            self._insert_ignore(conn, head, dict(id=1, last_seq=0, last_hash=GENESIS), ["id"])
+            state = conn.execute(self._locked(conn, select(head).where(head.c.id == 1))).first()
+            seq, prev = int(state.last_seq), state.last_hash
             rows = conn.execute(select(a).where(a.c.chain_seq.is_(None)).order_by(a.c.id).limit(limit)
                                 ).mappings().all()
             chained = []

@@ -8,10 +8,13 @@ for in a store thread, never on the event loop) instead of failing on upgrade.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from sqlalchemy import Engine, and_, create_engine, event, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 
 from kipuka.store import migrations, schema
@@ -30,9 +33,25 @@ class Revoked(Exception):
     """The credential certificate named in a write has been revoked."""
 
 
+CONNECT_TIMEOUT = 3  # seconds: a node that cannot reach the database answers 500 quickly
+STATEMENT_TIMEOUT_MS = 15000
+OUTAGE_BACKOFF = 1.0  # after a failure, fail fast for this long before trying the database again
+
+
+def engine_url(url: str) -> str:
+    """postgresql:// URLs use psycopg 3 (SQLAlchemy would pick psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def _make_engine(url: str, immediate: bool) -> Engine:
+    url = engine_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, pool_timeout=5,
+                             connect_args={"connect_timeout": CONNECT_TIMEOUT,
+                                           "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"})
     engine = create_engine(url, poolclass=NullPool if ":memory:" in url else None,
                            connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -55,8 +74,10 @@ def _make_engine(url: str, immediate: bool) -> Engine:
 class StoreBase:
     def __init__(self, url: str) -> None:
         self.url = url
+        self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self._writer = _make_engine(url, immediate=True)
-        self._reader = self._writer if not url.startswith("sqlite") else _make_engine(url, immediate=False)
+        self._reader = self._writer if self.dialect != "sqlite" else _make_engine(url, immediate=False)
+        self._down_until = 0.0
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -76,16 +97,27 @@ class StoreBase:
     # --- plumbing -------------------------------------------------------------------
 
     def _tx(self) -> Any:
-        return _guard(self._writer.begin())
+        return _guard(self, self._writer)
 
     def _read(self) -> Any:
-        return _guard(self._reader.begin())
+        return _guard(self, self._reader)
 
 
 
     @staticmethod
     def _audit(conn: Any, e: AuditEvent) -> None:
         conn.execute(schema.audit.insert().values(**e.row()))
+
+    @staticmethod
+    def _insert_ignore(conn: Any, table: Any, values: dict[str, Any], keys: list[str]) -> None:
+        """INSERT ... ON CONFLICT DO NOTHING: creates a row once, whoever gets there first."""
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
+
+    @staticmethod
+    def _locked(conn: Any, query: Any) -> Any:
+        """SELECT ... FOR UPDATE where the database has it (SQLite's BEGIN IMMEDIATE already locks)."""
+        return query.with_for_update() if conn.dialect.name == "postgresql" else query
 
     @staticmethod
     def _revoked(conn: Any, ca_id: str, serial: str) -> bool:
@@ -102,26 +134,45 @@ class StoreBase:
 
 
 class _guard:
-    """A transaction context that turns driver failures into StoreUnavailable."""
+    """A transaction that turns driver failures into StoreUnavailable.
 
-    def __init__(self, ctx: Any) -> None:
-        self._ctx = ctx
+    After a connection-level failure the store fails fast for OUTAGE_BACKOFF
+    seconds instead of making every request wait for a connect timeout; the
+    first request after that tries the database again, so a node recovers by
+    itself when the database comes back.
+    """
+
+    def __init__(self, store: "StoreBase", engine: Engine) -> None:
+        self._store = store
+        self._engine = engine
+        self._ctx: Any = None
 
     def __enter__(self) -> Any:
+        if time.monotonic() < self._store._down_until:
+            raise StoreUnavailable("database unavailable")
         try:
+            self._ctx = self._engine.begin()
             return self._ctx.__enter__()
         except (OperationalError, DBAPIError) as exc:
+            self._outage(exc)
             raise StoreUnavailable(_short(exc)) from exc
 
     def __exit__(self, *exc_info: Any) -> Any:
         try:
             result = self._ctx.__exit__(*exc_info)
         except (OperationalError, DBAPIError) as exc:
+            self._outage(exc)
             raise StoreUnavailable(_short(exc)) from exc
         if exc_info[0] is not None and issubclass(exc_info[0], (OperationalError, DBAPIError)) \
                 and not issubclass(exc_info[0], IntegrityError):
+            self._outage(exc_info[1])
             raise StoreUnavailable(_short(exc_info[1])) from exc_info[1]
         return result
+
+    def _outage(self, exc: BaseException) -> None:
+        if getattr(exc, "connection_invalidated", False) or isinstance(exc, OperationalError):
+            if self._store.dialect != "sqlite":  # SQLite "errors" are locks and files, not outages
+                self._store._down_until = time.monotonic() + OUTAGE_BACKOFF
 
 
 def _short(exc: BaseException) -> str:

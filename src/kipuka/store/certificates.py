@@ -110,12 +110,10 @@ class CertificateStore(StoreBase):
         """Allocate the next CRL number for a CA (monotonic across nodes: the row is the counter)."""
         s = schema.crl_state
         with self._tx() as conn:
-            row = conn.execute(select(s.c.number).where(s.c.ca_id == ca_id)).first()
-            if row is None:
-                conn.execute(s.insert().values(ca_id=ca_id, number=1, this_update=now, next_update=now, der=b""))
-                return 1
-            conn.execute(s.update().where(s.c.ca_id == ca_id).values(number=s.c.number + 1))
-            return int(conn.execute(select(s.c.number).where(s.c.ca_id == ca_id)).scalar_one())
+            self._insert_ignore(conn, s, dict(ca_id=ca_id, number=0, this_update=now, next_update=now, der=b""),
+                                ["ca_id"])
+            return int(conn.execute(s.update().where(s.c.ca_id == ca_id).values(number=s.c.number + 1)
+                                    .returning(s.c.number)).scalar_one())
 
     def save_crl(self, crl: StoredCRL) -> None:
         """Publish a CRL unless a newer one (higher number) was published meanwhile."""

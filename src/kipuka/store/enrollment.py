@@ -67,15 +67,12 @@ class EnrollmentStore(StoreBase):
         t = schema.otp_failures
         key = and_(t.c.entity == entity, t.c.address == address)
         with self._tx() as conn:
-            row = conn.execute(select(t.c.failures, t.c.window_start).where(key)).first()
-            if row is None:
-                failures = 1
-                conn.execute(t.insert().values(entity=entity, address=address, failures=1,
-                                               window_start=now, locked_until=None))
-            else:
-                failures = 1 if row.window_start + window < now else row.failures + 1
-                start = now if failures == 1 else row.window_start
-                conn.execute(t.update().where(key).values(failures=failures, window_start=start))
+            self._insert_ignore(conn, t, dict(entity=entity, address=address, failures=0, window_start=now,
+                                              locked_until=None), ["entity", "address"])
+            row = conn.execute(self._locked(conn, select(t.c.failures, t.c.window_start).where(key))).first()
+            failures = 1 if row.window_start + window < now else row.failures + 1
+            start = now if failures == 1 else row.window_start
+            conn.execute(t.update().where(key).values(failures=failures, window_start=start))
             locked = now + window if failures >= max_failures else None
             if locked is not None:
                 conn.execute(t.update().where(key).values(locked_until=locked, failures=0, window_start=now))
@@ -92,21 +89,26 @@ class EnrollmentStore(StoreBase):
         certificate for the same public key within the recovery window (a client
         that lost the response); or ("spent", None) when no use is left.
         """
-        o = schema.otps
         with self._tx() as conn:
-            earlier = self._recovered(conn, otp_id, cert.pubkey_sha256, now - recovery_window)
-            if earlier is not None:
-                self._audit(conn, dataclasses.replace(audit, event=audit.event + ".redeliver",
-                                                      reason="certificate re-sent for a retried request"))
-                return "recovered", earlier
-            spent = conn.execute(o.update().where(and_(
-                o.c.id == otp_id, o.c.uses_left > 0, o.c.revoked_at.is_(None), o.c.expires_at > now))
-                .values(uses_left=o.c.uses_left - 1)).rowcount
-            if spent != 1:
-                return "spent", None
-            self._insert_cert(conn, cert)
-            self._audit(conn, audit)
-            return "issued", None
+            return self._issue_with_otp_in(conn, otp_id, cert, audit, now, recovery_window)
+
+    def _issue_with_otp_in(self, conn: Any, otp_id: int, cert: CertRecord, audit: AuditEvent, now: dt.datetime,
+                           recovery_window: dt.timedelta) -> tuple[str, bytes | None]:
+        """issue_with_otp inside a caller's transaction (escrow adds its row to the same one)."""
+        o = schema.otps
+        earlier = self._recovered(conn, otp_id, cert.pubkey_sha256, now - recovery_window)
+        if earlier is not None:
+            self._audit(conn, dataclasses.replace(audit, event=audit.event + ".redeliver",
+                                                  reason="certificate re-sent for a retried request"))
+            return "recovered", earlier
+        spent = conn.execute(o.update().where(and_(
+            o.c.id == otp_id, o.c.uses_left > 0, o.c.revoked_at.is_(None), o.c.expires_at > now))
+            .values(uses_left=o.c.uses_left - 1)).rowcount
+        if spent != 1:
+            return "spent", None
+        self._insert_cert(conn, cert)
+        self._audit(conn, audit)
+        return "issued", None
 
     def recovered_certificate(self, otp_id: int, pubkey_sha256: str, since: dt.datetime) -> bytes | None:
         """The certificate an OTP already gave this public key since `since`, if any."""
@@ -130,7 +132,12 @@ class EnrollmentStore(StoreBase):
         that lands while the certificate is being signed still wins.
         """
         with self._tx() as conn:
-            if credential is not None and self._revoked(conn, *credential):
-                raise Revoked(credential[1])
-            self._insert_cert(conn, cert)
-            self._audit(conn, audit)
+            self._record_issuance_in(conn, cert, audit, credential)
+
+    def _record_issuance_in(self, conn: Any, cert: CertRecord, audit: AuditEvent,
+                            credential: tuple[str, str] | None) -> None:
+        """record_issuance inside a caller's transaction."""
+        if credential is not None and self._revoked(conn, *credential):
+            raise Revoked(credential[1])
+        self._insert_cert(conn, cert)
+        self._audit(conn, audit)

@@ -36,6 +36,10 @@ def _v2_operations(conn: Connection) -> None:
 def _v3_keys_and_cmc(conn: Connection) -> None:
     """Escrowed server-generated keys, and CMC nonce/transaction replay protection."""
     schema.metadata.create_all(conn, tables=[schema.escrowed_keys, schema.cmc_replay], checkfirst=True)
+    existing = {i["name"] for i in inspect(conn).get_indexes("pending_requests")}
+    for index in schema.pending_requests.indexes:
+        if index.name not in existing:
+            index.create(conn)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [

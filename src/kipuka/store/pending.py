@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.exc import IntegrityError
 
 from kipuka.store import schema
 from kipuka.store.base import Revoked, StoreBase
@@ -42,7 +43,16 @@ class PendingStore(StoreBase):
                     o.c.expires_at > values["created_at"])).values(uses_left=o.c.uses_left - 1)).rowcount
                 if reserved != 1:
                     return None
-            new_id = conn.execute(p.insert().values(**values)).inserted_primary_key[0]
+            try:
+                with conn.begin_nested():
+                    new_id = conn.execute(p.insert().values(**values)).inserted_primary_key[0]
+            except IntegrityError:  # a copy of this request on another node won (ux_pending_open)
+                if values.get("otp_id") is not None:
+                    conn.execute(o.update().where(o.c.id == values["otp_id"]).values(uses_left=o.c.uses_left + 1))
+                row = conn.execute(select(p.c.id).where(and_(
+                    p.c.requester == values["requester"], p.c.pubkey_sha256 == values["pubkey_sha256"],
+                    p.c.status == "pending"))).first()
+                return int(row[0]) if row else None
             self._audit(conn, audit)
             return int(new_id)
 

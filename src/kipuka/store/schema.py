@@ -148,6 +148,9 @@ pending_requests = Table(
 )
 Index("ix_pending_requester", pending_requests.c.requester, pending_requests.c.pubkey_sha256)
 Index("ix_pending_status", pending_requests.c.status, pending_requests.c.id)
+# One open request per requester and key, even when two copies race on two nodes (v3).
+Index("ux_pending_open", pending_requests.c.requester, pending_requests.c.pubkey_sha256, unique=True,
+      sqlite_where=pending_requests.c.status == "pending", postgresql_where=pending_requests.c.status == "pending")
 
 crl_state = Table(
     "crl_state", metadata,
