@@ -58,13 +58,14 @@ class Server:
     log: Path = field(init=False)
     admin_port: int = 0
     public_port: int = 0
+    config_name: str = "kipuka.toml"
 
     def __post_init__(self) -> None:
         self.log = self.dir / "serve.log"
 
     @property
     def config(self) -> Path:
-        return self.dir / "kipuka.toml"
+        return self.dir / self.config_name
 
     @property
     def base(self) -> str:

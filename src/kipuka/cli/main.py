@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     sp = with_config(cmd("revoke", _token_revoke, "revoke the tokens of a name", token))
     sp.add_argument("name")
 
+    sp = cmd("migrate-store", _migrate_store, "copy every record from one database to another (lab to production)")
+    sp.add_argument("--from", dest="source", required=True, help="e.g. sqlite:////srv/kipuka/kipuka.db")
+    sp.add_argument("--to", dest="target", required=True, help="e.g. postgresql://kipuka@db/kipuka")
+    sp.add_argument("--force", action="store_true", help="copy even if the target already holds records")
+
     crl = cmd("crl", None, "certificate revocation lists").add_subparsers(metavar="ACTION")
     sp = with_config(cmd("publish", _crl_publish, "sign a fresh CRL for a CA and write it (DER) to stdout", crl))
     sp.add_argument("ca")
@@ -384,6 +389,16 @@ def _audit_list(args: argparse.Namespace) -> int:
     for e in store.audit_events(args.limit):
         print(f"{e.at:%Y-%m-%dT%H:%M:%SZ}\t{e.event}\t{e.outcome}\t{e.label or '-'}\t{e.entity or '-'}\t"
               f"{e.client_addr or '-'}\t{e.serial or '-'}\t{e.reason}")
+    return 0
+
+
+def _migrate_store(args: argparse.Namespace) -> int:
+    from kipuka.store.transfer import copy_store
+
+    copied = copy_store(args.source, args.target, force=args.force)
+    for table, count in copied.items():
+        print(f"kipuka: {table}: {count} rows", file=sys.stderr)
+    print(f"kipuka: copied {sum(copied.values())} rows; point [database] url at the target", file=sys.stderr)
     return 0
 
 
