@@ -7,6 +7,7 @@ Paths are resolved relative to the directory that holds the configuration file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -21,6 +22,7 @@ SAN_TYPES = frozenset({"dns", "ip", "email", "uri"})
 NAME_RULES = frozenset({"exact", "prefix", "any"})
 SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
 DELIVERIES = ("csr-key", "asymmetric", "symmetric", "pkcs8")
+ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"  # RFC 6402: an RA agent may act for others in Full CMC
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -107,6 +109,8 @@ class ServerConfig:
     shutdown_timeout: int = 30
     log_format: str = "json"
     access_log: bool = True
+    proxy_protocol: bool = False  # EST connections start with a PROXY v2 header (TLS-passthrough balancer)
+    proxy_from: tuple[str, ...] = ()  # networks allowed to send it; empty: any
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,11 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
         raise ConfigError("server.workers", "must be 0 (one per core) or more")
     if server.max_body < 1024:
         raise ConfigError("server.max_body", "must be at least 1024 bytes")
+    for net in server.proxy_from:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError("server.proxy_from", f"{net!r} is not a network such as 10.0.0.0/8") from None
     if server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format", 'must be "json" or "text"')
     tls = _section(TLSConfig, _required(data, "tls"), "tls", base)
@@ -301,6 +310,9 @@ def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Poli
     for eku in policy.ekus:
         if eku not in EKU_NAMES and not re.match(r"^\d+(\.\d+)+$", eku):
             raise ConfigError(f"{key}.ekus", f"unknown extended key usage {eku!r}")
+        if eku == ID_KP_CMC_RA:
+            raise ConfigError(f"{key}.ekus", "id-kp-cmcRA (1.3.6.1.5.5.7.3.28) marks RA agents, whose "
+                              "certificates come from ra_anchors: it is never put into a certificate kipuka issues")
     for st in policy.san_types:
         if st not in SAN_TYPES:
             raise ConfigError(f"{key}.san_types", f"unknown SAN type {st!r}")

@@ -26,6 +26,7 @@ from kipuka.ra.authority import Authority
 from kipuka.ra.otp import OtpKeyring
 from kipuka.server import background
 from kipuka.server.logs import est_middleware
+from kipuka.server.proxy import ProxySite, proxied_remote
 from kipuka.server.tls import ReloadableContext
 from kipuka.store import AsyncStore, Store
 
@@ -64,7 +65,7 @@ class Worker:
 
     def est_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.server.max_body,
-                              middlewares=[est_middleware(lambda: self.config.server.access_log)])
+                              middlewares=[proxied_remote, est_middleware(lambda: self.config.server.access_log)])
         est = EstFrontEnd(lambda: self.authority, lambda: self.config.server.max_body)
         app.add_routes(est.routes())
         app.on_response_prepare.append(_server_header)
@@ -101,6 +102,7 @@ class Worker:
         timeout = self.config.server.shutdown_timeout
         runners = []
         listeners = [(self.est_app(), self.listen, self.tls.listener, "EST on https://%s/.well-known/est/", 8190)]
+        proxied = self.config.server.proxy_protocol
         if self.config.admin.listen:
             # Long filter URLs (seven 200-character parameters, percent-encoded) must reach
             # the API's own validation, which answers in JSON.
@@ -115,7 +117,12 @@ class Worker:
             runner = web.AppRunner(app, access_log=None, keepalive_timeout=75, shutdown_timeout=timeout,
                                    max_line_size=max_line)
             await runner.setup()
-            site = web.SockSite(runner, listen_socket(address), ssl_context=ssl_context, shutdown_timeout=timeout)
+            if proxied and address == self.listen:
+                site: web.SockSite | ProxySite = ProxySite(runner, listen_socket(address), ssl_context,
+                                                           self.config.server.proxy_from)
+                what += " (PROXY protocol v2)"
+            else:
+                site = web.SockSite(runner, listen_socket(address), ssl_context=ssl_context, shutdown_timeout=timeout)
             await site.start()
             runners.append(runner)
             sites.append(site)
