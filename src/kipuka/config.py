@@ -20,6 +20,7 @@ KEY_TYPES = frozenset({"ec-p256", "ec-p384", "ec-p521", "rsa", "ed25519"})
 EKU_NAMES = frozenset({"clientAuth", "serverAuth", "codeSigning", "emailProtection", "timeStamping", "OCSPSigning"})
 SAN_TYPES = frozenset({"dns", "ip", "email", "uri"})
 NAME_RULES = frozenset({"exact", "prefix", "any"})
+CA_TYPES = ("local", "pkcs11", "dogtag", "est")  # each built by kipuka.ca.registry
 SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
 DELIVERIES = ("csr-key", "asymmetric", "symmetric", "pkcs8")
 ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"  # RFC 6402: an RA agent may act for others in Full CMC
@@ -92,13 +93,18 @@ class Label:
 
 @dataclass(frozen=True)
 class CAConfig:
+    """One signing back end. `local` uses cert/key/chain; other types read their own
+    keys from `options` (the raw TOML table) and validate them when they are built."""
+
     id: str
     type: str
-    cert: Path
-    key: Path
+    cert: Path | None = None
+    key: Path | None = None
     chain: Path | None = None
     ocsp_cert: Path | None = None
     ocsp_key: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    base: Path = Path(".")  # the config file's directory, for paths inside options
 
 
 @dataclass(frozen=True)
@@ -247,9 +253,17 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
     for ca_id, table in _required(data, "ca").items():
         if not isinstance(table, dict):
             raise ConfigError(f"ca.{ca_id}", "expected a table")
-        ca = _section(CAConfig, {"id": ca_id, **table}, f"ca.{ca_id}", base)
-        if ca.type != "local":
-            raise ConfigError(f"ca.{ca_id}.type", f'unknown CA type {ca.type!r} (this build knows "local")')
+        ca_type = table.get("type")
+        if ca_type not in CA_TYPES:
+            raise ConfigError(f"ca.{ca_id}.type", f"unknown CA type {ca_type!r}; known: {', '.join(CA_TYPES)}")
+        if ca_type == "local":
+            ca = _section(CAConfig, {"id": ca_id, **table}, f"ca.{ca_id}", base)
+            if ca.cert is None or ca.key is None:
+                raise ConfigError(f"ca.{ca_id}.cert" if ca.cert is None else f"ca.{ca_id}.key",
+                                  "required key is missing")
+            ca = replace(ca, base=base)
+        else:
+            ca = CAConfig(id=ca_id, type=ca_type, options={k: v for k, v in table.items() if k != "type"}, base=base)
         if (ca.ocsp_cert is None) != (ca.ocsp_key is None):
             raise ConfigError(f"ca.{ca_id}.ocsp_cert", "ocsp_cert and ocsp_key go together")
         cas[ca_id] = ca

@@ -17,5 +17,5 @@ def build_ca(cfg: CAConfig) -> CertificateAuthority:
     try:
         factory = BACKENDS[cfg.type]
     except KeyError:
-        raise ValueError(f"ca.{cfg.id}.type: unknown CA type {cfg.type!r}") from None
+        raise ValueError(f"ca.{cfg.id}.type: CA type {cfg.type!r} is not available in this build") from None
     return factory(cfg)
