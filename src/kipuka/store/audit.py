@@ -9,17 +9,20 @@ and two nodes can never fork it: there is one chain head row.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from kipuka.store import schema
 from kipuka.store.base import StoreBase
 from kipuka.store.records import AuditEvent, ChainCheck
 
 GENESIS = "0" * 64
+_LINK = schema.audit.update().where(schema.audit.c.id == bindparam("row_id")).values(
+    chain_seq=bindparam("seq"), prev_hash=bindparam("prev"), hash=bindparam("digest"))
 
 
 def audit_hash(prev_hash: str, seq: int, e: AuditEvent) -> str:
@@ -54,7 +57,7 @@ class AuditStore(StoreBase):
         with self._read() as conn:
             return [AuditEvent(**dict(r)) for r in conn.execute(query).mappings().all()]
 
-    def chain_audit(self, limit: int = 5000) -> list[AuditEvent]:
+    def chain_audit(self, limit: int = 1000) -> list[AuditEvent]:
         """Link up to `limit` unchained rows into the chain; returns them, chained, in order."""
         a, head = schema.audit, schema.audit_chain
         with self._tx() as conn:
@@ -63,15 +66,16 @@ class AuditStore(StoreBase):
             seq, prev = int(state.last_seq), state.last_hash
             rows = conn.execute(select(a).where(a.c.chain_seq.is_(None)).order_by(a.c.id).limit(limit)
                                 ).mappings().all()
-            chained = []
+            chained, links = [], []
             for row in rows:
                 e = AuditEvent(**dict(row))
                 seq += 1
                 digest = audit_hash(prev, seq, e)
-                conn.execute(a.update().where(a.c.id == e.id).values(chain_seq=seq, prev_hash=prev, hash=digest))
-                chained.append(AuditEvent(**{**dict(row), "chain_seq": seq, "prev_hash": prev, "hash": digest}))
+                links.append({"row_id": e.id, "seq": seq, "prev": prev, "digest": digest})
+                chained.append(dataclasses.replace(e, chain_seq=seq, prev_hash=prev, hash=digest))
                 prev = digest
-            if chained:
+            if links:
+                conn.execute(_LINK, links)  # one executemany: the write lock is held briefly
                 conn.execute(head.update().where(head.c.id == 1).values(last_seq=seq, last_hash=prev))
             return chained
 

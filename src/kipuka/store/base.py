@@ -11,7 +11,7 @@ import dataclasses
 import time
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, event, select
+from sqlalchemy import Engine, and_, bindparam, create_engine, event, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -19,6 +19,15 @@ from sqlalchemy.pool import NullPool
 
 from kipuka.store import migrations, schema
 from kipuka.store.records import AuditEvent, CertRecord
+
+
+# Statements on the issuance path are built once: building them per call cost more
+# CPU than the database work itself (docs/benchmarks.md).
+_INSERT_AUDIT = schema.audit.insert()
+_INSERT_CERT = schema.certificates.insert()
+_REVOKED = select(schema.certificates.c.revoked_at).where(and_(
+    schema.certificates.c.ca_id == bindparam("ca_id"), schema.certificates.c.serial == bindparam("serial")))
+_CERT_FIELDS = tuple(f.name for f in dataclasses.fields(CertRecord))
 
 
 class SerialCollision(Exception):
@@ -106,7 +115,7 @@ class StoreBase:
 
     @staticmethod
     def _audit(conn: Any, e: AuditEvent) -> None:
-        conn.execute(schema.audit.insert().values(**e.row()))
+        conn.execute(_INSERT_AUDIT, e.row())
 
     @staticmethod
     def _insert_ignore(conn: Any, table: Any, values: dict[str, Any], keys: list[str]) -> None:
@@ -121,14 +130,13 @@ class StoreBase:
 
     @staticmethod
     def _revoked(conn: Any, ca_id: str, serial: str) -> bool:
-        c = schema.certificates
-        row = conn.execute(select(c.c.revoked_at).where(and_(c.c.ca_id == ca_id, c.c.serial == serial))).first()
+        row = conn.execute(_REVOKED, {"ca_id": ca_id, "serial": serial}).first()
         return row is not None and row[0] is not None
 
     @staticmethod
     def _insert_cert(conn: Any, cert: CertRecord) -> None:
         try:
-            conn.execute(schema.certificates.insert().values(**dataclasses.asdict(cert)))
+            conn.execute(_INSERT_CERT, {name: getattr(cert, name) for name in _CERT_FIELDS})
         except IntegrityError as exc:  # the enclosing transaction rolls back with it
             raise SerialCollision(cert.serial) from exc
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -65,8 +64,9 @@ class AuditEvent:
 
     def row(self) -> dict:
         """The columns a writer inserts (identity and chain are the store's)."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("id", "chain_seq", "prev_hash", "hash")}
+        return {"event": self.event, "outcome": self.outcome, "reason": self.reason, "label": self.label,
+                "entity": self.entity, "client_addr": self.client_addr, "auth": self.auth, "ca_id": self.ca_id,
+                "serial": self.serial, "at": self.at}
 
 
 @dataclass(frozen=True)
