@@ -19,6 +19,7 @@ log = logging.getLogger("kipuka.background")
 AUDIT_EVERY = 2.0
 EXPIRE_EVERY = 30.0
 CRL_EVERY = 60.0
+CHECKPOINT_EVERY = 1.0
 
 
 class AuditMirror:
@@ -63,9 +64,13 @@ def start(authority: Callable[[], Authority], audit_cfg: Callable[[], AuditConfi
     async def crls() -> None:
         await authority().revocation.refresh_due()
 
+    async def checkpoint() -> None:
+        await authority().store.checkpoint()
+
     return [asyncio.create_task(_every(AUDIT_EVERY, chain, "audit chain")),
             asyncio.create_task(_every(EXPIRE_EVERY, expire, "pending expiry")),
-            asyncio.create_task(_every(CRL_EVERY, crls, "CRL refresh"))]
+            asyncio.create_task(_every(CRL_EVERY, crls, "CRL refresh")),
+            asyncio.create_task(_every(CHECKPOINT_EVERY, checkpoint, "WAL checkpoint"))]
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[None]], name: str) -> None:
