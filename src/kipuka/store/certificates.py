@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from sqlalchemy import and_, func, select
+from typing import Any
+from sqlalchemy import and_, func, literal_column, select
 
 from kipuka.store import schema
 from kipuka.store.base import StoreBase, _cert
@@ -63,9 +64,12 @@ class CertificateStore(StoreBase):
                               (c.c.ca_id, f.ca_id)):
             if value is not None:
                 query = query.where(column == value)
+        narrow_prefix = False
         if f.subject_prefix:
             # A range, not LIKE: SQLite's LIKE is case-insensitive and cannot use the index.
-            query = query.where(and_(c.c.subject >= f.subject_prefix, c.c.subject < f.subject_prefix + "\U0010ffff"))
+            in_range = and_(c.c.subject >= f.subject_prefix, c.c.subject < f.subject_prefix + "\U0010ffff")
+            query = query.where(in_range)
+            narrow_prefix = True
         if f.issued_after is not None:
             query = query.where(c.c.issued_at >= f.issued_after)
         if f.issued_before is not None:
@@ -78,7 +82,18 @@ class CertificateStore(StoreBase):
         elif f.status == "expired":
             query = query.where(and_(c.c.revoked_at.is_(None), c.c.not_after <= now))
         with self._read() as conn:
+            if narrow_prefix and self._few(conn, select(c.c.id).where(in_range)):
+                # With bound parameters the planner cannot see how narrow the range is
+                # and walks the primary key; for a narrow prefix, the subject index is
+                # 100x faster (docs/benchmarks.md). `+id` keeps the order but not the index.
+                query = query.order_by(None).order_by(literal_column("+certificates.id"))
             return [(int(r["id"]), _cert(r)) for r in conn.execute(query).mappings().all()]
+
+    @staticmethod
+    def _few(conn: Any, ids: Any, threshold: int = 2000) -> bool:
+        """True when fewer than `threshold` rows match (an index-only count that stops early)."""
+        counted = conn.execute(select(func.count()).select_from(ids.limit(threshold).subquery())).scalar_one()
+        return counted < threshold
 
     def certificate(self, serial: str) -> list[CertRecord]:
         c = schema.certificates
