@@ -21,6 +21,7 @@ EKU_NAMES = frozenset({"clientAuth", "serverAuth", "codeSigning", "emailProtecti
 SAN_TYPES = frozenset({"dns", "ip", "email", "uri"})
 NAME_RULES = frozenset({"exact", "prefix", "any"})
 CA_TYPES = ("local", "pkcs11", "dogtag", "est")  # each built by kipuka.ca.registry
+POOL_KEYS = frozenset({"replicas", "strategy", "health_interval", "retry_after"})  # any CA type (kipuka.ca.pool)
 SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
 DELIVERIES = ("csr-key", "asymmetric", "symmetric", "pkcs8")
 ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"  # RFC 6402: an RA agent may act for others in Full CMC
@@ -74,6 +75,7 @@ class Policy:
     csrattrs: bool = True
     require_approval: bool = False
     reenroll_requires_approval: bool = False
+    require_linking: bool = False  # CSRs must carry the TLS channel binding in challengePassword
     # /serverkeygen (RFC 7030 4.4); on when this or [est] serverkeygen is true
     serverkeygen: bool = False
     serverkeygen_key_types: tuple[str, ...] = ("ec-p256",)  # the first is the default
@@ -257,11 +259,14 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
         if ca_type not in CA_TYPES:
             raise ConfigError(f"ca.{ca_id}.type", f"unknown CA type {ca_type!r}; known: {', '.join(CA_TYPES)}")
         if ca_type == "local":
-            ca = _section(CAConfig, {"id": ca_id, **table}, f"ca.{ca_id}", base)
+            # Replica-pool keys (kipuka.ca.pool) are checked when the pool is built.
+            pool = {k: v for k, v in table.items() if k in POOL_KEYS}
+            ca = _section(CAConfig, {"id": ca_id, **{k: v for k, v in table.items() if k not in POOL_KEYS}},
+                          f"ca.{ca_id}", base)
             if ca.cert is None or ca.key is None:
                 raise ConfigError(f"ca.{ca_id}.cert" if ca.cert is None else f"ca.{ca_id}.key",
                                   "required key is missing")
-            ca = replace(ca, base=base)
+            ca = replace(ca, base=base, options=pool)
         else:
             ca = CAConfig(id=ca_id, type=ca_type, options={k: v for k, v in table.items() if k != "type"}, base=base)
         if (ca.ocsp_cert is None) != (ca.ocsp_key is None):

@@ -49,7 +49,15 @@ class Unavailable(KipukaError):
 
 
 class InternalError(KipukaError):
-    """A server-side failure: database, HSM or signing."""
+    """A server-side failure: database, HSM or signing.
+
+    `retryable` marks a failure of one back end (an HSM that went away) that another
+    replica of the same CA may not share: a replica pool then tries the next one.
+    """
+
+    def __init__(self, reason: str, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
 
 
 class Conflict(KipukaError):

@@ -34,7 +34,7 @@ def _page(item: str) -> dict[str, Any]:
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": STR, "message": STR}),
-    "Component": _obj({"status": {"type": "string", "enum": ["ok", "down"]}, "detail": STR}),
+    "Component": _obj({"status": {"type": "string", "enum": ["ok", "degraded", "down"]}, "detail": STR}),
     "Health": _obj({"status": {"type": "string", "enum": ["ok", "degraded", "unhealthy"]},
                     "components": {"type": "object", "additionalProperties": _ref("Component")}}),
     "Live": _obj({"status": {"type": "string", "enum": ["ok"]}}),

@@ -8,8 +8,16 @@ from kipuka.ca.base import CertificateAuthority
 from kipuka.ca.local import LocalCA
 from kipuka.config import CAConfig
 
+
+def _pkcs11(cfg: CAConfig) -> CertificateAuthority:
+    from kipuka.ca.pkcs11 import PKCS11CA  # python-pkcs11 is an optional extra (kipuka[hsm])
+
+    return PKCS11CA.from_config(cfg)
+
+
 BACKENDS: dict[str, Callable[[CAConfig], CertificateAuthority]] = {
     "local": LocalCA.from_config,
+    "pkcs11": _pkcs11,
 }
 
 
@@ -18,4 +26,8 @@ def build_ca(cfg: CAConfig) -> CertificateAuthority:
         factory = BACKENDS[cfg.type]
     except KeyError:
         raise ValueError(f"ca.{cfg.id}.type: CA type {cfg.type!r} is not available in this build") from None
+    if "replicas" in cfg.options:  # any type: a pool of interchangeable replicas (kipuka.ca.pool)
+        from kipuka.ca.pool import build_pool
+
+        return build_pool(cfg, factory)
     return factory(cfg)

@@ -1,0 +1,847 @@
+"""A CA whose key lives in a PKCS#11 token (an HSM; SoftHSM2 in the tests).
+
+The key never leaves the token. It is wrapped as a cryptography private key
+(`TokenECKey`, `TokenRSAKey`) whose sign() hashes in software and calls C_Sign
+with the raw mechanism (CKM_ECDSA, CKM_RSA_PKCS over a DigestInfo), so every
+cryptography builder (certificates, CRLs, OCSP, PKCS#7) signs through the token
+and ca/profile.py and ca/revocation.py serve this back end unchanged.
+
+Concurrency. A CA holds `sessions` PKCS#11 sessions, each with one thread of its
+own: a signing operation waits (on the event loop, never blocking it) for a free
+session up to `session_timeout`, then runs in that session's thread; past the
+timeout the caller gets Unavailable (503 + Retry-After). python-pkcs11 calls
+C_Initialize(NULL_PTR), which tells a module that the application will not call
+it from several threads at once (SoftHSM2 then switches its own locks off, and
+concurrent C_Sign calls fail with CKR_GENERAL_ERROR): right after loading, the
+module is initialised again with CKF_OS_LOCKING_OK, and only if it refuses is
+every C_Sign into it serialised by a per-process lock.
+
+Failures. Any PKCS#11 error while signing means the token or the module went
+away (a removed slot, a dead network HSM): the call fails with
+InternalError("HSM unreachable: ...", retryable=True) (500, or the next replica
+in a pool), health() reports it, and the CA reconnects by itself: it finalises
+and re-initialises the module (SoftHSM2 only rescans its tokens then), finds the
+token and key again and proves them with a test signature, at most once per
+`reconnect_interval`. No restart is needed.
+
+Fork safety. The module is opened lazily by the process that builds the CA:
+the server's workers build their CAs after the fork. A module inherited from a
+parent process is re-initialised before use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from kipuka.ca.base import IssueRequest, Issued
+from kipuka.ca.profile import build_certificate
+from kipuka.ca.revocation import OcspAnswer, RevokedEntry, build_crl, build_ocsp_response
+from kipuka.ca.signing import signature_of
+from kipuka.config import CAConfig, ConfigError
+from kipuka.errors import InternalError, Unavailable
+from kipuka.pem import load_certificates, load_private_key
+
+log = logging.getLogger("kipuka.ca.pkcs11")
+T = TypeVar("T")
+
+DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+MODULE_CANDIDATES = (DEFAULT_MODULE, "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+                     "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so", "/usr/local/lib/softhsm/libsofthsm2.so")
+OPTION_KEYS = frozenset({"module", "token_label", "slot", "key_label", "key_id", "cert", "chain", "pin_env",
+                         "pin_file", "sessions", "session_timeout", "retry_after", "reconnect_interval",
+                         "ocsp_cert", "ocsp_key", "debug_sign_delay"})
+
+# DER DigestInfo prefixes (RFC 8017 9.2 note 1) for CKM_RSA_PKCS, which signs what it is given.
+_DIGEST_INFO = {
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+    "sha224": bytes.fromhex("302d300d06096086480165030402040500041c"),
+}
+
+
+def _pkcs11():  # type: ignore[no-untyped-def]
+    try:
+        import pkcs11
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ValueError("the pkcs11 CA type needs python-pkcs11: pip install 'kipuka[hsm]'") from None
+    return pkcs11
+
+
+# --- configuration -----------------------------------------------------------------------
+
+_SECONDS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+
+def parse_seconds(value: Any, key: str, *, allow_zero: bool = False) -> float:
+    """Seconds from 2, 0.5, "2s", "250ms" or "1m"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(key, 'expected a duration such as "2s" or "250ms"')
+    if isinstance(value, str):
+        m = _SECONDS_RE.match(value)
+        if not m:
+            raise ConfigError(key, f'expected a duration such as "2s" or "250ms", got {value!r}')
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    else:
+        seconds = float(value)
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(key, "must be positive")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Pkcs11Settings:
+    ca_id: str
+    module: str
+    token_label: str | None
+    slot: int | None
+    key_label: str | None
+    key_id: bytes | None
+    cert: Path
+    chain: Path | None
+    pin: str = ""
+    sessions: int = 4
+    session_timeout: float = 2.0
+    retry_after: int = 2
+    reconnect_interval: float = 1.0
+    ocsp_cert: Path | None = None
+    ocsp_key: Path | None = None
+    sign_delay: float = 0.0  # debug_sign_delay: a slow HSM, for tests of session exhaustion
+
+    def token_name(self) -> str:
+        return f"token {self.token_label!r}" if self.token_label is not None else f"slot {self.slot}"
+
+    def key_name(self) -> str:
+        return f"key {self.key_label!r}" if self.key_label is not None else f"key id {self.key_id.hex()}"  # type: ignore[union-attr]
+
+
+def settings_from_config(cfg: CAConfig) -> Pkcs11Settings:
+    """Validate the [ca.ID] table of a pkcs11 CA; errors name the offending key."""
+    opts, pre = cfg.options, f"ca.{cfg.id}"
+    if "pin" in opts:
+        raise ConfigError(f"{pre}.pin", "never put a PIN in the file: use pin_env or pin_file")
+    for name in opts:
+        if name not in OPTION_KEYS:
+            raise ConfigError(f"{pre}.{name}", f"unknown key for a pkcs11 CA; known: {', '.join(sorted(OPTION_KEYS))}")
+
+    def string(name: str) -> str | None:
+        value = opts.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{pre}.{name}", "expected a non-empty string")
+        return value
+
+    def path(name: str) -> Path | None:
+        value = string(name)
+        return None if value is None else (cfg.base / value).resolve()
+
+    def integer(name: str, default: int, low: int, high: int) -> int:
+        value = opts.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{pre}.{name}", f"expected an integer from {low} to {high}")
+        return value
+
+    module = string("module")
+    if module is None:
+        module = next((m for m in MODULE_CANDIDATES if os.path.exists(m)), DEFAULT_MODULE)
+    elif not os.path.isabs(module):
+        module = str((cfg.base / module).resolve())
+    if not os.path.exists(module):
+        raise ConfigError(f"{pre}.module", f"no PKCS#11 module at {module} (Debian: apt-get install softhsm2)")
+    token_label, slot = string("token_label"), opts.get("slot")
+    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int) or slot < 0):
+        raise ConfigError(f"{pre}.slot", "expected a slot number")
+    if (token_label is None) == (slot is None):
+        raise ConfigError(f"{pre}.token_label", "give exactly one of token_label and slot")
+    key_label, key_id_hex = string("key_label"), string("key_id")
+    if key_label is None and key_id_hex is None:
+        raise ConfigError(f"{pre}.key_label", "give key_label or key_id (or both)")
+    key_id = None
+    if key_id_hex is not None:
+        try:
+            key_id = bytes.fromhex(key_id_hex.replace(":", ""))
+        except ValueError:
+            raise ConfigError(f"{pre}.key_id", "expected hex digits, e.g. \"a1b2c3\"") from None
+    cert = path("cert")
+    if cert is None:
+        raise ConfigError(f"{pre}.cert", "required key is missing (the CA certificate, PEM)")
+    pin_env, pin_file = string("pin_env"), path("pin_file")
+    if (pin_env is None) == (pin_file is None):
+        raise ConfigError(f"{pre}.pin_env", "give exactly one of pin_env and pin_file")
+    if pin_env is not None:
+        if pin_env not in os.environ:
+            raise ConfigError(f"{pre}.pin_env", f"environment variable {pin_env} is not set")
+        pin = os.environ[pin_env]
+    else:
+        try:
+            pin = pin_file.read_text(encoding="utf-8").rstrip("\r\n")  # type: ignore[union-attr]
+        except OSError as exc:
+            raise ConfigError(f"{pre}.pin_file", f"cannot read the PIN: {exc.strerror or exc}") from None
+    if not pin:
+        raise ConfigError(f"{pre}.pin_env" if pin_env else f"{pre}.pin_file", "the PIN is empty")
+    ocsp_cert, ocsp_key = path("ocsp_cert"), path("ocsp_key")
+    if (ocsp_cert is None) != (ocsp_key is None):
+        raise ConfigError(f"{pre}.ocsp_cert", "ocsp_cert and ocsp_key go together")
+    return Pkcs11Settings(
+        ca_id=cfg.id, module=module, token_label=token_label, slot=slot, key_label=key_label, key_id=key_id,
+        cert=cert, chain=path("chain"), pin=pin,
+        sessions=integer("sessions", 4, 1, 256),
+        session_timeout=parse_seconds(opts.get("session_timeout", "2s"), f"{pre}.session_timeout", allow_zero=True),
+        retry_after=integer("retry_after", 2, 1, 86400),
+        reconnect_interval=parse_seconds(opts.get("reconnect_interval", "1s"), f"{pre}.reconnect_interval"),
+        ocsp_cert=ocsp_cert, ocsp_key=ocsp_key,
+        sign_delay=parse_seconds(opts.get("debug_sign_delay", 0), f"{pre}.debug_sign_delay", allow_zero=True),
+    )
+
+
+# --- the module, shared by every CA of this process that names it ---------------------------
+
+class Module:
+    """One PKCS#11 library loaded in this process.
+
+    `lock` serialises every call into it (see the module docstring); `generation`
+    changes whenever the library is re-initialised, which invalidates every session
+    opened before. Logging in is per application and token, so the first session
+    of a token (kept open: closing it would log every session out) holds the login.
+    """
+
+    _modules: dict[str, "Module"] = {}
+    _loaded_by: dict[str, int] = {}  # library path -> pid that initialised it
+    _registry_lock = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pid = os.getpid()
+        self._rw = _RWLock()
+        self.concurrent = False  # C_Initialize'd with CKF_OS_LOCKING_OK: C_Sign may run in parallel
+        self.generation = 0
+        self._lib: Any = None
+        self._logins: dict[int, Any] = {}  # slot id -> the session holding the login
+
+    def exclusive(self) -> Any:
+        """Held for everything but C_Sign: finding, opening, logging in, re-initialising."""
+        return self._rw.write()
+
+    def signing(self) -> Any:
+        """Held around C_Sign: shared when the module does its own locking, else exclusive."""
+        return self._rw.read() if self.concurrent else self._rw.write()
+
+    @classmethod
+    def get(cls, path: str) -> "Module":
+        with cls._registry_lock:
+            module = cls._modules.get(path)
+            if module is None or module.pid != os.getpid():
+                module = cls._modules[path] = Module(path)
+            return module
+
+    def lib(self) -> Any:
+        """The loaded, initialised library (call with exclusive() held)."""
+        if self._lib is None:
+            lib = _pkcs11().lib(self.path)
+            loaded_by = Module._loaded_by.get(self.path)
+            if loaded_by is not None and loaded_by != os.getpid():
+                # Initialised before a fork: a child must run C_Initialize itself.
+                log.warning("PKCS#11 module %s was initialised by process %d; re-initialising in %d",
+                            self.path, loaded_by, os.getpid())
+                try:
+                    lib.reinitialize()
+                except Exception:  # the parent's state may not finalise cleanly
+                    lib.initialize()
+            Module._loaded_by[self.path] = os.getpid()
+            self._lib = lib
+            self.concurrent = _initialize_with_os_locking(self.path)
+        return self._lib
+
+    def reinitialize(self, seen_generation: int) -> None:
+        """C_Finalize + C_Initialize, unless someone did it since `seen_generation` (exclusive() held)."""
+        if self.generation != seen_generation or self._lib is None:
+            return
+        self._logins.clear()  # finalising closed every session and logged out
+        self.generation += 1
+        try:
+            self._lib.reinitialize()
+            self.concurrent = _initialize_with_os_locking(self.path)
+        except Exception:
+            # A half-finalised library: unload it, the next lib() loads it anew.
+            try:
+                _pkcs11().unload(self.path)
+            except Exception:
+                pass
+            self._lib = None
+            raise
+
+    def find_token(self, settings: Pkcs11Settings) -> Any:
+        """The token of `settings` (exclusive() held); NoSuchToken if absent."""
+        p11 = _pkcs11()
+        for slot in self.lib().get_slots(token_present=True):
+            if settings.slot is not None and slot.slot_id != settings.slot:
+                continue
+            try:
+                token = slot.get_token()
+            except p11.PKCS11Error:  # a slot going away under us
+                continue
+            if settings.token_label is None or token.label == settings.token_label:
+                return token
+        raise p11.NoSuchToken(f"no {settings.token_name()} in {self.path}")
+
+    def login(self, token: Any, pin: str) -> Any:
+        """The session holding this application's login to `token` (exclusive() held)."""
+        p11 = _pkcs11()
+        slot_id = token.slot.slot_id
+        session = self._logins.get(slot_id)
+        if session is None:
+            try:
+                session = token.open(user_pin=pin)
+            except p11.UserAlreadyLoggedIn:  # another object of this process logged in
+                session = token.open()
+            self._logins[slot_id] = session
+        return session
+
+    def forget_login(self, token: Any) -> None:
+        self._logins.pop(token.slot.slot_id, None)
+
+
+class _RWLock:
+    """Many readers (C_Sign) or one writer (anything else); waiting writers go first."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer: int | None = None  # thread id
+        self._depth = 0
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Any:
+        me = threading.get_ident()
+        if self._writer == me:  # a writer may sign (a reconnect's test signature)
+            yield
+            return
+        with self._cond:
+            while self._writer is not None or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Any:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+            else:
+                self._waiting_writers += 1
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+                self._waiting_writers -= 1
+                self._writer, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()
+
+
+CKF_OS_LOCKING_OK = 0x2
+
+
+def _initialize_with_os_locking(path: str) -> bool:
+    """Redo C_Initialize with CKF_OS_LOCKING_OK, so that the module locks for itself.
+
+    python-pkcs11 passes NULL_PTR, which promises single-threaded use: SoftHSM2 then
+    turns its mutexes off and parallel C_Sign calls fail. Right after loading (no
+    session open yet) finalise and initialise again with the flag, through the same
+    library (python-pkcs11's function table stays valid). On any failure the module
+    is put back as it was and every call into it is serialised instead.
+    """
+    import ctypes
+
+    class InitArgs(ctypes.Structure):
+        _fields_ = [("create_mutex", ctypes.c_void_p), ("destroy_mutex", ctypes.c_void_p),
+                    ("lock_mutex", ctypes.c_void_p), ("unlock_mutex", ctypes.c_void_p),
+                    ("flags", ctypes.c_ulong), ("reserved", ctypes.c_void_p)]
+
+    try:
+        so = ctypes.CDLL(path)
+        finalize, initialize = so.C_Finalize, so.C_Initialize
+    except (OSError, AttributeError):
+        return False
+    for fn in (finalize, initialize):
+        fn.restype, fn.argtypes = ctypes.c_ulong, [ctypes.c_void_p]
+    if finalize(None) != 0:
+        return False
+    args = InitArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
+    if initialize(ctypes.byref(args)) == 0:
+        return True
+    if initialize(None) != 0:  # pragma: no cover - the module refuses both
+        log.error("PKCS#11 module %s could not be initialised again", path)
+    return False
+
+
+# --- the token key as a cryptography key ------------------------------------------------------
+
+RawSigner = Callable[[bytes], bytes]  # what C_Sign returns for the mechanism the key type uses
+
+
+def _digest(data: bytes, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
+    if isinstance(algorithm, utils.Prehashed):
+        return data, algorithm._algorithm  # type: ignore[attr-defined]
+    h = hashes.Hash(algorithm)
+    h.update(data)
+    return h.finalize(), algorithm
+
+
+class TokenECKey(ec.EllipticCurvePrivateKey):
+    """An EC key held by a token: sign() hashes here and signs the digest with CKM_ECDSA."""
+
+    def __init__(self, public_key: ec.EllipticCurvePublicKey, signer: RawSigner) -> None:
+        self._public = public_key
+        self._signer = signer
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._public.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._public.curve.key_size
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        if not isinstance(signature_algorithm, ec.ECDSA):
+            raise TypeError("a token EC key signs with ECDSA only")
+        digest, _ = _digest(data, signature_algorithm.algorithm)
+        raw = self._signer(digest)  # r || s, each as long as the order
+        half = len(raw) // 2
+        return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        raise TypeError("the CA key in the token only signs")
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        raise TypeError("the CA key never leaves the token")
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        raise TypeError("the CA key never leaves the token")
+
+    def __copy__(self) -> "TokenECKey":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "TokenECKey":
+        return self
+
+
+class TokenRSAKey(rsa.RSAPrivateKey):
+    """An RSA key held by a token: PKCS#1 v1.5 over a DigestInfo built here, with CKM_RSA_PKCS."""
+
+    def __init__(self, public_key: rsa.RSAPublicKey, signer: RawSigner) -> None:
+        self._public = public_key
+        self._signer = signer
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public
+
+    def sign(self, data: bytes, padding_: padding.AsymmetricPadding, algorithm: Any) -> bytes:
+        if not isinstance(padding_, padding.PKCS1v15):
+            raise TypeError("a token RSA key signs with PKCS#1 v1.5 only")
+        digest, alg = _digest(data, algorithm)
+        prefix = _DIGEST_INFO.get(alg.name)
+        if prefix is None:
+            raise TypeError(f"unsupported hash {alg.name} for a token RSA key")
+        return self._signer(prefix + digest)
+
+    def decrypt(self, ciphertext: bytes, padding_: padding.AsymmetricPadding) -> bytes:
+        raise TypeError("the CA key in the token only signs")
+
+    def private_numbers(self) -> rsa.RSAPrivateNumbers:
+        raise TypeError("the CA key never leaves the token")
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        raise TypeError("the CA key never leaves the token")
+
+    def __copy__(self) -> "TokenRSAKey":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "TokenRSAKey":
+        return self
+
+
+def token_key(public_key: Any, signer: RawSigner) -> CertificateIssuerPrivateKeyTypes:
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return TokenECKey(public_key, signer)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return TokenRSAKey(public_key, signer)
+    raise ValueError(f"unsupported CA key type {type(public_key).__name__} for a token")
+
+
+def mechanism_for(public_key: Any) -> Any:
+    p11 = _pkcs11()
+    return p11.Mechanism.ECDSA if isinstance(public_key, ec.EllipticCurvePublicKey) else p11.Mechanism.RSA_PKCS
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+class _Slot:
+    """One PKCS#11 session with its own thread."""
+
+    def __init__(self, index: int, ca_id: str) -> None:
+        self.index = index
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pkcs11-{ca_id}-{index}")
+        self.generation = -1  # the module generation `session` belongs to
+        self.session: Any = None
+        self.key: CertificateIssuerPrivateKeyTypes | None = None
+
+
+class _SessionPool:
+    """Free sessions and the callers waiting for one (used on the event loop only)."""
+
+    def __init__(self, slots: list[_Slot]) -> None:
+        self.free: collections.deque[_Slot] = collections.deque(slots)
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    async def acquire(self, timeout: float) -> _Slot | None:
+        if self.free and not self.waiters:
+            return self.free.popleft()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self.waiters.append(fut)
+        timer = loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.result() is not None:
+                self.release(fut.result())  # handed over just as the caller went away
+            raise
+        finally:
+            timer.cancel()
+            try:
+                self.waiters.remove(fut)
+            except ValueError:
+                pass
+
+    def release(self, slot: _Slot) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(slot)
+                return
+        self.free.append(slot)
+
+
+# --- the CA ----------------------------------------------------------------------------------
+
+class PKCS11CA:
+    def __init__(self, settings: Pkcs11Settings, chain: list[x509.Certificate],
+                 ocsp_responder: tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes] | None = None) -> None:
+        self.id = settings.ca_id
+        self.settings = settings
+        self._chain = chain
+        self._cert = chain[0]
+        self._public = self._cert.public_key()
+        self._mechanism = mechanism_for(self._public)
+        self._ocsp = ocsp_responder
+        self._module = Module.get(settings.module)
+        self._slots = [_Slot(i, self.id) for i in range(settings.sessions)]
+        self._pool = _SessionPool(list(self._slots))
+        self._state_lock = threading.Lock()  # one reconnect at a time
+        self._token: Any = None
+        self._generation = -1  # module generation the token (and key) were found in
+        self._down: str | None = "not connected yet"
+        self._failed_generation = -1
+        self._next_attempt = 0.0
+        self._attempts = 0  # failed reconnect attempts in a row
+        self._direct_key: Any = None  # the key object in the login session, for probes and content_signer
+        self._direct_generation = -1
+
+    @classmethod
+    def from_config(cls, cfg: CAConfig) -> "PKCS11CA":
+        settings = settings_from_config(cfg)
+        chain = load_certificates(settings.cert)[:1]
+        if settings.chain is not None:
+            chain += [c for c in load_certificates(settings.chain) if c != chain[0]]
+        responder = None
+        if settings.ocsp_cert is not None and settings.ocsp_key is not None:
+            responder = (load_certificates(settings.ocsp_cert)[0], load_private_key(settings.ocsp_key))
+            if responder[1].public_key() != responder[0].public_key():  # type: ignore[union-attr]
+                raise ValueError(f"ca.{cfg.id}: ocsp_key does not match ocsp_cert")
+        ca = cls(settings, chain, responder)  # type: ignore[arg-type]
+        try:
+            ca._reconnect(force=True)
+        except _KeyMismatch as exc:
+            raise ValueError(f"ca.{cfg.id}: {exc}") from None
+        except InternalError as exc:
+            # Start anyway: requests get 500 and health() says why until the token is back.
+            log.error("ca.%s: %s; will retry every %ss", cfg.id, exc.reason, settings.reconnect_interval)
+        return ca
+
+    # --- the CertificateAuthority contract -----------------------------------------------
+
+    def ca_certificates(self) -> list[x509.Certificate]:
+        return list(self._chain)
+
+    def is_issuer_of(self, cert: x509.Certificate) -> bool:
+        if cert.issuer != self._cert.subject:
+            return False
+        try:
+            cert.verify_directly_issued_by(self._cert)
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+        return True
+
+    async def issue(self, req: IssueRequest) -> Issued:
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        serial = x509.random_serial_number()
+        cert = await self._run(lambda key: build_certificate(req, self._cert, key, serial, now))
+        return Issued(cert)
+
+    async def sign_crl(self, entries: list[RevokedEntry], number: int, this_update: dt.datetime,
+                       next_update: dt.datetime) -> bytes:
+        return await self._run(lambda key: build_crl(self._cert, key, entries, number, this_update, next_update))
+
+    async def sign_ocsp(self, answer: OcspAnswer, this_update: dt.datetime, next_update: dt.datetime,
+                        nonce: bytes | None) -> bytes:
+        if self._ocsp is not None:  # a delegated responder with a software key
+            responder, key = self._ocsp
+            return build_ocsp_response(answer, responder, key, self._cert, this_update, next_update, nonce)
+        return await self._run(lambda key: build_ocsp_response(answer, self._cert, key, self._cert, this_update,
+                                                               next_update, nonce))
+
+    async def health(self) -> str:
+        """A real test signature through the token (outside the session pool), verified."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._probe)
+
+    def content_signer(self) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
+        """The token key for CMS content this CA vouches for; its sign() blocks briefly (one C_Sign)."""
+        return token_key(self._public, self._direct_sign), self._cert
+
+    def describe(self) -> str:
+        return f"{self.settings.token_name()} {self.settings.key_name()} in {self.settings.module}"
+
+    # --- signing through the pool ----------------------------------------------------------
+
+    async def _run(self, job: Callable[[CertificateIssuerPrivateKeyTypes], T]) -> T:
+        s = self.settings
+        slot = await self._pool.acquire(s.session_timeout)
+        if slot is None:
+            raise Unavailable(f"CA {self.id}: all {s.sessions} HSM sessions busy for {s.session_timeout:g}s",
+                              retry_after=s.retry_after)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(slot.executor, self._in_slot, slot, job)
+        finally:
+            self._pool.release(slot)
+
+    def _in_slot(self, slot: _Slot, job: Callable[[CertificateIssuerPrivateKeyTypes], T]) -> T:
+        """In the slot's thread: sign, reconnecting once if the token went away."""
+        p11 = _pkcs11()
+        if self.settings.sign_delay:
+            time.sleep(self.settings.sign_delay)
+        failures = 0
+        for _ in range(5):
+            if self._down is not None:
+                self._reconnect(force=failures > 0)
+            try:
+                return job(self._slot_key(slot))
+            except _Stale:  # the module was re-initialised under this slot: open a new session
+                continue
+            except p11.PKCS11Error as exc:
+                self._mark_down(exc)
+                failures += 1
+                if failures == 2:
+                    break
+        raise self._unreachable()
+
+    def _slot_key(self, slot: _Slot) -> CertificateIssuerPrivateKeyTypes:
+        m = self._module
+        if slot.generation != m.generation or slot.key is None:
+            if self._generation != m.generation:
+                self._rejoin()
+            with m.exclusive():
+                if self._generation != m.generation:
+                    raise _Stale()
+                session = self._token.open()
+                p11_key = self._find_key(session)
+                slot.session, slot.generation = session, m.generation
+
+            def c_sign(data: bytes, _key: Any = p11_key, _gen: int = m.generation) -> bytes:
+                with m.signing():
+                    if m.generation != _gen:
+                        raise _Stale()
+                    return _key.sign(data, mechanism=self._mechanism)
+
+            slot.key = token_key(self._public, c_sign)
+        return slot.key
+
+    def _find_key(self, session: Any) -> Any:
+        p11 = _pkcs11()
+        attrs: dict[Any, Any] = {p11.Attribute.CLASS: p11.ObjectClass.PRIVATE_KEY}
+        if self.settings.key_label is not None:
+            attrs[p11.Attribute.LABEL] = self.settings.key_label
+        if self.settings.key_id is not None:
+            attrs[p11.Attribute.ID] = self.settings.key_id
+        found = list(session.get_objects(attrs))
+        if not found:
+            raise p11.NoSuchKey(f"no private {self.settings.key_name()} on the {self.settings.token_name()}")
+        if len(found) > 1:
+            raise _KeyMismatch(f"{len(found)} private keys match {self.settings.key_name()}: add key_id")
+        return found[0]
+
+    # --- state: down, reconnect, probe ----------------------------------------------------
+
+    def _rejoin(self) -> None:
+        """Another CA of this process re-initialised the module: find token and key again."""
+        with self._state_lock:
+            if self._generation == self._module.generation or self._down is not None:
+                rejoin = False
+            else:
+                self._down = "module re-initialised"
+                self._failed_generation = self._generation  # stale: no second re-initialisation
+                rejoin = True
+        if rejoin or self._down is not None:
+            self._reconnect(force=rejoin)
+
+    def _mark_down(self, exc: BaseException) -> None:
+        with self._state_lock:
+            if self._down is None:
+                reason = f"{type(exc).__name__} {exc}".strip()
+                self._down = reason
+                self._failed_generation = self._generation
+                self._next_attempt = 0.0  # the first reconnect is immediate
+                log.error("ca.%s: HSM unreachable (%s): %s", self.id, self.describe(), reason)
+
+    def _unreachable(self) -> InternalError:
+        return InternalError(f"HSM unreachable: CA {self.id}: {self._down}", retryable=True)
+
+    def _reconnect(self, force: bool = False) -> None:
+        """Find the token and key again (re-initialising the module if needed) and prove them."""
+        p11 = _pkcs11()
+        with self._state_lock:
+            if self._down is None:
+                return
+            now = time.monotonic()
+            if not force and now < self._next_attempt:
+                raise self._unreachable()
+            # Each failed attempt re-initialises the module, which costs every other CA of this
+            # process that uses it a new session: back off, up to 10 x reconnect_interval.
+            self._attempts += 1
+            self._next_attempt = now + self.settings.reconnect_interval * min(2 ** (self._attempts - 1), 10)
+            m = self._module
+            try:
+                with m.exclusive():
+                    if self._failed_generation >= 0 and self._failed_generation == m.generation:
+                        m.reinitialize(self._failed_generation)
+                    token = m.find_token(self.settings)
+                    session = m.login(token, self.settings.pin)
+                    try:
+                        key = self._find_key(session)
+                        raw = key.sign(b"\x00" * 32 if self._mechanism == p11.Mechanism.ECDSA
+                                       else _DIGEST_INFO["sha256"] + b"\x00" * 32, mechanism=self._mechanism)
+                    except p11.UserNotLoggedIn:
+                        m.forget_login(token)
+                        raise
+                    self._check_signature(raw)
+                    self._token, self._generation = token, m.generation
+                    self._direct_key, self._direct_generation = key, m.generation
+            except _KeyMismatch:
+                raise
+            except (p11.PKCS11Error, OSError) as exc:
+                self._failed_generation = m.generation  # the next attempt re-initialises the module
+                reason = f"{type(exc).__name__} {exc}".strip()
+                self._down = reason
+                raise self._unreachable() from None
+            if self._failed_generation >= 0 and self._down != "module re-initialised":
+                log.warning("ca.%s: HSM reconnected (%s)", self.id, self.describe())
+            self._down = None
+            self._failed_generation = -1
+            self._attempts = 0
+
+    def _check_signature(self, raw: bytes) -> None:
+        """The token key must be the certificate's key (verified on a zero digest)."""
+        try:
+            if isinstance(self._public, ec.EllipticCurvePublicKey):
+                half = len(raw) // 2
+                der = utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+                self._public.verify(der, b"\x00" * 32, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+            else:
+                self._public.verify(raw, b"\x00" * 32, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))  # type: ignore[union-attr]
+        except InvalidSignature:
+            raise _KeyMismatch(f"the {self.settings.key_name()} on the {self.settings.token_name()} does not match "
+                               f"certificate {self.settings.cert}") from None
+
+    def _direct_sign(self, data: bytes) -> bytes:
+        """C_Sign in the login session (health probes, content_signer): no pool slot needed."""
+        p11 = _pkcs11()
+        failures = 0
+        for _ in range(5):
+            if self._generation != self._module.generation:
+                self._rejoin()
+            if self._down is not None:
+                self._reconnect(force=failures > 0)
+            m = self._module
+            try:
+                with m.signing():
+                    if self._direct_generation != m.generation or self._direct_key is None:
+                        raise _Stale()
+                    return self._direct_key.sign(data, mechanism=self._mechanism)
+            except _Stale:
+                continue
+            except p11.PKCS11Error as exc:
+                self._mark_down(exc)
+                failures += 1
+                if failures == 2:
+                    break
+        raise self._unreachable()
+
+    def _probe(self) -> str:
+        try:
+            signature_of(token_key(self._public, self._direct_sign), b"kipuka health probe")
+        except InternalError as exc:
+            return exc.reason
+        except _KeyMismatch as exc:
+            return f"HSM key mismatch: {exc}"
+        except Exception as exc:  # any failure to sign is the answer
+            return f"cannot sign: {exc}"
+        return "ok"
+
+
+class _Stale(Exception):
+    """A session or key object from before the module was re-initialised (not a token failure)."""
+
+
+class _KeyMismatch(Exception):
+    """The token answered, but its key is not the certificate's: a configuration error."""
+
+
+def from_config(cfg: CAConfig) -> PKCS11CA:
+    return PKCS11CA.from_config(cfg)
