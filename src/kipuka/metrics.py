@@ -18,6 +18,10 @@ LATENCY = Histogram("kipuka_est_request_seconds", "EST request latency", ["opera
 ISSUED = Counter("kipuka_certificates_issued_total", "certificates issued", ["label", "ca"])
 OTP_FAILURES = Counter("kipuka_otp_failures_total", "failed OTP attempts")
 OTP_LOCKOUTS = Counter("kipuka_otp_lockouts_total", "(entity, address) pairs locked out")
+SERVER_KEYS = Counter("kipuka_serverkeygen_keys_total", "server-generated keys delivered",
+                      ["label", "key_type", "delivery"])
+KEYGEN_SECONDS = Histogram("kipuka_keygen_seconds", "time to generate one server-side key", ["key_type"],
+                           buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 PENDING = Gauge("kipuka_pending_requests", "requests waiting for approval", multiprocess_mode="liveall")
 
 

@@ -43,6 +43,13 @@ class LocalCA:
     def ca_certificates(self) -> list[x509.Certificate]:
         return list(self._chain)
 
+    def content_signer(self) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
+        """The key and certificate that sign CMS content this CA vouches for (serverkeygen key packages).
+
+        An optional capability: the RA checks for it when a label turns serverkeygen on.
+        """
+        return self._key, self._cert
+
     def is_issuer_of(self, cert: x509.Certificate) -> bool:
         if cert.issuer != self._cert.subject:
             return False

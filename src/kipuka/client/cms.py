@@ -84,7 +84,17 @@ def open_server_generated_key(der: bytes, *, private_key: object | None = None,
         inner_type, inner_content = "", b""
     if inner_type == ID_SIGNED_DATA:
         return _key_from(_signed_content(inner_content))
+    if _is_signed_data(inner):  # the SignedData itself, as CMS nests content (RFC 5652 6.1; kipuka sends this)
+        return _key_from(_signed_content(inner))
     return _key_from((inner, None))
+
+
+def _is_signed_data(der: bytes) -> bool:
+    try:
+        _decode(der, rfc5652.SignedData(), "SignedData")
+    except InvalidResponse:
+        return False
+    return True
 
 
 def decrypt_enveloped(content: bytes, *, private_key: object | None = None, kek: bytes | None = None,
