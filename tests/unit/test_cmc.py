@@ -172,7 +172,7 @@ def test_tcr_round_trip_signed_by_ra(pki: Pki) -> None:
     (signer,) = parsed.signers
     assert signer.certificate == pki.ra.cert and signer.sid.kind == "issuerAndSerialNumber"
     assert cmc.has_cmc_ra_eku(signer.certificate)
-    assert signer.signing_time is not None and abs(signer.signing_time - NOW) < dt.timedelta(minutes=10)
+    assert signer.signing_time is not None and abs(signer.signing_time - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=10)
     (r,) = parsed.requests
     assert isinstance(r, cmc.CertificationRequest) and r.kind == "tcr" and r.body_part_id == bpid
     assert r.csr.subject == csr.subject and r.der == csr.public_bytes(serialization.Encoding.DER)

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
 from kipuka.ca.base import IssueRequest
@@ -144,9 +145,15 @@ def same_names(cert: x509.Certificate, subject: x509.Name, san: x509.SubjectAlte
 
 def template(csr: x509.CertificateSigningRequest, san: x509.SubjectAlternativeName | None,
              policy: Policy) -> IssueRequest:
+    return template_for(csr.subject, csr.public_key(), san, policy)  # type: ignore[arg-type]
+
+
+def template_for(subject: x509.Name, public_key: CertificatePublicKeyTypes,
+                 san: x509.SubjectAlternativeName | None, policy: Policy) -> IssueRequest:
+    """The template of any request (PKCS#10 or CRMF): its names and key, the rest from the policy."""
     return IssueRequest(
-        subject=csr.subject,
-        public_key=csr.public_key(),  # type: ignore[arg-type]
+        subject=subject,
+        public_key=public_key,
         san=san,
         ekus=tuple(EKU_OIDS.get(e) or x509.ObjectIdentifier(e) for e in policy.ekus),
         validity=dt.timedelta(days=policy.validity_days),
