@@ -15,6 +15,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 [ -f /usr/share/java/bcpkix.jar ] || need+=(libbcpkix-java)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)   # PKCS#11 CA tests (tests/test_hsm*.py)
+command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 if [ ${#need[@]} -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -35,7 +37,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test,postgres]'
+.venv/bin/python -m pip install -q -e '.[test,postgres,hsm]'
 
 if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest -q "$@"

@@ -133,11 +133,11 @@ class Server:
 
 
 def make_server(root: Path, *, replacements: dict[str, str] | None = None, append: str = "",
-                key_type: str = "ec-p256") -> Server:
+                key_type: str = "ec-p256", init_args: tuple[str, ...] = ()) -> Server:
     d = root / f"kipuka-{uuid.uuid4().hex[:8]}"
     admin_port, public_port = free_port(), free_port()
     run_cli("init", str(d), "--key-type", key_type, "--admin-listen", f"127.0.0.1:{admin_port}",
-            "--revocation-listen", f"127.0.0.1:{public_port}")
+            "--revocation-listen", f"127.0.0.1:{public_port}", *init_args)
     database = fresh_database_url()
     if database:
         edit_config(d / "kipuka.toml", {r'^url = "sqlite:///kipuka.db".*$': f'url = "{database}"'})

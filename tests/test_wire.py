@@ -190,11 +190,18 @@ def test_wrong_method_is_405_with_allow(server):
     assert r.status_code == 405 and r.headers["Allow"] == "GET"
 
 
-@pytest.mark.parametrize("op", ["serverkeygen", "fullcmc"])
-def test_operations_not_built_yet_answer_501_with_reason(server, op):
+def test_serverkeygen_while_off_is_a_plain_404(server):
+    """serverkeygen is off by default ([est] serverkeygen, or per label): 404 with a plain-text reason."""
     body = b64(make_csr("x.example.com")[1])
-    _assert_plain_error(server.post(op, body, headers={"Content-Type": "application/pkcs10"}), 501,
-                        "not implemented")
+    _assert_plain_error(server.post("serverkeygen", body, headers={"Content-Type": "application/pkcs10"}), 404,
+                        "serverkeygen) is not enabled")
+
+
+def test_fullcmc_while_off_is_a_plain_404(server):
+    """fullcmc is off by default: 404 with a plain-text reason (RFC 7030 allows it), not a CMC response."""
+    _assert_plain_error(server.post("fullcmc", b64(b"\x30\x03\x02\x01\x00"),
+                                    headers={"Content-Type": "application/pkcs7-mime; smime-type=CMC-request"}),
+                        404, "fullcmc is not enabled")
 
 
 def test_401_carries_basic_challenge(server):
@@ -202,6 +209,15 @@ def test_401_carries_basic_challenge(server):
     r = server.post("simpleenroll", b64(der))
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"] == 'Basic realm="est"'
+
+
+def test_the_bare_challenge_has_an_empty_body_and_a_refusal_has_a_reason(server):
+    """Bouncy Castle's client fails on a challenge 401 with a body; a refused credential keeps its reason."""
+    entity, otp, key, der = _csr_for_new_entity(server)
+    challenge = server.post("simpleenroll", b64(der))
+    assert challenge.content == b"" and challenge.headers["Content-Length"] == "0"
+    refused = server.post("simpleenroll", b64(der), auth=(entity, "wrong"))
+    assert refused.status_code == 401 and refused.text == "invalid entity id or OTP\n"
 
 
 def test_tls_1_1_is_refused(server):

@@ -63,3 +63,15 @@ def otp_pool(server) -> tuple[str, str]:
     from tests.helpers import unique
     entity = unique("est-client")
     return entity, server.otp(entity, "--uses", "1000")
+
+
+@pytest.fixture(scope="session")
+def keygen_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server with /serverkeygen on (the labels of tests/test_serverkeygen.py): (server, entity, otp)."""
+    from tests.helpers import unique
+    from tests.test_serverkeygen import keygen_server as make_keygen_server
+
+    srv = make_keygen_server(tmp_path_factory.mktemp("client-keygen")).start()
+    entity = unique("keygen-client")
+    yield srv, entity, srv.otp(entity, "--uses", "1000")
+    srv.stop()

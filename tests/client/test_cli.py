@@ -161,12 +161,32 @@ def test_reenroll_with_rekey(server, run, tmp_path, otp_pool):
     assert _mode(tmp_path / "new.key") == 0o600
 
 
-def test_serverkeygen_exits_5_with_the_501_reason(server, run, tmp_path, otp_pool):
+def test_serverkeygen_writes_the_certificate_and_the_server_generated_key(keygen_server, capsys, monkeypatch,
+                                                                          tmp_path):
+    srv, entity, otp = keygen_server
+    monkeypatch.setenv("KIPUKA_EST_SERVER", f"https://localhost:{srv.port}")
+    for label, delivery in (("keygen", "csr-key"), ("keygen-pkcs8", "pkcs8")):
+        crt, key = tmp_path / f"{label}.crt", tmp_path / f"{label}.key"
+        code = main(["serverkeygen", "--trust", srv.ca_bundle, "--label", label, "-u", entity, "--otp", otp,
+                     "--cn", f"{entity}.example.com", "--delivery", delivery, "--out-cert", str(crt),
+                     "--out-key", str(key), "--json"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["key_encrypted"] is (delivery == "csr-key")
+        assert _mode(key) == 0o600
+        private = serialization.load_pem_private_key(key.read_bytes(), None)
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        assert private.public_key().public_bytes(serialization.Encoding.DER, spki) == \
+            _cert(crt).public_key().public_bytes(serialization.Encoding.DER, spki)
+
+
+def test_serverkeygen_while_off_exits_4_with_the_404_reason(server, run, tmp_path, otp_pool):
     entity, otp = otp_pool
     code, out, err = run("serverkeygen", "-u", entity, "--otp", otp, "--cn", f"{entity}.example.com",
                          "--out-cert", str(tmp_path / "c"), "--out-key", str(tmp_path / "k"))
-    assert code == 5
-    assert "501: serverkeygen is not implemented" in err
+    assert code == 4
+    assert "404: server-side key generation (serverkeygen) is not enabled" in err
 
 
 def test_renew_not_due_when_the_window_is_shorter_than_the_remaining_validity(server, run, tmp_path, otp_pool):

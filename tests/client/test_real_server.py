@@ -187,8 +187,9 @@ def test_401_single_use_otp_is_consumed(server, est):
 
 
 def test_401_without_any_credential(est):
-    with pytest.raises(Unauthorized, match="authentication required"):
+    with pytest.raises(Unauthorized) as err:
         est().simpleenroll(CsrSpec.for_names(generate_key(), "nobody.example.com"))
+    assert err.value.status == 401
 
 
 def test_403_reenroll_with_another_subject(server, est, otp_client):
@@ -206,12 +207,12 @@ def test_404_unknown_label(est):
     assert err.value.status == 404 and "no-such-label" in err.value.reason
 
 
-def test_501_serverkeygen_and_fullcmc(server, est, otp_client):
+def test_serverkeygen_and_fullcmc_while_off_are_404(server, est, otp_client):
     entity, client = otp_client()
-    with pytest.raises(NotImplementedByServer) as err:
+    with pytest.raises(NotFound) as err:  # off in the demo deployment: a plain 404 with the reason
         client.serverkeygen(CsrSpec.for_names(generate_key(), f"{entity}.example.com"))
-    assert err.value.status == 501 and "serverkeygen" in err.value.reason
-    with pytest.raises(NotImplementedByServer, match="fullcmc"):
+    assert err.value.status == 404 and "serverkeygen) is not enabled" in err.value.reason
+    with pytest.raises(NotFound, match="fullcmc is not enabled"):   # off by default: a plain 404
         client.fullcmc(b"\x30\x03\x02\x01\x00")
 
 
@@ -252,3 +253,54 @@ def test_pending_approval_202_is_polled_within_the_bounded_wait(tmp_path):
         srv.stop()
     assert slept == [2, 2, 2] and err.value.retry_after == 2
     assert sum("202 pending" in p for p in progress) == 3
+
+
+# --- /serverkeygen (a server with it on: tests/test_serverkeygen.py's labels) -------------------
+
+def test_serverkeygen_every_delivery_with_the_client_library(keygen_server, tmp_path):
+    from kipuka.client import CSR_KEY, PKCS8, AsymmetricDecryptKey, DecryptionError, SymmetricDecryptKey
+    from tests.test_serverkeygen import KEK, KEK_ID
+
+    srv, entity, otp = keygen_server
+    spki = lambda k: k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def client(label, **kwargs):
+        return EstClient(f"https://localhost:{srv.port}", label, trust=srv.ca_bundle, **kwargs)
+
+    def spec(key=None):
+        return CsrSpec.for_names(key or generate_key(), f"{entity}.example.com")
+
+    with client("keygen", auth=(entity, otp)) as c:
+        csr_key = c.serverkeygen(spec(), delivery=CSR_KEY)
+        assert csr_key.encrypted and csr_key.signed and "server-generated-key" in csr_key.key_media_type
+        symmetric = c.serverkeygen(spec(), delivery=SymmetricDecryptKey(KEK_ID, KEK))
+        assert symmetric.encrypted and symmetric.signed
+        rsa = c.serverkeygen(spec(generate_key("rsa2048")), delivery=CSR_KEY)
+        assert rsa.private_key.key_size == 2048
+        device_key = generate_key()
+        device = c.simpleenroll(spec(device_key)).certificate
+        with pytest.raises(DecryptionError):  # this label encrypts by default: no plain pkcs8 for the asking
+            c.serverkeygen(spec(), delivery=PKCS8)
+    ski = device.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    with client("keygen", client_cert=(device, device_key)) as c:
+        asymmetric = c.serverkeygen(spec(device_key), delivery=AsymmetricDecryptKey(ski, device_key))
+        assert asymmetric.encrypted and asymmetric.key_signer.subject == asymmetric.chain[0].subject
+    with client("keygen-pkcs8", auth=(entity, otp)) as c:
+        plain = c.serverkeygen(spec(), delivery=PKCS8)
+        assert plain.key_media_type == "application/pkcs8" and not plain.encrypted
+    for result in (csr_key, symmetric, rsa, asymmetric, plain):
+        assert spki(result.private_key.public_key()) == spki(result.certificate.public_key())
+        assert result.certificate.subject.rfc4514_string() == f"CN={entity}.example.com"
+
+
+def test_serverkeygen_errors_reach_the_client_with_their_reason(keygen_server):
+    from kipuka.client import SymmetricDecryptKey
+
+    srv, entity, otp = keygen_server
+    with EstClient(f"https://localhost:{srv.port}", "keygen", trust=srv.ca_bundle, auth=(entity, otp)) as c:
+        with pytest.raises(BadRequest, match="names no pre-shared key"):
+            c.serverkeygen(CsrSpec.for_names(generate_key(), f"{entity}.example.com"),
+                           delivery=SymmetricDecryptKey(b"unknown", bytes(32)))
+    with EstClient(f"https://localhost:{srv.port}", "keygen", trust=srv.ca_bundle, auth=(entity, "wrong")) as c:
+        with pytest.raises(Unauthorized, match="invalid entity id or OTP"):
+            c.serverkeygen(CsrSpec.for_names(generate_key(), f"{entity}.example.com"))

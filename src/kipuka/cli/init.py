@@ -113,6 +113,9 @@ recovery_window = "5m"          # a client that lost its response may retry this
 default_ca = "default"          # CA of the unlabeled path /.well-known/est/<op>
 retry_after = "60s"             # Retry-After of a 202 while a request waits for approval
 pending_ttl = "7d"              # a request not approved by then expires (its OTP use is given back)
+# serverkeygen = true            # /serverkeygen on every label (or per label); off by default
+# kek_file = "private/keks.txt" # pre-shared AES keys for serverkeygen's symmetric delivery (mode 0600)
+# keygen_pool = 4               # server-generated keys made ahead per key type, in memory only
 
 [admin]
 listen = "{admin_listen}"  # admin API (HTTPS, JSON); "" disables it

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--listen", default="0.0.0.0:9443")
     sp.add_argument("--admin-listen", default="127.0.0.1:9444")
     sp.add_argument("--revocation-listen", default="0.0.0.0:9080")
+    sp.add_argument("--hsm", action="store_true",
+                    help="the iot-fleet CA gets its key generated in a PKCS#11 token (docs/hsm.md)")
+    from kipuka.cli.hsm import add_token_arguments
+    add_token_arguments(sp, "hsm-")
 
     sp = with_config(cmd("serve", _serve, "serve EST"))
     sp.add_argument("--listen", help="HOST:PORT (default: [server] listen, 0.0.0.0:9443)")
@@ -122,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--to", dest="target", required=True, help="e.g. postgresql://kipuka@db/kipuka")
     sp.add_argument("--force", action="store_true", help="copy even if the target already holds records")
 
+    from kipuka.cli.keys import add_parser as add_keys_parser
+    add_keys_parser(sub, with_config)
+    from kipuka.cli.hsm import add_parser as add_hsm_parser
+    add_hsm_parser(sub)
+
     crl = cmd("crl", None, "certificate revocation lists").add_subparsers(metavar="ACTION")
     sp = with_config(cmd("publish", _crl_publish, "sign a fresh CRL for a CA and write it (DER) to stdout", crl))
     sp.add_argument("ca")
@@ -136,6 +145,9 @@ def _init(args: argparse.Namespace) -> int:
     hostnames = tuple(args.hostname) if args.hostname else ("localhost", "127.0.0.1", "::1")
     path = init_deployment(args.dir, args.key_type, hostnames=hostnames, listen=args.listen,
                            admin_listen=args.admin_listen, revocation_listen=args.revocation_listen)
+    if args.hsm:
+        from kipuka.cli.hsm import hsm_demo_ca
+        hsm_demo_ca(path, args)
     print(f"kipuka: demo deployment created; configuration at {path}", file=sys.stderr)
     print(str(path))
     return 0
@@ -361,8 +373,30 @@ def _config_check(args: argparse.Namespace) -> int:
                 load_certificates(path)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"labels.{name}" if name else "policy", str(exc)) from None
+    _check_serverkeygen(config)
     print(f"kipuka: {args.config}: OK ({len(config.cas)} CAs, {len(config.labels) - 1} labels)", file=sys.stderr)
     return 0
+
+
+def _check_serverkeygen(config) -> None:  # type: ignore[no-untyped-def]
+    """The files /serverkeygen reads at start: the KEK file and the escrow certificates."""
+    from kipuka.ra.escrow import EscrowTarget
+    from kipuka.ra.kek import KekTable
+    from kipuka.ra.serverkeygen import enabled
+
+    on = [label for label in config.labels.values() if enabled(config, label)]
+    if on and config.est.kek_file is not None:
+        try:
+            KekTable.load(config.est.kek_file)
+        except ValueError as exc:
+            raise ConfigError("est.kek_file", str(exc)) from None
+    for label in on:
+        if label.policy.escrow and label.policy.escrow_cert is not None:
+            try:
+                EscrowTarget.load(label.policy.escrow_cert)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"labels.{label.name}.escrow_cert" if label.name else "policy.escrow_cert",
+                                  str(exc)) from None
 
 
 def _db_migrate(args: argparse.Namespace) -> int:

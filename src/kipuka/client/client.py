@@ -96,8 +96,25 @@ class ServerKeygenResult(Issued):
 
 @dataclass
 class CmcResponse:
+    """A Full PKI Response. RFC 7030 4.3.2 answers CMC errors with one too: `status` is the HTTP status."""
+
     der: bytes                                   # the CMS of the PKIResponse, as received
     certificates: list[x509.Certificate]         # certificates carried in its SignedData, if any
+    status: int = 200
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def parse(self):  # type: ignore[no-untyped-def]
+        """The verified response (`kipuka.cmc.SignedPKIResponse`): statusInfoV2 per body part, nonces ...
+
+        Only the signature is checked here; whether its signer is the CA you trust
+        is yours to decide (`.signers[0].certificate`).
+        """
+        from kipuka.cmc import parse_pki_response
+
+        return parse_pki_response(self.der)
 
 
 # --- serverkeygen delivery -----------------------------------------------------------------
@@ -129,7 +146,7 @@ class EstClient:
     def __init__(self, base_url: str, label: str | None = None, *, trust: TrustInput = None,
                  fingerprint: str | None = None, client_cert: tuple[object, object] | None = None,
                  auth: tuple[str, str] | None = None, auth_mode: str = "preemptive",
-                 channel_binding: bool = False, timeout: float = 30.0, max_wait: float = 300.0,
+                 channel_binding: bool | str = False, timeout: float = 30.0, max_wait: float = 300.0,
                  verify_chain: bool = True, on_progress: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
         if auth_mode not in ("preemptive", "challenge"):
@@ -179,7 +196,7 @@ class EstClient:
             anchors = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in self._anchors)
         return TlsSettings(anchors=anchors, verify=verify_tls,
                            client_cert=self._identity.paths if self._identity and verify_tls else None,
-                           tls12_only=self.channel_binding)
+                           tls12_only=self.channel_binding not in (False, None, "tls-exporter"))
 
     def url(self, op: str, label: str | None = None) -> str:
         port = "" if self.port == 443 else f":{self.port}"
@@ -294,8 +311,14 @@ class EstClient:
                                   signed=opened.signed, key_signer=opened.signer)
 
     def fullcmc(self, request: bytes) -> CmcResponse:
-        """POST /fullcmc with a DER CMS PKIData; the PKIResponse is returned undecoded (plus its certificates)."""
-        resp = self._call("POST", "fullcmc", body=lambda _t: wire_body(request), content_type=wire.CMC_REQUEST)
+        """POST /fullcmc with a DER CMS PKIData; the PKIResponse is returned undecoded (plus its certificates).
+
+        An error status whose body is a CMC response (RFC 7030 4.3.2) is returned
+        too, with `.status` set, so its statusInfoV2 can be read; any other error
+        raises as for the other operations.
+        """
+        resp = self._call("POST", "fullcmc", body=lambda _t: wire_body(request), content_type=wire.CMC_REQUEST,
+                          keep=lambda r: wire.parse_media_type(r.header("content-type")).smime_type == "cmc-response")
         self._check_media(resp, "fullcmc", lambda mt: mt.type in (wire.PKCS7_MIME, "application/x-pkcs7-mime", "")
                           and mt.smime_type in ("", "cmc-response"))
         der = wire.decode_body(resp.body, "fullcmc", resp.header("content-transfer-encoding"))
@@ -303,7 +326,7 @@ class EstClient:
             certs = wire.certificates(der, "fullcmc")
         except InvalidResponse:
             certs = []
-        return CmcResponse(der, certs)
+        return CmcResponse(der, certs, resp.status)
 
     # --- internals: enrollment ------------------------------------------------------------
 
@@ -368,14 +391,21 @@ class EstClient:
     # --- internals: HTTP ------------------------------------------------------------------
 
     def _call(self, method: str, op: str, *, body: Callable[[Transport], bytes] | None = None,
-              content_type: str | None = None, allow_auth: bool = True, preemptive: bool = True) -> Response:
+              content_type: str | None = None, allow_auth: bool = True, preemptive: bool = True,
+              keep: Callable[[Response], bool] | None = None) -> Response:
         if self._anchors is None and self.fingerprint and not self._bootstrapped:
             self.bootstrap()
         return self._exchange(self._transport, method, op, body=body, content_type=content_type,
-                              allow_auth=allow_auth, preemptive=preemptive)
+                              allow_auth=allow_auth, preemptive=preemptive, keep=keep)
 
     def _exchange(self, transport: Transport, method: str, op: str, *, body=None, content_type: str | None = None,
-                  allow_auth: bool = True, preemptive: bool = True) -> Response:
+                  allow_auth: bool = True, preemptive: bool = True,
+                  keep: Callable[[Response], bool] | None = None) -> Response:
+        """One operation, following 401 challenges, 202 polling and same-origin redirects.
+
+        An error answer is raised as an HttpError unless `keep(response)` says the
+        caller reads it itself.
+        """
         path = self._path(op)
         send_auth = allow_auth and preemptive and self.auth is not None and self.auth_mode == "preemptive"
         challenged = False
@@ -416,7 +446,7 @@ class EstClient:
                     redirects += 1
                     path = target
                     continue
-            if resp.status >= 300:
+            if resp.status >= 300 and not (keep is not None and resp.status >= 400 and keep(resp)):
                 raise self._error(resp, op)
             return resp
 

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kipuka.client.errors import ChannelBindingError, TlsError, TransportError
+from kipuka.tlsbinding import tls_exporter
 
 MAX_BODY = 4 * 1024 * 1024
 USER_AGENT = "kipuka-est/0.1"
@@ -145,11 +146,21 @@ class Transport:
         return self._conn
 
     def tls_unique(self) -> bytes:
+        """The connection's channel binding: tls-unique on TLS 1.2, tls-exporter (RFC 9266) on TLS 1.3.
+
+        RFC 7030 §3.5 names tls-unique only; TLS 1.3 has none, and kipuka servers
+        accept tls-exporter there. Other servers may expect TLS 1.2 (tls12_only).
+        """
         conn = self._connection()
         sock = conn.sock
         assert isinstance(sock, ssl.SSLSocket)
+        if sock.version() == "TLSv1.3":
+            value = tls_exporter(sock)  # type: ignore[arg-type]
+            if not value:
+                raise ChannelBindingError("tls-exporter is not available in this Python; use TLS 1.2 (tls-unique)")
+            return value
         if sock.version() != "TLSv1.2":
-            raise ChannelBindingError(f"tls-unique is defined for TLS 1.2 only; the connection uses {sock.version()}")
+            raise ChannelBindingError(f"no channel binding for {sock.version()}")
         value = sock.get_channel_binding("tls-unique")
         if not value:
             raise ChannelBindingError("the TLS library did not provide tls-unique for this connection")

@@ -73,6 +73,10 @@ class EstFrontEnd:
         except KipukaError as exc:
             if request.method == "POST" and op in AUDITED:
                 await authority.record_rejection(label, AUDITED[op], _requester_or_anonymous(request), exc)
+            if isinstance(exc, Unauthenticated) and _no_credentials(request):
+                # The pure challenge: Bouncy Castle's and libest's clients send credentials only
+                # after a 401, and Bouncy Castle fails on a challenge that has a body.
+                return web.Response(status=401, headers={"WWW-Authenticate": CHALLENGE})
             return _error(exc)
         except Exception:  # never leak a traceback to the client
             log.exception("unhandled error in %s %s", request.method, request.path)
@@ -108,7 +112,7 @@ class EstFrontEnd:
         return await serverkeygen.handle(request, authority, label, await self._csr_body(request))
 
     async def fullcmc(self, request: web.Request, authority: Authority, label: str) -> web.Response:
-        return await fullcmc.handle(request, authority, label, await read_bounded(request, self._max_body()))
+        return await fullcmc.handle(request, authority, label, self._max_body())
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -143,6 +147,10 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
         if len(data) > limit:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
     return bytes(data)
+
+
+def _no_credentials(request: web.Request) -> bool:
+    return "Authorization" not in request.headers and client_certificate(request) is None
 
 
 def _requester_or_anonymous(request: web.Request) -> Requester:

@@ -20,12 +20,13 @@ ECDSA_WITH_SHA384 = "1.2.840.10045.4.3.3"
 SHA256_WITH_RSA = "1.2.840.113549.1.1.11"
 EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
 SUBJECT_ALT_NAME = "2.5.29.17"
+CHALLENGE_PASSWORD = "1.2.840.113549.1.9.7"
 CURVES = {"ec-p256": "1.2.840.10045.3.1.7", "ec-p384": "1.3.132.0.34", "ec-p521": "1.3.132.0.35"}
 
 
 def csrattrs_for(policy: Policy) -> bytes | None:
     """DER CsrAttrs for a policy, or None when it asks for nothing (204)."""
-    if not policy.csrattrs:
+    if not policy.csrattrs and not policy.require_linking:
         return None
     items = rfc7030.CsrAttrs()
     curves = [CURVES[k] for k in policy.key_types if k in CURVES]
@@ -39,6 +40,8 @@ def csrattrs_for(policy: Policy) -> bytes | None:
         items.append(_oid(ED25519))
     if policy.san_types:
         items.append(_attribute(EXTENSION_REQUEST, [SUBJECT_ALT_NAME]))
+    if policy.require_linking:  # RFC 7030 §3.5: ask for tls-unique / tls-exporter in challengePassword
+        items.append(_oid(CHALLENGE_PASSWORD))
     return encoder.encode(items)
 
 

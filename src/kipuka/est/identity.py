@@ -14,6 +14,7 @@ from aiohttp import web
 from cryptography import x509
 
 from kipuka.errors import Unauthenticated
+from kipuka.tlsbinding import binding_for
 from kipuka.ra.requester import BasicCredentials, Requester
 
 MAX_AUTHORIZATION = 1024
@@ -26,7 +27,13 @@ def requester_of(request: web.Request) -> Requester:
         client_addr=request.remote or "",
         basic=basic_credentials(request.headers.get("Authorization")),
         client_cert=client_certificate(request),
+        channel_binding=binding_for(_ssl_object(request)),
     )
+
+
+def _ssl_object(request: web.Request):  # type: ignore[no-untyped-def]
+    transport = request.transport
+    return transport.get_extra_info("ssl_object") if transport is not None else None
 
 
 def basic_credentials(header: str | None) -> BasicCredentials | None:

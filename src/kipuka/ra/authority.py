@@ -12,10 +12,12 @@ import dataclasses
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from typing import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from kipuka import metrics
 from kipuka.ca.base import CertificateAuthority, IssueRequest
@@ -26,10 +28,12 @@ from kipuka.ra import csr as csrcheck
 from kipuka.ra.change_subject import change_subject_name
 from kipuka.ra.otp import OtpKeyring
 from kipuka.ra.fullcmc import FullCmc
+from kipuka.ra.linking import check_linking
 from kipuka.ra.revocation import Revocation
 from kipuka.ra.serverkeygen import ServerKeygen
 from kipuka.ra.requester import Requester
 from kipuka.store import AsyncStore, AuditEvent, CertRecord, OtpRecord, SerialCollision, StoreUnavailable
+from kipuka.store.escrow import Escrow, EscrowFailed
 from kipuka.store.records import utcnow
 from kipuka.store.sql import Revoked
 
@@ -52,6 +56,21 @@ class Enrolled:
 
 
 @dataclass(frozen=True)
+class Authorized:
+    """A requester cleared to enroll on a label, and the CSR it may have certified."""
+
+    rt: LabelRuntime
+    op: str
+    entity: str
+    auth: str  # "otp" | "mtls"
+    csr: x509.CertificateSigningRequest
+    san: x509.SubjectAlternativeName | None
+    pubkey: str  # SHA-256 of the CSR's SubjectPublicKeyInfo
+    otp: OtpRecord | None = None
+    credential: tuple[str, str] | None = None  # (ca_id, serial) of a kipuka-issued client certificate
+
+
+@dataclass(frozen=True)
 class Held:
     """The request waits for an RA officer: answer 202 and come back after `retry_after` s."""
 
@@ -67,6 +86,7 @@ class Authority:
         self.store = store
         self.keyring = keyring
         self.revocation = Revocation(cas, store, config.revocation)
+        self._issuer_cache: dict[bytes, CertificateAuthority | None] = {}
         self.keygen = ServerKeygen(self)
         self.cmc = FullCmc(self)
         self.labels = {
@@ -88,9 +108,26 @@ class Authority:
 
     async def enroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled | Held:
         rt = self.runtime(label)
-        op = "enroll"
+        a = await self.authorize(rt, "enroll", csr_der, who)
+        if rt.label.policy.require_approval:
+            return await self._hold(rt, a.op, who, a.entity, a.auth, csr_der, a.csr, a.pubkey,
+                                    otp_id=a.otp.id if a.otp else None, credential=a.credential)
+        if a.otp is not None:
+            redelivered = await self.check_otp_usable(a, who, redeliver=True)
+            if redelivered is not None:
+                return redelivered
+        return await self._issue(rt, a.op, who, a.entity, a.auth, a.csr, a.san, otp=a.otp, pubkey=a.pubkey,
+                                 credential=a.credential)
+
+    async def authorize(self, rt: LabelRuntime, op: str, csr_der: bytes, who: Requester) -> Authorized:
+        """The checks every enrollment shares (simpleenroll, serverkeygen): the credential, then the CSR.
+
+        OTP: lockout, the OTP itself, the CSR against the label policy and the entity's names.
+        mTLS: the certificate's dates, the CSR, and that the certificate may enroll here.
+        Whether an OTP still has a use left is checked by `check_otp_usable`.
+        """
         if who.basic is not None:
-            return await self._enroll_with_otp(rt, csr_der, who)
+            return await self._authorize_otp(rt, op, csr_der, who)
         if who.client_cert is None:
             await self._reject(rt, op, who, "", Unauthenticated("authentication required: "
                                                                "HTTP Basic with an OTP, or a client certificate"))
@@ -98,22 +135,24 @@ class Authority:
         entity = cert.subject.rfc4514_string()
         await self._check_dates(rt, op, who, entity, cert)
         csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
+        credential = await self.mtls_credential(rt, op, who, entity, cert, csr.subject, san)
+        return Authorized(rt, op, entity, "mtls", csr, san, csrcheck.public_key_sha256(csr), credential=credential)
+
+    async def mtls_credential(self, rt: LabelRuntime, op: str, who: Requester, entity: str, cert: x509.Certificate,
+                              subject: x509.Name, san: x509.SubjectAlternativeName | None) -> tuple[str, str] | None:
+        """May this client certificate enroll for these names here? The credential to keep unrevoked, if any."""
         issuer = self._kipuka_issuer(cert)
         if issuer is not None:
-            if not csrcheck.same_names(cert, csr.subject, san):
+            if not csrcheck.same_names(cert, subject, san):
                 await self._reject(rt, op, who, entity, Forbidden(
                     "a certificate issued by this server may only request its own names again"))
-            credential = (issuer.id, _hex(cert.serial_number))
-        elif self._issued_by_any(cert, rt.bootstrap_anchors) or (
+            return (issuer.id, _hex(cert.serial_number))
+        if self._issued_by_any(cert, rt.bootstrap_anchors) or (
                 _has_eku(cert, CMC_RA) and self._issued_by_any(cert, rt.ra_anchors)):
-            credential = None
-        else:
-            await self._reject(rt, op, who, entity, Forbidden(
-                "client certificate is not authorized to enroll on this label"))
-        if rt.label.policy.require_approval:
-            return await self._hold(rt, op, who, entity, "mtls", csr_der, csr, csrcheck.public_key_sha256(csr),
-                                    credential=credential)
-        return await self._issue(rt, op, who, entity, "mtls", csr, san, credential=credential)
+            return None
+        await self._reject(rt, op, who, entity, Forbidden(
+            "client certificate is not authorized to enroll on this label"))
+        raise AssertionError("unreachable")
 
     async def reenroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled | Held:
         rt = self.runtime(label)
@@ -144,8 +183,18 @@ class Authority:
 
     # --- OTP ------------------------------------------------------------------------
 
-    async def _enroll_with_otp(self, rt: LabelRuntime, csr_der: bytes, who: Requester) -> Enrolled | Held:
-        op, basic = "enroll", who.basic
+    async def _authorize_otp(self, rt: LabelRuntime, op: str, csr_der: bytes, who: Requester) -> Authorized:
+        entity = who.basic.entity  # type: ignore[union-attr]
+        otp = await self.authenticate_otp(rt, op, who)
+        csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
+        await self._guard(rt, op, who, entity,
+                          lambda: csrcheck.check_names_for_entity(csr.subject, san, entity,
+                                                                  rt.label.policy.otp_name_rule))
+        return Authorized(rt, op, entity, "otp", csr, san, csrcheck.public_key_sha256(csr), otp=otp)
+
+    async def authenticate_otp(self, rt: LabelRuntime, op: str, who: Requester) -> OtpRecord:
+        """The HTTP Basic entity:OTP, checked against the store after the lockout (audited 401 if wrong)."""
+        basic = who.basic
         assert basic is not None
         entity = basic.entity
         now = utcnow()
@@ -155,25 +204,30 @@ class Authority:
                 f"too many failed attempts; locked until {locked:%Y-%m-%dT%H:%M:%SZ}"))
         otp = self._match_otp(await self._db(self.store.otps_for(entity)), rt, basic.entity, basic.secret)
         if otp is None:
-            await self._otp_failure(rt, who, entity, now)
-        csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
-        pubkey = csrcheck.public_key_sha256(csr)
-        await self._guard(rt, op, who, entity,
-                          lambda: csrcheck.check_names_for_entity(csr.subject, san, entity,
-                                                                  rt.label.policy.otp_name_rule))
-        if rt.label.policy.require_approval:
-            return await self._hold(rt, op, who, entity, "otp", csr_der, csr, pubkey, otp_id=otp.id)
-        window = dt.timedelta(seconds=self.config.otp.recovery_window)
-        if otp.uses_left <= 0 or otp.expires_at <= now:
-            # Cheap early answer for a retry whose first response was lost.
-            der = await self._db(self.store.recovered_certificate(otp.id, pubkey, now - window))
+            await self._otp_failure(rt, op, who, entity, now)
+        assert otp is not None
+        return otp
+
+    async def check_otp_usable(self, a: Authorized, who: Requester, *, redeliver: bool) -> Enrolled | None:
+        """A spent or expired OTP ends the request (401) before anything is signed.
+
+        With `redeliver`, a retry whose first response was lost gets its certificate
+        again instead (same OTP and CSR key, within [otp] recovery_window).
+        """
+        otp, now = a.otp, utcnow()
+        assert otp is not None
+        if otp.uses_left > 0 and otp.expires_at > now:
+            return None
+        if redeliver:
+            window = dt.timedelta(seconds=self.config.otp.recovery_window)
+            der = await self._db(self.store.recovered_certificate(otp.id, a.pubkey, now - window))
             if der is not None:
-                await self._db(self.store.add_audit(self._event(rt, op + ".redeliver", "success", who, entity,
+                await self._db(self.store.add_audit(self._event(a.rt, a.op + ".redeliver", "success", who, a.entity,
                                                                 "certificate re-sent for a retried request")))
                 return Enrolled(x509.load_der_x509_certificate(der), redelivered=True)
-            await self._reject(rt, op, who, entity, Unauthenticated(
-                "OTP already used" if otp.uses_left <= 0 else "OTP expired"))
-        return await self._issue(rt, op, who, entity, "otp", csr, san, otp=otp, pubkey=pubkey)
+        await self._reject(a.rt, a.op, who, a.entity, Unauthenticated(
+            "OTP already used" if otp.uses_left <= 0 else "OTP expired"))
+        raise AssertionError("unreachable")
 
     def _match_otp(self, candidates: list[OtpRecord], rt: LabelRuntime, entity: str,
                    secret: str) -> OtpRecord | None:
@@ -184,12 +238,12 @@ class Authority:
                     found = found or otp
         return found
 
-    async def _otp_failure(self, rt: LabelRuntime, who: Requester, entity: str, now: dt.datetime) -> None:
+    async def _otp_failure(self, rt: LabelRuntime, op: str, who: Requester, entity: str, now: dt.datetime) -> None:
         reason = "invalid entity id or OTP"
         otp_cfg = self.config.otp
         locked = await self._db(self.store.record_auth_failure(
             entity, who.client_addr, now, otp_cfg.max_failures, dt.timedelta(seconds=otp_cfg.lockout),
-            self._event(rt, "enroll", "rejected", who, entity, reason, auth="otp")))
+            self._event(rt, op, "rejected", who, entity, reason, auth="otp")))
         metrics.OTP_FAILURES.inc()
         if locked is not None:
             metrics.OTP_LOCKOUTS.inc()
@@ -201,15 +255,22 @@ class Authority:
     # --- approval (RFC 7030 4.2.3) ------------------------------------------------------
 
     async def _hold(self, rt: LabelRuntime, op: str, who: Requester, entity: str, auth: str, csr_der: bytes,
-                    csr: x509.CertificateSigningRequest, pubkey: str, *, otp_id: int | None = None,
-                    credential: tuple[str, str] | None = None) -> Enrolled | Held:
+                    csr: x509.CertificateSigningRequest | None, pubkey: str, *, otp_id: int | None = None,
+                    credential: tuple[str, str] | None = None, subject: x509.Name | None = None,
+                    san: x509.SubjectAlternativeName | None = None, requester: str | None = None
+                    ) -> Enrolled | Held:
         """Answer a request that needs approval: first time, hold it; on a retry, say where it stands.
 
         A retry is recognised by requester and CSR public key, not by CSR bytes:
-        a CSR linked to the TLS session changes with every connection.
+        a CSR linked to the TLS session changes with every connection. Without a
+        `csr` (a CRMF request of fullcmc), `subject`, `san` and `requester` say who
+        asks for what.
         """
-        requester = f"otp:{entity}" if auth == "otp" else (
-            "cert:" + hashlib.sha256(who.client_cert.public_bytes(serialization.Encoding.DER)).hexdigest())
+        requester = requester or (f"otp:{entity}" if auth == "otp" else (
+            "cert:" + hashlib.sha256(who.client_cert.public_bytes(serialization.Encoding.DER)).hexdigest()))
+        if csr is not None:
+            subject, san = csr.subject, csrcheck.requested_san(csr)
+        assert subject is not None
         retry_after = self.config.est.retry_after
         now = utcnow()
         existing = await self._db(self.store.find_pending(requester, pubkey))
@@ -230,7 +291,7 @@ class Authority:
             op=op, label=rt.label.name, ca_id=rt.ca.id, requester=requester, entity=entity, auth=auth,
             client_addr=who.client_addr, otp_id=otp_id, credential_ca=credential[0] if credential else None,
             credential_serial=credential[1] if credential else None, pubkey_sha256=pubkey, csr_der=csr_der,
-            subject=csr.subject.rfc4514_string(), sans=_sans_text(csrcheck.requested_san(csr)), status="pending",
+            subject=subject.rfc4514_string(), sans=_sans_text(san), status="pending",
             reason="", created_at=now, expires_at=now + dt.timedelta(seconds=self.config.est.pending_ttl))
         request_id = await self._db(self.store.create_pending(
             values, self._event(rt, op + ".pending", "success", who, entity, "held for approval", auth=auth)))
@@ -246,11 +307,14 @@ class Authority:
         if pending.status != "pending":
             raise Conflict(f"request {request_id} is {pending.status}, not pending")
         rt = self.runtime(pending.label)
-        csr = csrcheck.parse_csr(pending.csr_der)
-        csrcheck.check_proof_of_possession(csr, rt.label.policy)
-        san = csrcheck.requested_san(csr)
-        csrcheck.check_names(csr.subject, san, rt.label.policy)
-        req = self._template(rt, csr, san)
+        if pending.op == "fullcmc":  # a PKCS#10 or a CRMF CertReqMsg
+            req = self.cmc.approved_template(rt, pending.csr_der)
+        else:
+            csr = csrcheck.parse_csr(pending.csr_der)
+            csrcheck.check_proof_of_possession(csr, rt.label.policy)
+            san = csrcheck.requested_san(csr)
+            csrcheck.check_names(csr.subject, san, rt.label.policy)
+            req = self._template(rt, csr, san)
         for _ in range(SERIAL_RETRIES):
             issued = (await rt.ca.issue(req)).certificate
             record = _record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256, pending.otp_id)
@@ -282,37 +346,57 @@ class Authority:
 
     def _template(self, rt: LabelRuntime, csr: x509.CertificateSigningRequest,
                   san: x509.SubjectAlternativeName | None) -> IssueRequest:
+        return self.template_for(rt, csr.subject, csr.public_key(), san)  # type: ignore[arg-type]
+
+    def template_for(self, rt: LabelRuntime, subject: x509.Name, public_key: CertificatePublicKeyTypes,
+                     san: x509.SubjectAlternativeName | None) -> IssueRequest:
         crl_urls, ocsp_urls = self.revocation.urls(rt.ca.id)
-        return dataclasses.replace(csrcheck.template(csr, san, rt.label.policy), crl_urls=crl_urls,
-                                   ocsp_urls=ocsp_urls)
+        return dataclasses.replace(csrcheck.template_for(subject, public_key, san, rt.label.policy),
+                                   crl_urls=crl_urls, ocsp_urls=ocsp_urls)
 
     # --- shared steps ---------------------------------------------------------------
 
     async def _issue(self, rt: LabelRuntime, op: str, who: Requester, entity: str, auth: str,
-                     csr: x509.CertificateSigningRequest, san: x509.SubjectAlternativeName | None, *,
-                     otp: OtpRecord | None = None, pubkey: str | None = None,
-                     credential: tuple[str, str] | None = None) -> Enrolled:
-        req = self._template(rt, csr, san)
-        pubkey = pubkey or csrcheck.public_key_sha256(csr)
+                     csr: x509.CertificateSigningRequest | None, san: x509.SubjectAlternativeName | None, *,
+                     otp: OtpRecord | None = None, pubkey: str | None = None, template: IssueRequest | None = None,
+                     credential: tuple[str, str] | None = None, public_key: CertificatePublicKeyTypes | None = None,
+                     archive: Callable[[CertRecord], Escrow] | None = None, reason: str = "") -> Enrolled:
+        """Sign, then record in one transaction (spending the OTP use, if any).
+
+        `public_key` replaces the CSR's key (serverkeygen); `archive` gives the
+        escrow row for a record, written in the same transaction as the certificate.
+        `template` (with `pubkey`) stands for a request that is not a CSR (fullcmc CRMF).
+        """
+        req = template or self._template(rt, csr, san)  # type: ignore[arg-type]
+        if public_key is not None:
+            req = dataclasses.replace(req, public_key=public_key)
+        pubkey = pubkey or csrcheck.public_key_sha256(csr)  # type: ignore[arg-type]
+        window = dt.timedelta(seconds=self.config.otp.recovery_window)
         for _ in range(SERIAL_RETRIES):
             issued = (await rt.ca.issue(req)).certificate
             record = _record(rt, issued, entity, auth, pubkey, otp.id if otp else None)
-            event = self._event(rt, op, "success", who, entity, "", auth=auth, serial=record.serial)
+            event = self._event(rt, op, "success", who, entity, reason, auth=auth, serial=record.serial)
             try:
-                if otp is not None:
-                    now = utcnow()
-                    outcome, der = await self._db(self.store.issue_with_otp(
-                        otp.id, record, event, now, dt.timedelta(seconds=self.config.otp.recovery_window)))
-                    if outcome == "recovered":
-                        return Enrolled(x509.load_der_x509_certificate(der), redelivered=True)
-                    if outcome == "spent":
-                        await self._reject(rt, op, who, entity, Unauthenticated("OTP already used"))
+                if archive is not None:
+                    outcome, der = await self._db(self.store.escrow_key(
+                        archive(record), record, event, otp_id=otp.id if otp else None, now=utcnow(),
+                        recovery_window=window, credential=credential))
+                elif otp is not None:
+                    outcome, der = await self._db(self.store.issue_with_otp(otp.id, record, event, utcnow(), window))
                 else:
                     await self._db(self.store.record_issuance(record, event, credential))
+                    outcome, der = "issued", None
+                if outcome == "recovered":
+                    return Enrolled(x509.load_der_x509_certificate(der), redelivered=True)
+                if outcome == "spent":
+                    await self._reject(rt, op, who, entity, Unauthenticated("OTP already used"))
             except SerialCollision:
                 continue
             except Revoked:
                 await self._reject(rt, op, who, entity, Unauthenticated("client certificate has been revoked"))
+            except EscrowFailed as exc:
+                await self._reject(rt, op, who, entity, InternalError(
+                    f"the generated key could not be archived ({exc}); no key or certificate was issued"))
             metrics.ISSUED.labels(rt.label.name, rt.ca.id).inc()
             return Enrolled(issued)
         await self._reject(rt, op, who, entity, InternalError("could not allocate a unique serial number"))
@@ -324,6 +408,7 @@ class Authority:
         def check() -> tuple[x509.CertificateSigningRequest, x509.SubjectAlternativeName | None]:
             csr = csrcheck.parse_csr(der)
             csrcheck.check_proof_of_possession(csr, rt.label.policy)
+            check_linking(csr, who.channel_binding, rt.label.policy, exempt=self._is_ra(rt, who))
             san = csrcheck.requested_san(csr)
             csrcheck.check_names(csr.subject, san, rt.label.policy)
             return csr, san
@@ -337,11 +422,22 @@ class Authority:
         if cert.not_valid_before_utc > now:
             await self._reject(rt, op, who, entity, Unauthenticated("client certificate is not yet valid"))
 
+    def _is_ra(self, rt: LabelRuntime, who: Requester) -> bool:
+        """An RA client (RFC 7030 §3.7): id-kp-cmcRA, issued by one of the label's RA anchors."""
+        cert = who.client_cert
+        return cert is not None and _has_eku(cert, CMC_RA) and self._issued_by_any(cert, rt.ra_anchors)
+
     def _kipuka_issuer(self, cert: x509.Certificate) -> CertificateAuthority | None:
-        for ca in self.cas.values():
-            if ca.is_issuer_of(cert):
-                return ca
-        return None
+        """Which of our CAs signed `cert`; cached per certificate (a signature check each time
+        costs more than the rest of an mTLS request's authorization)."""
+        key = cert.signature
+        if key in self._issuer_cache:
+            return self._issuer_cache[key]
+        found = next((ca for ca in self.cas.values() if ca.is_issuer_of(cert)), None)
+        if len(self._issuer_cache) >= 8192:
+            self._issuer_cache.clear()
+        self._issuer_cache[key] = found
+        return found
 
     @staticmethod
     def _issued_by_any(cert: x509.Certificate, anchors: tuple[x509.Certificate, ...]) -> bool:

@@ -18,3 +18,4 @@ class Requester:
     client_addr: str
     basic: BasicCredentials | None = None
     client_cert: x509.Certificate | None = None
+    channel_binding: tuple[str, bytes] | None = None  # ("tls-unique" | "tls-exporter", value)

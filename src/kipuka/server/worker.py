@@ -24,6 +24,7 @@ from kipuka.est.app import EstFrontEnd
 from kipuka.publish.app import PublishFrontEnd
 from kipuka.ra.authority import Authority
 from kipuka.ra.otp import OtpKeyring
+from kipuka.tlsbinding import exporter_available
 from kipuka.server import background
 from kipuka.server.logs import est_middleware
 from kipuka.server.proxy import ProxySite, proxied_remote
@@ -56,7 +57,9 @@ class Worker:
         self.config_path = config_path
         self.config = load_config(config_path)
         self.listen = listen or self.config.server.listen
-        self.store = AsyncStore(Store(self.config.database.url))
+        store = Store(self.config.database.url)
+        store.defer_checkpoints()  # background.py checkpoints every second instead
+        self.store = AsyncStore(store)
         self.authority = build_authority(self.config, self.store)
         self.tls = ReloadableContext(self.config.tls)
         self.admin_tls = ReloadableContext(admin_tls(self.config))
@@ -127,6 +130,8 @@ class Worker:
             runners.append(runner)
             sites.append(site)
             log.info("serving " + what, address)
+        if exporter_available():
+            log.info("TLS 1.3 channel binding (tls-exporter) self-test passed")
         tasks = background.start(lambda: self.authority, lambda: self.config.audit)
         await self._stop.wait()
         log.info("stopping: no new connections; finishing in-flight requests")

@@ -6,11 +6,14 @@ from kipuka.store.admin import AdminTokenStore
 from kipuka.store.audit import AuditStore
 from kipuka.store.base import Revoked, SerialCollision, StoreUnavailable
 from kipuka.store.certificates import CertificateStore
+from kipuka.store.cmc import CmcStore
 from kipuka.store.enrollment import EnrollmentStore
+from kipuka.store.escrow import EscrowStore
 from kipuka.store.pending import PendingStore
 
 
-class Store(EnrollmentStore, CertificateStore, PendingStore, AuditStore, AdminTokenStore):
+class Store(EscrowStore, EnrollmentStore, CertificateStore, PendingStore, AuditStore, AdminTokenStore,
+            CmcStore):
     """All of kipuka's storage; SQLite or PostgreSQL through SQLAlchemy Core."""
 
 
