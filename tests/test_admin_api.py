@@ -1,12 +1,10 @@
 """The admin API: every endpoint, authentication, JSON errors."""
 
-import base64
 import json
 
 import pytest
-import requests
 
-from tests.helpers import admin_call, admin_token, b64, certs_from, enroll_identity, make_csr, unique
+from tests.helpers import admin_call, admin_token, b64, enroll_identity, make_csr, unique
 
 
 @pytest.fixture(scope="module")

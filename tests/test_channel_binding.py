@@ -12,7 +12,7 @@ from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID
 from cryptography import x509
 
 from kipuka.tlsbinding import tls_exporter
-from tests.helpers import (b64, certs_from, make_csr, make_test_ca, new_key, sign_certificate, unique,
+from tests.helpers import (b64, make_csr, make_test_ca, new_key, sign_certificate, unique,
                            write_identity)
 
 LINKED = {r"^reenroll_requires_approval = false.*$": "reenroll_requires_approval = false\nrequire_linking = true"}

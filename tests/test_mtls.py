@@ -1,6 +1,5 @@
 """mTLS authentication for /simpleenroll and /simplereenroll."""
 
-import datetime as dt
 import subprocess
 
 import pytest

@@ -13,9 +13,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from kipuka.ca.revocation import OcspAnswer, RevokedEntry
+
+
+def directly_issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when `issuer`'s key signed `cert` (names match and the signature verifies)."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from kipuka.ca.base import IssueRequest, Issued
+from kipuka.ca.base import IssueRequest, Issued, directly_issued
 from kipuka.ca.profile import build_certificate
 from kipuka.ca.signing import signature_of
 from kipuka.ca.revocation import OcspAnswer, RevokedEntry, build_crl, build_ocsp_response
@@ -51,13 +50,7 @@ class LocalCA:
         return self._key, self._cert
 
     def is_issuer_of(self, cert: x509.Certificate) -> bool:
-        if cert.issuer != self._cert.subject:
-            return False
-        try:
-            cert.verify_directly_issued_by(self._cert)
-        except (InvalidSignature, ValueError, TypeError):
-            return False
-        return True
+        return directly_issued(cert, self._cert)
 
     async def issue(self, req: IssueRequest) -> Issued:
         # Signing one certificate costs ~0.1 ms (EC) to ~2 ms (RSA-3072): cheaper

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from kipuka.ca.base import IssueRequest, Issued
+from kipuka.ca.base import IssueRequest, Issued, directly_issued
 from kipuka.ca.profile import build_certificate
 from kipuka.ca.revocation import OcspAnswer, RevokedEntry, build_crl, build_ocsp_response
 from kipuka.ca.signing import signature_of
@@ -612,13 +612,7 @@ class PKCS11CA:
         return list(self._chain)
 
     def is_issuer_of(self, cert: x509.Certificate) -> bool:
-        if cert.issuer != self._cert.subject:
-            return False
-        try:
-            cert.verify_directly_issued_by(self._cert)
-        except (InvalidSignature, ValueError, TypeError):
-            return False
-        return True
+        return directly_issued(cert, self._cert)
 
     async def issue(self, req: IssueRequest) -> Issued:
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

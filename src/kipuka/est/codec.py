@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from kipuka.errors import BadRequest
+from kipuka.est.keydelivery._der import tlv as _tlv
 
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 CSRATTRS = "application/csrattrs"
@@ -81,13 +82,3 @@ def certs_only_in_order(certs: list[x509.Certificate]) -> bytes:
 
 _ID_DATA = bytes.fromhex("2a864886f70d010701")         # 1.2.840.113549.1.7.1
 _ID_SIGNED_DATA = bytes.fromhex("2a864886f70d010702")  # 1.2.840.113549.1.7.2
-
-
-def _tlv(tag: int, value: bytes) -> bytes:
-    n = len(value)
-    if n < 0x80:
-        length = bytes([n])
-    else:
-        octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(octets)]) + octets
-    return bytes([tag]) + length + value

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from kipuka import metrics
-from kipuka.ca.base import CertificateAuthority, IssueRequest
+from kipuka.ca.base import CertificateAuthority, IssueRequest, directly_issued
 from kipuka.config import Config, Label
 from kipuka.errors import BadRequest, Conflict, Forbidden, InternalError, NotFound, Unauthenticated
 from kipuka.pem import load_certificates
@@ -441,14 +440,7 @@ class Authority:
 
     @staticmethod
     def _issued_by_any(cert: x509.Certificate, anchors: tuple[x509.Certificate, ...]) -> bool:
-        for anchor in anchors:
-            if anchor.subject == cert.issuer:
-                try:
-                    cert.verify_directly_issued_by(anchor)
-                    return True
-                except (InvalidSignature, ValueError, TypeError):
-                    continue
-        return False
+        return any(directly_issued(cert, anchor) for anchor in anchors)
 
     async def _guard(self, rt: LabelRuntime, op: str, who: Requester, entity: str, fn):  # type: ignore[no-untyped-def]
         """Run a check; a BadRequest or Forbidden it raises is audited, then re-raised."""
