@@ -46,3 +46,62 @@ def test_upgraded_and_new_databases_have_the_same_tables_and_columns(tmp_path):
             insp = inspect(conn)
             return {t: sorted(c["name"] for c in insp.get_columns(t)) for t in insp.get_table_names()}
     assert shape(upgraded) == shape(fresh)
+
+
+def _pg_url() -> str | None:
+    import os
+    url = os.environ.get("KIPUKA_TEST_DATABASE") or "postgresql://127.0.0.1:5432/test"
+    try:
+        import psycopg
+        with psycopg.connect(url, connect_timeout=3):
+            return url
+    except Exception:
+        return None
+
+
+def test_postgresql_upgrades_from_version_1_to_the_latest_schema():
+    """The same steps on PostgreSQL: a database taken back to version 1 upgrades to what a new one has."""
+    import uuid
+    import psycopg
+    import pytest
+
+    admin = _pg_url()
+    if admin is None:
+        pytest.skip("no PostgreSQL reachable (scripts/test.sh starts it)")
+    names = [f"kipuka_mig_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    old_url, new_url = (admin.rsplit("/", 1)[0] + "/" + n for n in names)
+    try:
+        old = Store(old_url)
+        old.migrate()
+        # Take it back to version 1: drop everything versions 2 and 3 added.
+        with old._writer.begin() as conn:
+            from sqlalchemy import text
+            for table in ("pending_requests", "crl_state", "admin_tokens", "audit_chain", "escrowed_keys",
+                          "cmc_replay"):
+                conn.execute(text(f"DROP TABLE {table}"))
+            conn.execute(text("DROP INDEX IF EXISTS ux_audit_chain_seq"))
+            conn.execute(text("DROP INDEX IF EXISTS ix_certificates_revoked"))
+            conn.execute(text("DROP INDEX IF EXISTS ix_certificates_label_id"))
+            for column in ("chain_seq", "prev_hash", "hash"):
+                conn.execute(text(f"ALTER TABLE audit DROP COLUMN {column}"))
+            conn.execute(text("UPDATE schema_version SET version = 1"))
+        assert old.schema_version() == 1
+        assert old.migrate() == list(range(2, LATEST + 1))
+        new = Store(new_url)
+        assert new.migrate() == [LATEST]
+
+        def shape(store):
+            with store._writer.connect() as conn:
+                insp = inspect(conn)
+                return {t: (sorted(c["name"] for c in insp.get_columns(t)),
+                            sorted(i["name"] for i in insp.get_indexes(t))) for t in insp.get_table_names()}
+        assert shape(old) == shape(new)
+        old.close()
+        new.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
