@@ -40,6 +40,7 @@ class Revocation:
         self.cas = cas
         self.store = store
         self.cfg = cfg
+        self._hashes: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
     def urls(self, ca_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(CRL distribution points, OCSP URLs) to put in certificates of a CA."""
@@ -89,7 +90,10 @@ class Revocation:
     async def ocsp(self, ca_id: str, query: OcspQuery) -> bytes:
         ca = self._ca(ca_id)
         issuer = ca.ca_certificates()[0]
-        name_hash, key_hash = _issuer_hashes(issuer, query.hash_algorithm)
+        cache_key = (ca_id, query.hash_algorithm.name)
+        if cache_key not in self._hashes:  # the issuer's CertID hashes never change: compute once
+            self._hashes[cache_key] = _issuer_hashes(issuer, query.hash_algorithm)
+        name_hash, key_hash = self._hashes[cache_key]
         if (query.issuer_name_hash, query.issuer_key_hash) != (name_hash, key_hash):
             return unsuccessful_ocsp(ocsp.OCSPResponseStatus.UNAUTHORIZED)
         record = await self.store.certificate_status(ca_id, format(query.serial, "x"))
