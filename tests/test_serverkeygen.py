@@ -34,7 +34,7 @@ from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import univ
 from pyasn1_modules import rfc2986, rfc5280, rfc5652, rfc5751
 
-from kipuka.est import keydelivery as kd
+from kipuka import keydelivery as kd
 from tests.helpers import CERTS_ONLY, Server, b64, certs_from, make_server, new_key, unique, write_identity
 
 pytestmark = pytest.mark.skipif(not (shutil.which("openssl") and shutil.which("curl")),

@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from kipuka.est import keydelivery as kd
+from kipuka import keydelivery as kd
 from tests.helpers import Server, b64, certs_from, new_key, unique, write_identity
 from tests.test_serverkeygen import (ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, KEK, KEK_ID, SGK, keygen_csr,
                                      keygen_server, octet_string, post, split)

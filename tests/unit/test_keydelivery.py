@@ -1,4 +1,4 @@
-"""kipuka.est.keydelivery against independent implementations: the openssl CLI and Bouncy Castle.
+"""kipuka.keydelivery against independent implementations: the openssl CLI and Bouncy Castle.
 
 Every encrypted form is opened by `openssl cms -decrypt`, every SignedData is
 checked by `openssl cms -verify` against the root CA (a full path and signature
@@ -29,8 +29,8 @@ from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.type import univ
 from pyasn1_modules import rfc4055, rfc5652, rfc5753, rfc5958
 
-from kipuka.est import keydelivery as kd
-from kipuka.est.keydelivery import oids
+from kipuka import keydelivery as kd
+from kipuka.keydelivery import oids
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 

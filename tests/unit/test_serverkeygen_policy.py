@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from kipuka.config import Label, Policy
 from kipuka.errors import BadRequest
-from kipuka.est.keydelivery import RSA_PKCS1_V15, RSAES_OAEP_SHA256, key_identifier
+from kipuka.keydelivery import RSA_PKCS1_V15, RSAES_OAEP_SHA256, key_identifier
 from kipuka.ra import delivery
 from kipuka.ra.escrow import EscrowTarget, RecoveryError, recover
 from kipuka.ra.kek import KekFileError, KekTable, parse_kek_lines

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from kipuka.errors import BadRequest
-from kipuka.est.keydelivery._der import tlv as _tlv
+from kipuka.keydelivery._der import tlv as _tlv
 
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 CSRATTRS = "application/csrattrs"

@@ -1,7 +1,7 @@
 """POST /serverkeygen: decode the CSR, ask the RA for a key and certificate, encode multipart/mixed.
 
 The body has two base64 parts, CRLF line ends, nothing after the closing
-delimiter but its CRLF, and a Content-Length (see est.keydelivery.multipart):
+delimiter but its CRLF, and a Content-Length (see kipuka.keydelivery.multipart):
 
 1. the certificate, as /simpleenroll returns it: `application/pkcs7-mime;
    smime-type=certs-only`, a certs-only PKCS#7;
@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from kipuka.est import codec
-from kipuka.est.keydelivery import PKCS8, SERVER_GENERATED_KEY, multipart_mixed
+from kipuka.keydelivery import PKCS8, SERVER_GENERATED_KEY, multipart_mixed
 from kipuka.ra.authority import Authority
 
 

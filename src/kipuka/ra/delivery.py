@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kipuka.config import Policy
 from kipuka.errors import BadRequest
-from kipuka.est.keydelivery import RSAES_OAEP_SHA256, KekRecipient, PublicKeyRecipient, key_identifier
+from kipuka.keydelivery import RSAES_OAEP_SHA256, KekRecipient, PublicKeyRecipient, key_identifier
 from kipuka.ra.kek import KekTable
 from kipuka.ra.keygen_request import KeygenAsk
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from kipuka.est.keydelivery import (ID_DATA, KeyDeliveryError, decrypt_enveloped, enveloped_for_certificate,
+from kipuka.keydelivery import (ID_DATA, KeyDeliveryError, decrypt_enveloped, enveloped_for_certificate,
                                     load_private_key, one_asymmetric_key)
 from kipuka.pem import load_certificates
 

@@ -17,8 +17,8 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc2986, rfc5751
 
 from kipuka.errors import BadRequest
-from kipuka.est.keydelivery import RSA_PKCS1_V15, RSAES_OAEP_SHA256
-from kipuka.est.keydelivery import oids
+from kipuka.keydelivery import RSA_PKCS1_V15, RSAES_OAEP_SHA256
+from kipuka.keydelivery import oids
 
 DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.37"             # RFC 7030 4.4.1.1
 ASYMMETRIC_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.54"  # RFC 7030 4.4.1.2

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from kipuka import metrics
 from kipuka.config import Config, Label
 from kipuka.errors import Disabled, Forbidden
-from kipuka.est.keydelivery import one_asymmetric_key, server_generated_key_cms
+from kipuka.keydelivery import one_asymmetric_key, server_generated_key_cms
 from kipuka.ra import delivery as deliveries
 from kipuka.ra.escrow import EscrowTarget
 from kipuka.ra.kek import KekTable

@@ -20,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from kipuka.est.keydelivery import oids
-from kipuka.est.keydelivery._der import KeyDeliveryError
-from kipuka.est.keydelivery.cms import read_content_info
-from kipuka.est.keydelivery.enveloped import (
+from kipuka.keydelivery import oids
+from kipuka.keydelivery._der import KeyDeliveryError
+from kipuka.keydelivery.cms import read_content_info
+from kipuka.keydelivery.enveloped import (
     RSAES_OAEP_SHA256,
     RecipientId,
     decrypt_enveloped,
@@ -31,9 +31,9 @@ from kipuka.est.keydelivery.enveloped import (
     enveloped_for_kek,
     enveloped_for_public_key,
 )
-from kipuka.est.keydelivery.keypackage import asymmetric_key_package, load_private_key, one_asymmetric_key, \
+from kipuka.keydelivery.keypackage import asymmetric_key_package, load_private_key, one_asymmetric_key, \
     read_asymmetric_key_package
-from kipuka.est.keydelivery.signed import SignerKey, signed_data, verify_signed_data_content
+from kipuka.keydelivery.signed import SignerKey, signed_data, verify_signed_data_content
 
 SERVER_GENERATED_KEY = "application/pkcs7-mime; smime-type=server-generated-key"
 PKCS8 = "application/pkcs8"

@@ -16,7 +16,7 @@ import binascii
 import re
 import secrets
 
-from kipuka.est.keydelivery._der import KeyDeliveryError
+from kipuka.keydelivery._der import KeyDeliveryError
 
 MULTIPART_MIXED = "multipart/mixed"
 MAX_BODY_BYTES = 1024 * 1024

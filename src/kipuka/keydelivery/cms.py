@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import serialization
 from pyasn1.type import univ
 from pyasn1_modules import rfc5280, rfc5652
 
-from kipuka.est.keydelivery._der import KeyDeliveryError, children, decode, encode, oid, tlv
+from kipuka.keydelivery._der import KeyDeliveryError, children, decode, encode, oid, tlv
 
 
 def content_info(content_type: str, content: bytes) -> bytes:

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from pyasn1.type import univ, useful
 from pyasn1_modules import rfc5652
 
-from kipuka.est.keydelivery import oids
-from kipuka.est.keydelivery._der import (
+from kipuka.keydelivery import oids
+from kipuka.keydelivery._der import (
     DER_NULL,
     KeyDeliveryError,
     algorithm_identifier,
@@ -31,7 +31,7 @@ from kipuka.est.keydelivery._der import (
     encode,
     oid,
 )
-from kipuka.est.keydelivery.cms import (
+from kipuka.keydelivery.cms import (
     certificate_choice,
     content_info,
     issuer_and_serial,

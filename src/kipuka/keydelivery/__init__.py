@@ -14,9 +14,9 @@ Pure functions, no I/O: the EST front end picks the form by policy and calls the
   for tests and clients; every reader bounds its input.
 """
 
-from kipuka.est.keydelivery._der import MAX_CMS_BYTES, KeyDeliveryError
-from kipuka.est.keydelivery.cms import content_info, key_identifier, read_content_info
-from kipuka.est.keydelivery.enveloped import (
+from kipuka.keydelivery._der import MAX_CMS_BYTES, KeyDeliveryError
+from kipuka.keydelivery.cms import content_info, key_identifier, read_content_info
+from kipuka.keydelivery.enveloped import (
     KEY_TRANSPORTS,
     RSA_PKCS1_V15,
     RSAES_OAEP_SHA256,
@@ -26,21 +26,21 @@ from kipuka.est.keydelivery.enveloped import (
     enveloped_for_kek,
     enveloped_for_public_key,
 )
-from kipuka.est.keydelivery.keypackage import (
+from kipuka.keydelivery.keypackage import (
     asymmetric_key_package,
     load_private_key,
     one_asymmetric_key,
     read_asymmetric_key_package,
 )
-from kipuka.est.keydelivery.multipart import (
+from kipuka.keydelivery.multipart import (
     MULTIPART_MIXED,
     MultipartError,
     multipart_mixed,
     parse_media_type,
     parse_multipart_mixed,
 )
-from kipuka.est.keydelivery.oids import ID_CT_KP_AKEY_PACKAGE, ID_DATA, ID_ENVELOPED_DATA, ID_SIGNED_DATA
-from kipuka.est.keydelivery.serverkeygen import (
+from kipuka.keydelivery.oids import ID_CT_KP_AKEY_PACKAGE, ID_DATA, ID_ENVELOPED_DATA, ID_SIGNED_DATA
+from kipuka.keydelivery.serverkeygen import (
     PKCS8,
     SERVER_GENERATED_KEY,
     KekRecipient,
@@ -50,7 +50,7 @@ from kipuka.est.keydelivery.serverkeygen import (
     open_server_generated_key,
     server_generated_key_cms,
 )
-from kipuka.est.keydelivery.signed import (
+from kipuka.keydelivery.signed import (
     VerifiedContent,
     signed_data,
     verify_signed_data,

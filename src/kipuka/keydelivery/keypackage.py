@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pyasn1_modules import rfc5958
 
-from kipuka.est.keydelivery._der import KeyDeliveryError, decode, encode, tlv
+from kipuka.keydelivery._der import KeyDeliveryError, decode, encode, tlv
 
 # One private key in PKCS#8 form; RSA-16384 is about 9.5 kB.
 MAX_KEY_BYTES = 64 * 1024

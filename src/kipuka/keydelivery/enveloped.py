@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from pyasn1.type import univ
 from pyasn1_modules import rfc4055, rfc5652, rfc5753
 
-from kipuka.est.keydelivery import oids
-from kipuka.est.keydelivery._der import (
+from kipuka.keydelivery import oids
+from kipuka.keydelivery._der import (
     DER_NULL,
     KeyDeliveryError,
     algorithm_identifier,
@@ -37,7 +37,7 @@ from kipuka.est.keydelivery._der import (
     encode,
     oid,
 )
-from kipuka.est.keydelivery.cms import content_info, issuer_and_serial, read_content_info
+from kipuka.keydelivery.cms import content_info, issuer_and_serial, read_content_info
 
 # Key transport choices for RSA recipients.
 RSAES_OAEP_SHA256 = "rsaes-oaep-sha256"
