@@ -33,7 +33,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from cryptography import x509
 
-from kipuka.ca.base import CertificateAuthority, IssueRequest, Issued
+from kipuka.ca.base import (CertificateAuthority, IssueRequest, Issued, RemoteIssuer, RemoteRevoker,
+                            forwards_requests, signs_revocation)
 from kipuka.ca.revocation import OcspAnswer, RevokedEntry
 from kipuka.config import CAConfig, ConfigError
 from kipuka.errors import InternalError, Unavailable
@@ -83,6 +84,15 @@ class ReplicaPool:
         self._turn = itertools.count()
         self._checkers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = \
             weakref.WeakKeyDictionary()
+        # The pool has the optional capabilities its replicas have (kipuka.ca.base), and
+        # no others: the RA checks for them with isinstance().
+        first = replicas[0]
+        self.signs_revocation = signs_revocation(first)
+        self.forwards_requests = forwards_requests(first)
+        if isinstance(first, RemoteIssuer):
+            self.collect = self._collect
+        if isinstance(first, RemoteRevoker):
+            self.revoke = self._revoke
 
     # --- the CertificateAuthority contract -------------------------------------------------
 
@@ -102,6 +112,13 @@ class ReplicaPool:
     async def sign_ocsp(self, answer: OcspAnswer, this_update: dt.datetime, next_update: dt.datetime,
                         nonce: bytes | None) -> bytes:
         return await self._call(lambda ca: ca.sign_ocsp(answer, this_update, next_update, nonce))
+
+    async def _collect(self, ref: str, req: IssueRequest) -> Issued:
+        # Replicas of one remote CA share its request queue: any of them can answer for `ref`.
+        return await self._call(lambda ca: ca.collect(ref, req))  # type: ignore[attr-defined]
+
+    async def _revoke(self, serial: int, reason: x509.ReasonFlags) -> None:
+        await self._call(lambda ca: ca.revoke(serial, reason))  # type: ignore[attr-defined]
 
     async def health(self) -> str:
         self._ensure_checker()
