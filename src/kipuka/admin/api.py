@@ -223,6 +223,9 @@ class AdminApi:
         authority = self._authority()
         record = await authority.approve(request_id, request["admin"])
         pending = await authority.store.pending(request_id)
+        if isinstance(record, str):  # a remote CA holds it in turn: the requester's retry collects it
+            return web.json_response({"request": _request_json(pending), "certificate": None, "ca_ref": record},
+                                     status=202)
         return web.json_response({"request": _request_json(pending), "certificate": _cert_json(record)})
 
     async def reject(self, request: web.Request) -> web.Response:
@@ -429,7 +432,7 @@ def _request_json(r: PendingRecord | None) -> dict[str, Any]:
     return {"id": r.id, "op": r.op, "label": r.label, "ca": r.ca_id, "entity": r.entity, "auth": r.auth,
             "client_addr": r.client_addr, "subject": r.subject, "sans": r.sans, "status": r.status,
             "reason": r.reason, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
-            "decided_at": _iso(r.decided_at), "decided_by": r.decided_by, "serial": r.serial}
+            "decided_at": _iso(r.decided_at), "decided_by": r.decided_by, "serial": r.serial, "ca_ref": r.ca_ref}
 
 
 def _cert_json(r: CertRecord, pem: bool = False) -> dict[str, Any]:

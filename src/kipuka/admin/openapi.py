@@ -57,9 +57,10 @@ SCHEMAS: dict[str, Any] = {
                      "client_addr": STR, "subject": STR, "sans": STR,
                      "status": {"type": "string", "enum": ["pending", "issued", "rejected", "expired"]},
                      "reason": STR, "created_at": TIME, "expires_at": TIME, "decided_at": NTIME,
-                     "decided_by": NSTR, "serial": NSTR}),
+                     "decided_by": NSTR, "serial": NSTR, "ca_ref": NSTR}),
     "RequestPage": _page("Request"),
     "Approved": _obj({"request": _ref("Request"), "certificate": _ref("Certificate")}),
+    "HeldByCA": _obj({"request": _ref("Request"), "certificate": {"type": "null"}, "ca_ref": STR}),
     "Reject": _obj({"reason": {"type": "string", "minLength": 1, "maxLength": 10000}}),
     "Revoke": _obj({"reason": {"type": "string", "enum": REASONS}}, []),
     "Certificate": _obj({"serial": STR, "ca": STR, "label": STR, "subject": STR, "sans": STR, "entity": STR,
@@ -155,7 +156,9 @@ def document() -> dict[str, Any]:
             "/admin/requests/{id}": {"get": _op("one request", {"200": _json("Request", "the request"),
                                                                 **_errors(400, 404)}, [ID])},
             "/admin/requests/{id}/approve": {"post": _op("approve and issue", {
-                "200": _json("Approved", "issued"), **_errors(400, 404, 409, 413)}, [ID])},
+                "200": _json("Approved", "issued"),
+                "202": _json("HeldByCA", "approved here; the remote CA holds it as ca_ref (the requester's "
+                             "retry collects the certificate)"), **_errors(400, 404, 409, 413)}, [ID])},
             "/admin/requests/{id}/reject": {"post": _op("reject with a reason", {
                 "200": _json("Request", "rejected"), **_errors(400, 404, 409, 413)}, [ID], body="Reject")},
             "/admin/certs": {"get": _op("search issued certificates (keyset pagination)", {

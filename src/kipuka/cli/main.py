@@ -299,7 +299,10 @@ def _requests_approve(args: argparse.Namespace) -> int:
         return await authority.approve(args.id, _actor())
 
     record = _with_authority(args, approve)
-    print(f"kipuka: request {args.id} approved; issued {record.serial}", file=sys.stderr)
+    if isinstance(record, str):
+        print(f"kipuka: request {args.id} approved; the CA holds it as {record}", file=sys.stderr)
+    else:
+        print(f"kipuka: request {args.id} approved; issued {record.serial}", file=sys.stderr)
     return 0
 
 

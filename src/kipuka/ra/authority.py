@@ -12,16 +12,19 @@ import dataclasses
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from kipuka import metrics
-from kipuka.ca.base import CertificateAuthority, IssueRequest, directly_issued
+from kipuka.ca.base import (CertificateAuthority, IssuancePending, IssuanceRejected, IssueRequest, Issued,
+                            RemoteIssuer, forwards_requests,
+                            directly_issued)
 from kipuka.config import Config, Label
-from kipuka.errors import BadRequest, Conflict, Forbidden, InternalError, NotFound, Unauthenticated
+from kipuka.errors import (BadRequest, Conflict, Forbidden, InternalError, NotFound, NotImplementedYet,
+                           Unauthenticated)
 from kipuka.pem import load_certificates
 from kipuka.ra import csr as csrcheck
 from kipuka.ra.change_subject import change_subject_name
@@ -33,7 +36,7 @@ from kipuka.ra.serverkeygen import ServerKeygen
 from kipuka.ra.requester import Requester
 from kipuka.store import AsyncStore, AuditEvent, CertRecord, OtpRecord, SerialCollision, StoreUnavailable
 from kipuka.store.escrow import Escrow, EscrowFailed
-from kipuka.store.records import utcnow
+from kipuka.store.records import PendingRecord, utcnow
 from kipuka.store.sql import Revoked
 
 SERIAL_RETRIES = 3
@@ -111,6 +114,10 @@ class Authority:
         if rt.label.policy.require_approval:
             return await self._hold(rt, a.op, who, a.entity, a.auth, csr_der, a.csr, a.pubkey,
                                     otp_id=a.otp.id if a.otp else None, credential=a.credential)
+        if isinstance(rt.ca, RemoteIssuer):  # a retry of a request the CA holds: where does it stand?
+            resumed = await self._resume(rt, a.op, who, a.entity, self._requester(who, a.entity, a.auth), a.pubkey)
+            if resumed is not None:
+                return resumed
         if a.otp is not None:
             redelivered = await self.check_otp_usable(a, who, redeliver=True)
             if redelivered is not None:
@@ -175,6 +182,11 @@ class Authority:
                 await self._reject(rt, op, who, entity, Forbidden(
                     "a name change needs a ChangeSubjectName attribute naming the current certificate"))
         credential = (rt.ca.id, _hex(cert.serial_number))
+        if isinstance(rt.ca, RemoteIssuer):
+            resumed = await self._resume(rt, op, who, entity, self._requester(who, entity, "mtls"),
+                                         csrcheck.public_key_sha256(csr))
+            if resumed is not None:
+                return resumed
         if rt.label.policy.reenroll_requires_approval:
             return await self._hold(rt, op, who, entity, "mtls", csr_der, csr, csrcheck.public_key_sha256(csr),
                                     credential=credential)
@@ -265,57 +277,142 @@ class Authority:
         `csr` (a CRMF request of fullcmc), `subject`, `san` and `requester` say who
         asks for what.
         """
-        requester = requester or (f"otp:{entity}" if auth == "otp" else (
-            "cert:" + hashlib.sha256(who.client_cert.public_bytes(serialization.Encoding.DER)).hexdigest()))
+        requester = requester or self._requester(who, entity, auth)
         if csr is not None:
             subject, san = csr.subject, csrcheck.requested_san(csr)
         assert subject is not None
-        retry_after = self.config.est.retry_after
+        resumed = await self._resume(rt, op, who, entity, requester, pubkey)
+        if resumed is not None:
+            return resumed
+        return await self._create_pending(rt, op, who, entity, auth, requester, csr_der, pubkey, subject, san,
+                                          otp_id=otp_id, credential=credential)
+
+    @staticmethod
+    def _requester(who: Requester, entity: str, auth: str) -> str:
+        """Who asks, for matching a retry: the OTP's entity, or the client certificate itself."""
+        if auth == "otp":
+            return f"otp:{entity}"
+        return "cert:" + hashlib.sha256(who.client_cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    async def _resume(self, rt: LabelRuntime, op: str, who: Requester, entity: str, requester: str,
+                      pubkey: str) -> Enrolled | Held | None:
+        """Where an earlier copy of this request stands (RFC 7030 4.2.3): None when there is none to resume."""
         now = utcnow()
         existing = await self._db(self.store.find_pending(requester, pubkey))
         if existing is not None and existing.status == "pending" and existing.expires_at <= now:
             await self._db(self.store.expire_pending(now))
             existing = await self._db(self.store.find_pending(requester, pubkey))
-        if existing is not None:
-            if existing.status == "pending":
-                return Held(existing.id, retry_after)
-            if existing.status == "issued" and existing.serial:
-                record = await self._db(self.store.certificate_status(existing.ca_id, existing.serial))
-                if record is not None:
-                    return Enrolled(x509.load_der_x509_certificate(record.der), redelivered=True)
-            if existing.status == "rejected":
-                await self._reject(rt, op, who, entity, Forbidden(
-                    f"request {existing.id} was rejected by an RA officer: {existing.reason}"))
+        if existing is None:
+            return None
+        if existing.status == "pending":
+            if existing.ca_ref:
+                return await self._collect(rt, existing, who)
+            return Held(existing.id, self.config.est.retry_after)
+        if existing.status == "issued" and existing.serial:
+            record = await self._db(self.store.certificate_status(existing.ca_id, existing.serial))
+            if record is not None:
+                return Enrolled(x509.load_der_x509_certificate(record.der), redelivered=True)
+        if existing.status == "rejected":
+            by = "the CA" if (existing.decided_by or "").startswith("ca:") else "an RA officer"
+            await self._reject(rt, op, who, entity, Forbidden(
+                f"request {existing.id} was rejected by {by}: {existing.reason}"))
+        return None
+
+    async def _create_pending(self, rt: LabelRuntime, op: str, who: Requester, entity: str, auth: str,
+                              requester: str, csr_der: bytes, pubkey: str, subject: x509.Name,
+                              san: x509.SubjectAlternativeName | None, *, otp_id: int | None,
+                              credential: tuple[str, str] | None, ca_ref: str | None = None,
+                              retry_after: int | None = None) -> Held:
+        """Store a held request (reserving its OTP use) and answer 202."""
+        now = utcnow()
         values = dict(
             op=op, label=rt.label.name, ca_id=rt.ca.id, requester=requester, entity=entity, auth=auth,
             client_addr=who.client_addr, otp_id=otp_id, credential_ca=credential[0] if credential else None,
             credential_serial=credential[1] if credential else None, pubkey_sha256=pubkey, csr_der=csr_der,
-            subject=subject.rfc4514_string(), sans=_sans_text(san), status="pending",
+            subject=subject.rfc4514_string(), sans=_sans_text(san), status="pending", ca_ref=ca_ref,
             reason="", created_at=now, expires_at=now + dt.timedelta(seconds=self.config.est.pending_ttl))
+        why = f"held by the CA as {ca_ref}" if ca_ref else "held for approval"
         request_id = await self._db(self.store.create_pending(
-            values, self._event(rt, op + ".pending", "success", who, entity, "held for approval", auth=auth)))
+            values, self._event(rt, op + ".pending", "success", who, entity, why, auth=auth)))
         if request_id is None:
             await self._reject(rt, op, who, entity, Unauthenticated("OTP already used or expired"))
-        return Held(request_id, retry_after)
+        return Held(request_id, retry_after or self.config.est.retry_after)
 
-    async def approve(self, request_id: int, officer: str) -> CertRecord:
-        """Issue a held request; the requester's next retry receives the certificate."""
+    async def _collect(self, rt: LabelRuntime, pending: PendingRecord, who: Requester) -> Enrolled | Held:
+        """Ask the remote CA about a request it holds; record the certificate once it is issued."""
+        ca_ref = pending.ca_ref
+        assert ca_ref is not None
+        who_label = f"ca:{rt.ca.id}"
+        try:
+            issued = (await rt.ca.collect(ca_ref, self._pending_template(rt, pending))).certificate  # type: ignore[attr-defined]
+        except IssuancePending as exc:
+            return Held(pending.id, exc.retry_after or self.config.est.retry_after)
+        except IssuanceRejected as exc:
+            reason = f"the CA refused request {pending.id}: {exc.reason}"
+            audit = AuditEvent(event=pending.op, outcome="rejected", reason=reason, label=rt.label.name,
+                               entity=pending.entity, client_addr=who.client_addr, auth=who_label, ca_id=rt.ca.id)
+            await self._db(self.store.reject_pending(pending.id, exc.reason[:500], who_label, utcnow(), audit))
+            error = BadRequest(reason) if exc.status == 400 else Forbidden(reason)
+            error.audited = True  # type: ignore[attr-defined]
+            raise error from None
+        record = _record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256, pending.otp_id)
+        audit = AuditEvent(event=pending.op, outcome="success", reason=f"request {pending.id} issued by the CA "
+                           f"({ca_ref})", label=rt.label.name, entity=pending.entity, client_addr=who.client_addr,
+                           auth=pending.auth, ca_id=rt.ca.id, serial=record.serial)
+        try:
+            done = await self._db(self.store.approve_pending(pending.id, record, audit, who_label, utcnow()))
+        except SerialCollision:  # a concurrent retry recorded this same certificate first
+            done = False
+        except Revoked:
+            await self._reject(rt, pending.op, who, pending.entity, Unauthenticated(
+                "client certificate has been revoked"))
+        if not done:
+            again = await self._db(self.store.pending(pending.id))
+            if again is not None and again.status == "issued" and again.serial:
+                found = await self._db(self.store.certificate_status(again.ca_id, again.serial))
+                if found is not None:
+                    return Enrolled(x509.load_der_x509_certificate(found.der), redelivered=True)
+            raise Conflict(f"request {pending.id} is {again.status if again else 'gone'}, not pending")
+        metrics.ISSUED.labels(rt.label.name, rt.ca.id).inc()
+        return Enrolled(issued)
+
+    def _pending_template(self, rt: LabelRuntime, pending: PendingRecord) -> IssueRequest:
+        """The request a held record stands for, checked again against the label's current policy."""
+        if pending.op == "fullcmc":  # a PKCS#10 or a CRMF CertReqMsg
+            return self.cmc.approved_template(rt, pending.csr_der)
+        csr = csrcheck.parse_csr(pending.csr_der)
+        csrcheck.check_proof_of_possession(csr, rt.label.policy)
+        san = csrcheck.requested_san(csr)
+        csrcheck.check_names(csr.subject, san, rt.label.policy)
+        return self._template(rt, csr, san, pending.csr_der)
+
+    async def approve(self, request_id: int, officer: str) -> CertRecord | str:
+        """Issue a held request; the requester's next retry receives the certificate.
+
+        With a remote CA that holds the request in turn (a Dogtag agent queue), the
+        answer is the CA's request id instead: the requester's retry collects it.
+        """
         pending = await self._db(self.store.pending(request_id))
         if pending is None:
             raise NotFound(f"no request {request_id}")
         if pending.status != "pending":
             raise Conflict(f"request {request_id} is {pending.status}, not pending")
+        if pending.ca_ref:
+            raise Conflict(f"request {request_id} was approved here and is held by the CA as {pending.ca_ref}")
         rt = self.runtime(pending.label)
-        if pending.op == "fullcmc":  # a PKCS#10 or a CRMF CertReqMsg
-            req = self.cmc.approved_template(rt, pending.csr_der)
-        else:
-            csr = csrcheck.parse_csr(pending.csr_der)
-            csrcheck.check_proof_of_possession(csr, rt.label.policy)
-            san = csrcheck.requested_san(csr)
-            csrcheck.check_names(csr.subject, san, rt.label.policy)
-            req = self._template(rt, csr, san)
+        req = self._pending_template(rt, pending)
         for _ in range(SERIAL_RETRIES):
-            issued = (await rt.ca.issue(req)).certificate
+            try:
+                issued = (await rt.ca.issue(req)).certificate
+            except IssuancePending as exc:
+                audit = AuditEvent(event=pending.op, outcome="success", label=rt.label.name, entity=pending.entity,
+                                   client_addr=pending.client_addr, auth=officer, ca_id=rt.ca.id,
+                                   reason=f"request {request_id} approved; held by the CA as {exc.ref}")
+                if not await self._db(self.store.set_ca_ref(request_id, exc.ref, audit)):
+                    raise Conflict(f"request {request_id} is no longer pending") from None
+                return exc.ref
+            except IssuanceRejected as exc:
+                raise Conflict(f"the CA refused request {request_id}: {exc.reason}; reject it") from None
             record = _record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256, pending.otp_id)
             audit = AuditEvent(event=pending.op, outcome="success", reason=f"request {request_id} approved",
                                label=rt.label.name, entity=pending.entity, client_addr=pending.client_addr,
@@ -344,14 +441,15 @@ class Authority:
             raise Conflict(f"request {request_id} is {pending.status}, not pending")
 
     def _template(self, rt: LabelRuntime, csr: x509.CertificateSigningRequest,
-                  san: x509.SubjectAlternativeName | None) -> IssueRequest:
-        return self.template_for(rt, csr.subject, csr.public_key(), san)  # type: ignore[arg-type]
+                  san: x509.SubjectAlternativeName | None, csr_der: bytes | None = None) -> IssueRequest:
+        return dataclasses.replace(self.template_for(rt, csr.subject, csr.public_key(), san),  # type: ignore[arg-type]
+                                   csr_der=csr_der or csr.public_bytes(serialization.Encoding.DER))
 
     def template_for(self, rt: LabelRuntime, subject: x509.Name, public_key: CertificatePublicKeyTypes,
                      san: x509.SubjectAlternativeName | None) -> IssueRequest:
         crl_urls, ocsp_urls = self.revocation.urls(rt.ca.id)
         return dataclasses.replace(csrcheck.template_for(subject, public_key, san, rt.label.policy),
-                                   crl_urls=crl_urls, ocsp_urls=ocsp_urls)
+                                   crl_urls=crl_urls, ocsp_urls=ocsp_urls, label=rt.label.name)
 
     # --- shared steps ---------------------------------------------------------------
 
@@ -359,20 +457,43 @@ class Authority:
                      csr: x509.CertificateSigningRequest | None, san: x509.SubjectAlternativeName | None, *,
                      otp: OtpRecord | None = None, pubkey: str | None = None, template: IssueRequest | None = None,
                      credential: tuple[str, str] | None = None, public_key: CertificatePublicKeyTypes | None = None,
-                     archive: Callable[[CertRecord], Escrow] | None = None, reason: str = "") -> Enrolled:
+                     archive: Callable[[CertRecord], Escrow] | None = None, reason: str = "",
+                     csr_der: bytes | None = None, sign: Callable[[IssueRequest], Awaitable[Issued]] | None = None,
+                     ) -> Enrolled | Held:
         """Sign, then record in one transaction (spending the OTP use, if any).
 
-        `public_key` replaces the CSR's key (serverkeygen); `archive` gives the
+        `public_key` replaces the CSR's key (serverkeygen), and `csr_der` the CSR a
+        forwarding back end receives (one signed by that key); `sign` replaces the
+        CA's issue() (a key archive that generates the key). `archive` gives the
         escrow row for a record, written in the same transaction as the certificate.
         `template` (with `pubkey`) stands for a request that is not a CSR (fullcmc CRMF).
+        A remote CA may hold the request (Held) or refuse it.
         """
         req = template or self._template(rt, csr, san)  # type: ignore[arg-type]
         if public_key is not None:
             req = dataclasses.replace(req, public_key=public_key)
+        if csr_der is not None:
+            req = dataclasses.replace(req, csr_der=csr_der)
         pubkey = pubkey or csrcheck.public_key_sha256(csr)  # type: ignore[arg-type]
         window = dt.timedelta(seconds=self.config.otp.recovery_window)
         for _ in range(SERIAL_RETRIES):
-            issued = (await rt.ca.issue(req)).certificate
+            try:
+                issued = (await (sign or rt.ca.issue)(req)).certificate
+            except IssuancePending as exc:
+                if csr is None or public_key is not None or archive is not None or op not in ("enroll", "reenroll"):
+                    await self._reject(rt, op, who, entity, NotImplementedYet(
+                        f"the CA holds this {op} request for approval ({exc.ref}); kipuka can wait for a "
+                        "remote CA's approval only for simpleenroll and simplereenroll"))
+                return await self._create_pending(
+                    rt, op, who, entity, auth, self._requester(who, entity, auth), req.csr_der or b"", pubkey,
+                    csr.subject, san, otp_id=otp.id if otp else None, credential=credential, ca_ref=exc.ref,
+                    retry_after=exc.retry_after)
+            except IssuanceRejected as exc:
+                await self._reject(rt, op, who, entity, (BadRequest if exc.status == 400 else Forbidden)(
+                    f"the CA refused the request: {exc.reason}"))
+            if sign is not None:  # the key was made by the CA: the record names that key
+                pubkey = hashlib.sha256(issued.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
             record = _record(rt, issued, entity, auth, pubkey, otp.id if otp else None)
             event = self._event(rt, op, "success", who, entity, reason, auth=auth, serial=record.serial)
             try:
@@ -390,6 +511,9 @@ class Authority:
                 if outcome == "spent":
                     await self._reject(rt, op, who, entity, Unauthenticated("OTP already used"))
             except SerialCollision:
+                if forwards_requests(rt.ca):  # asking a remote CA again would issue a second certificate
+                    await self._reject(rt, op, who, entity, InternalError(
+                        f"CA {rt.ca.id} returned serial {record.serial}, which is already recorded"))
                 continue
             except Revoked:
                 await self._reject(rt, op, who, entity, Unauthenticated("client certificate has been revoked"))

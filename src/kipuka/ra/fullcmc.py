@@ -44,7 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from kipuka.ca.base import IssueRequest
+from kipuka.ca.base import CmcForwarder, IssueRequest, forwards_requests
 from kipuka.ca.revocation import RFC5280_REASON_NAMES
 from kipuka.cmc import (DEFAULT_MAX_SIZE, CertId, CMCFailInfo, CmcError, CMCStatus, CmsSigner, OtherRequest,
                         RevokeRequest, SignedPKIData, TaggedContent, echo_controls, has_cmc_ra_eku,
@@ -142,6 +142,13 @@ class FullCmc:
         self._signers: dict[str, CmsSigner] = {}
         for label in config.labels.values():
             if config.est.fullcmc or label.policy.fullcmc:
+                ca = authority.cas[label.ca]
+                if isinstance(ca, CmcForwarder):
+                    continue  # the CA answers CMC itself
+                if forwards_requests(ca):
+                    where = f"labels.{label.name}" if label.name else "policy"
+                    raise ValueError(f"{where}: fullcmc needs a CA that takes CMC requests; CA {label.ca!r} "
+                                     "only forwards PKCS#10 enrollments")
                 self._signer(label.ca)  # a label that cannot sign its responses is a configuration error
 
     # --- entry points (the front end calls these) --------------------------------------
@@ -165,12 +172,29 @@ class FullCmc:
         rt = self.authority.runtime(label)
         if not self.enabled(rt):
             self.check_enabled(label)
+        if isinstance(rt.ca, CmcForwarder):
+            return await self._forward(rt, request_der, who)
         try:
             return await self._fullcmc(rt, request_der, who)
         except Exception:  # a bug must still be answered with a CMC response (RFC 7030 §4.3.2)
             log.exception("unhandled error in fullcmc")
             return await self._refused(rt, who, None, Refusal(CMCFailInfo.internalCAError, (), "internal error",
                                                               InternalError), _entity_of(who))
+
+    async def _forward(self, rt: "LabelRuntime", request_der: bytes, who: Requester) -> CmcAnswer:
+        """Hand the whole Full PKI Request to a CA that takes CMC (Dogtag's CMC profiles): it
+        authenticates the request and signs the response; kipuka audits and relays. A CA that
+        cannot be reached is a plain-text error, as kipuka has no key to sign a CMC failure."""
+        entity = _entity_of(who)
+        try:
+            der = await rt.ca.submit_cmc(request_der, rt.label.name)  # type: ignore[attr-defined]
+        except KipukaError as exc:
+            await self._audit_refusal(rt, who, entity, f"CA {rt.ca.id}: {exc.reason}", exc)
+            exc.audited = True  # type: ignore[attr-defined]
+            raise
+        await self.authority.store.add_audit(self.authority._event(
+            rt, OP + ".forward", "success", who, entity, f"forwarded to CA {rt.ca.id}"))
+        return CmcAnswer(der)
 
     def approved_template(self, rt: "LabelRuntime", request_der: bytes) -> IssueRequest:
         """The certificate template of a fullcmc request an officer approved (PKCS#10 or CRMF)."""

@@ -10,12 +10,13 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography import x509
 from cryptography.x509 import ocsp
 
 from pyasn1.codec.der import decoder
 from pyasn1_modules import rfc5280
 
-from kipuka.ca.base import CertificateAuthority
+from kipuka.ca.base import CertificateAuthority, RemoteRevoker, signs_revocation
 from kipuka.ca.revocation import RFC5280_REASON_NAMES, OcspAnswer, RevokedEntry, unsuccessful_ocsp
 from kipuka.config import RevocationConfig
 from kipuka.errors import BadRequest, NotFound
@@ -44,7 +45,7 @@ class Revocation:
 
     def urls(self, ca_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(CRL distribution points, OCSP URLs) to put in certificates of a CA."""
-        if not self.cfg.base_url:
+        if not self.cfg.base_url or not self._publishes(ca_id):
             return (), ()
         base = self.cfg.base_url.rstrip("/")
         return (f"{base}/crl/{ca_id}.crl",), (f"{base}/ocsp/{ca_id}",)
@@ -55,11 +56,15 @@ class Revocation:
             raise BadRequest(f"unknown revocation reason {reason!r}; use one of {', '.join(REASONS[:-1])}")
         now = utcnow()
         holders = [r.ca_id for r in await self.store.certificate(serial) if ca_id in (None, r.ca_id)]
+        for holder in sorted(set(holders)):  # the CA first: never show revoked what the CA still calls good
+            ca = self.cas.get(holder)
+            if isinstance(ca, RemoteRevoker):
+                await ca.revoke(int(serial, 16), x509.ReasonFlags(reason))
         count = await self.store.revoke_certificate(serial, reason, now, AuditEvent(
             event="cert.revoke", outcome="success", auth=actor, serial=serial, reason=reason,
             ca_id=ca_id or ",".join(holders), at=now), ca_id)
         for holder in set(holders):
-            if holder in self.cas:
+            if holder in self.cas and self._publishes(holder):
                 await self.publish_crl(holder)
         return count
 
@@ -85,7 +90,8 @@ class Revocation:
 
     async def refresh_due(self) -> None:
         for ca_id in self.cas:
-            await self.crl(ca_id)
+            if self._publishes(ca_id):
+                await self.crl(ca_id)
 
     async def ocsp(self, ca_id: str, query: OcspQuery) -> bytes:
         ca = self._ca(ca_id)
@@ -110,9 +116,15 @@ class Revocation:
 
     def _ca(self, ca_id: str) -> CertificateAuthority:
         try:
-            return self.cas[ca_id]
+            ca = self.cas[ca_id]
         except KeyError:
             raise NotFound(f"unknown CA {ca_id!r}") from None
+        if not signs_revocation(ca):
+            raise NotFound(f"CA {ca_id!r} publishes its own CRL and OCSP; kipuka does not sign them")
+        return ca
+
+    def _publishes(self, ca_id: str) -> bool:
+        return ca_id in self.cas and signs_revocation(self.cas[ca_id])
 
 
 def _issuer_hashes(issuer, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]

@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kipuka import metrics
 from kipuka.config import Config, Label
-from kipuka.errors import Disabled, Forbidden
+from kipuka.ca.base import IssueRequest, Issued, forwards_requests
+from kipuka.errors import Disabled, Forbidden, InternalError
 from kipuka.keydelivery import one_asymmetric_key, server_generated_key_cms
 from kipuka.ra import delivery as deliveries
 from kipuka.ra.escrow import EscrowTarget
@@ -50,7 +51,7 @@ from kipuka.store.escrow import Escrow, EscrowRecord
 from kipuka.store.records import utcnow
 
 if TYPE_CHECKING:
-    from kipuka.ra.authority import Authority, Authorized
+    from kipuka.ra.authority import Authority, Authorized, LabelRuntime
 
 OP = "serverkeygen"
 
@@ -91,9 +92,9 @@ class ServerKeygen:
             if label.policy.escrow and label.policy.escrow_cert is not None:
                 self.escrow[label.name] = EscrowTarget.load(label.policy.escrow_cert)
             ca = authority.cas[label.ca]
-            if not isinstance(ca, ContentSigner):
-                raise ValueError(f"{where}: CA {label.ca!r} cannot sign server-generated key packages; "
-                                 "serverkeygen needs a CA back end that can")
+            if not isinstance(ca, ContentSigner) and set(label.policy.serverkeygen_deliveries) - {deliveries.PKCS8}:
+                raise ValueError(f"{where}: CA {label.ca!r} cannot sign server-generated key packages; with this "
+                                 'back end serverkeygen_deliveries can only be ["pkcs8"]')
         self.keys = KeyMaker(config.est.keygen_pool,
                              [kt for label in on for kt in label.policy.serverkeygen_key_types])
 
@@ -116,6 +117,8 @@ class ServerKeygen:
         if auth.otp is not None:
             await a.check_otp_usable(auth, who, redeliver=False)
         key_type = choose_key_type(policy.serverkeygen_key_types, auth.csr)
+        if getattr(rt.ca, "archives_keys", False):  # the CA's own key archive (Dogtag's KRA) makes the key
+            return await self._from_ca_archive(rt, auth, who, how, key_type)
         key = await self.keys.new_key(key_type)
         target = self.escrow.get(rt.label.name)
         # Building the CMS layers is ~10 ms of pure-Python ASN.1 per key: a worker thread, not the loop.
@@ -125,9 +128,33 @@ class ServerKeygen:
         enrolled = await a._issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
                                   pubkey=_spki_sha256(key), credential=auth.credential, public_key=key.public_key(),
                                   archive=archive, reason=f"key {key_type}, delivery {how.kind}"
-                                  + (", escrowed" if archive else ""))
+                                  + (", escrowed" if archive else ""),
+                                  csr_der=_csr_for(key, auth) if forwards_requests(rt.ca) else None)
         metrics.SERVER_KEYS.labels(rt.label.name, key_type, how.kind).inc()
-        return ServerGeneratedKey(enrolled.certificate, key_part, how.kind)
+        return ServerGeneratedKey(enrolled.certificate, key_part, how.kind)  # type: ignore[union-attr]
+
+    async def _from_ca_archive(self, rt: "LabelRuntime", auth: "Authorized", who: Requester,
+                               how: deliveries.Delivery, key_type: str) -> ServerGeneratedKey:
+        """The CA generates and archives the key, and hands it over for delivery; kipuka keeps no copy."""
+        a = self.authority
+        made: list[GeneratedKey] = []
+
+        async def sign(req: IssueRequest) -> Issued:
+            issued, pkcs8 = await rt.ca.issue_with_archived_key(req, key_type)  # type: ignore[attr-defined]
+            key = serialization.load_der_private_key(pkcs8, password=None)
+            if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)) or \
+                    _spki(key.public_key()) != _spki(issued.certificate.public_key()):
+                raise InternalError("the CA's key archive returned a key that does not match its certificate")
+            made.append(key)
+            return issued
+
+        enrolled = await a._issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
+                                  credential=auth.credential, sign=sign,
+                                  reason=f"key {key_type} generated and archived by the CA, delivery {how.kind}")
+        key_part, _ = await asyncio.get_running_loop().run_in_executor(executor(), self._seal, rt.ca, made[-1],
+                                                                       how, None)
+        metrics.SERVER_KEYS.labels(rt.label.name, key_type, how.kind).inc()
+        return ServerGeneratedKey(enrolled.certificate, key_part, how.kind)  # type: ignore[union-attr]
 
     @staticmethod
     def _seal(ca: object, key: GeneratedKey, how: deliveries.Delivery,
@@ -173,6 +200,19 @@ def key_type_name(public_key: object) -> str:
     return ""
 
 
+def _spki(public_key: object) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def _spki_sha256(key: GeneratedKey) -> str:
-    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
+    return hashlib.sha256(_spki(key.public_key())).hexdigest()
+
+
+def _csr_for(key: GeneratedKey, auth: "Authorized") -> bytes:
+    """A CSR signed by the generated key, for a back end that forwards CSRs (an upstream EST server):
+    the requester's subject and names, the new key."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(auth.csr.subject)
+    if auth.san is not None:
+        builder = builder.add_extension(auth.san, critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)

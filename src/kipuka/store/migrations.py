@@ -42,10 +42,17 @@ def _v3_keys_and_cmc(conn: Connection) -> None:
             index.create(conn)
 
 
+def _v4_ca_ref(conn: Connection) -> None:
+    """Pending requests held by a remote CA remember its request id."""
+    if "ca_ref" not in {c["name"] for c in inspect(conn).get_columns("pending_requests")}:
+        conn.execute(text("ALTER TABLE pending_requests ADD COLUMN ca_ref VARCHAR(200)"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "baseline: certificates, otps, otp_failures, audit", lambda conn: None),
     (2, "pending requests, CRLs, admin tokens, audit chain", _v2_operations),
     (3, "escrowed keys, CMC replay protection", _v3_keys_and_cmc),
+    (4, "pending requests held by a remote CA", _v4_ca_ref),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -97,6 +97,16 @@ class PendingStore(StoreBase):
             self._audit(conn, audit)
             return True
 
+    def set_ca_ref(self, request_id: int, ca_ref: str, audit: AuditEvent) -> bool:
+        """An officer approved a request and the remote CA now holds it as `ca_ref`."""
+        p = schema.pending_requests
+        with self._tx() as conn:
+            updated = conn.execute(p.update().where(and_(p.c.id == request_id, p.c.status == "pending")).values(
+                ca_ref=ca_ref)).rowcount
+            if updated == 1:
+                self._audit(conn, audit)
+            return updated == 1
+
     def reject_pending(self, request_id: int, reason: str, decided_by: str, now: dt.datetime,
                        audit: AuditEvent) -> bool:
         with self._tx() as conn:

@@ -93,6 +93,7 @@ class PendingRecord:
     decided_at: dt.datetime | None = None
     decided_by: str | None = None
     serial: str | None = None
+    ca_ref: str | None = None  # the CA's own request id when a remote CA holds the request
 
 
 @dataclass(frozen=True)

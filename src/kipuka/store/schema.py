@@ -145,6 +145,8 @@ pending_requests = Table(
     Column("decided_at", UTCDateTime, nullable=True),
     Column("decided_by", String(255), nullable=True),
     Column("serial", String(42), nullable=True),
+    # The CA back end's own handle when the CA holds the request (a Dogtag request id), v4.
+    Column("ca_ref", String(200), nullable=True),
 )
 Index("ix_pending_requester", pending_requests.c.requester, pending_requests.c.pubkey_sha256)
 Index("ix_pending_status", pending_requests.c.status, pending_requests.c.id)
