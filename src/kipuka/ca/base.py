@@ -110,7 +110,7 @@ class KeyArchivingIssuer(Protocol):
     archives_keys: bool
 
     async def issue_with_archived_key(self, req: IssueRequest, key_type: str) -> tuple[Issued, bytes]:
-        """Certificate for a key the archive generated from `key_type` ("ec-p256", "rsa-2048", ...),
+        """Certificate for a key the archive generated from `key_type` ("ec-p256", "ec-p384", "rsa2048", ...),
         and that private key as unencrypted PKCS#8 DER, for kipuka to wrap for delivery."""
 
 
