@@ -48,6 +48,26 @@ def test_upgraded_and_new_databases_have_the_same_tables_and_columns(tmp_path):
     assert shape(upgraded) == shape(fresh)
 
 
+def test_a_version_3_database_gains_the_remote_ca_request_id_and_keeps_its_pending_requests(tmp_path):
+    """v4 adds pending_requests.ca_ref (a request a Dogtag or upstream EST CA holds) to existing rows."""
+    db = tmp_path / "v3.db"
+    store = Store(f"sqlite:///{db}")
+    store.migrate()
+    store.close()
+    with sqlite3.connect(db) as conn:  # take it back to version 3: without the column, one pending row
+        conn.execute("ALTER TABLE pending_requests DROP COLUMN ca_ref")
+        conn.execute("INSERT INTO pending_requests (op, label, ca_id, requester, entity, auth, client_addr, "
+                     "pubkey_sha256, csr_der, subject, sans, status, reason, created_at, expires_at) VALUES "
+                     "('enroll', '', 'default', 'otp:dev', 'dev', 'otp', '127.0.0.1', 'ab', x'30', 'CN=dev', '', "
+                     "'pending', '', '2026-01-01 00:00:00', '2036-01-01 00:00:00')")
+        conn.execute("UPDATE schema_version SET version = 3")
+    old = Store(f"sqlite:///{db}")
+    assert old.migrate() == [4]
+    [row] = old.pending_requests()
+    assert row.subject == "CN=dev" and row.ca_ref is None
+    assert old.migrate() == []
+
+
 def _pg_url() -> str | None:
     import os
     url = os.environ.get("KIPUKA_TEST_DATABASE") or "postgresql://127.0.0.1:5432/test"
