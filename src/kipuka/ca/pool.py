@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from cryptography import x509
 
-from kipuka.ca.base import (CertificateAuthority, IssueRequest, Issued, RemoteIssuer, RemoteRevoker,
+from kipuka.ca.base import (CertificateAuthority, CmcForwarder, IssueRequest, Issued, RemoteIssuer, RemoteRevoker,
                             forwards_requests, signs_revocation)
 from kipuka.ca.revocation import OcspAnswer, RevokedEntry
 from kipuka.config import CAConfig, ConfigError
@@ -93,6 +93,11 @@ class ReplicaPool:
             self.collect = self._collect
         if isinstance(first, RemoteRevoker):
             self.revoke = self._revoke
+        if getattr(first, "archives_keys", False):
+            self.archives_keys = True
+            self.issue_with_archived_key = self._issue_with_archived_key
+        if isinstance(first, CmcForwarder):
+            self.submit_cmc = self._submit_cmc
 
     # --- the CertificateAuthority contract -------------------------------------------------
 
@@ -119,6 +124,12 @@ class ReplicaPool:
 
     async def _revoke(self, serial: int, reason: x509.ReasonFlags) -> None:
         await self._call(lambda ca: ca.revoke(serial, reason))  # type: ignore[attr-defined]
+
+    async def _issue_with_archived_key(self, req: IssueRequest, key_type: str) -> tuple[Issued, bytes]:
+        return await self._call(lambda ca: ca.issue_with_archived_key(req, key_type))  # type: ignore[attr-defined]
+
+    async def _submit_cmc(self, pki_data_der: bytes, label: str) -> bytes:
+        return await self._call(lambda ca: ca.submit_cmc(pki_data_der, label))  # type: ignore[attr-defined]
 
     async def health(self) -> str:
         self._ensure_checker()

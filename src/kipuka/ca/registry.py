@@ -15,9 +15,16 @@ def _pkcs11(cfg: CAConfig) -> CertificateAuthority:
     return PKCS11CA.from_config(cfg)
 
 
+def _dogtag(cfg: CAConfig) -> CertificateAuthority:
+    from kipuka.ca.dogtag import DogtagCA  # a Dogtag PKI CA reached over its REST API
+
+    return DogtagCA.from_config(cfg)
+
+
 BACKENDS: dict[str, Callable[[CAConfig], CertificateAuthority]] = {
     "local": LocalCA.from_config,
     "pkcs11": _pkcs11,
+    "dogtag": _dogtag,
 }
 
 
