@@ -104,6 +104,12 @@ def test_ra_clients_are_exempt(tmp_path, fresh_server):
     crt, k = write_identity(tmp_path, "ra", key, ra)
     r = srv.post("simpleenroll", b64(make_csr("device-77.example.com")[1]), cert=(crt, k))
     assert r.status_code == 200, r.text
+    # A device CSR linked to the device's own session with the RA: its challengePassword cannot
+    # match the RA's session here, and the RA already checked it (RFC 7030 §3.7).
+    linked_elsewhere = [(AttributeOID.CHALLENGE_PASSWORD, base64.b64encode(bytes(range(12))))]
+    r = srv.post("simpleenroll", b64(make_csr("device-78.example.com", attributes=linked_elsewhere)[1]),
+                 cert=(crt, k))
+    assert r.status_code == 200, r.text
 
 
 def test_tls_exporter_matches_an_independent_client(linked, tmp_path):

@@ -29,13 +29,16 @@ def check_linking(csr: x509.CertificateSigningRequest, binding: tuple[str, bytes
                   exempt: bool) -> None:
     """Raise BadRequest unless the CSR is linked as the policy requires.
 
-    A challengePassword present is always checked (RFC 7030 §3.5); its absence
-    is refused only where the label requires linking and the client is not an
-    RA (RFC 7030 §3.7 lets RAs enroll for others without linking).
+    A challengePassword present is checked (RFC 7030 §3.5), and its absence is
+    refused where the label requires linking. RA clients are exempt from both
+    (RFC 7030 §3.7): a CSR an RA forwards was linked, if at all, to the device's
+    TLS session with the RA, which this server cannot see; the RA checked it.
     """
+    if exempt:
+        return
     password = challenge_password(csr)
     if password is None:
-        if policy.require_linking and not exempt:
+        if policy.require_linking:
             raise BadRequest("this label requires the CSR to be linked to the TLS session: put base64 of "
                              "tls-unique (TLS 1.2) or tls-exporter (TLS 1.3) in challengePassword")
         return
