@@ -44,6 +44,11 @@ ra_anchors = ["cmc-ra-ca.crt"]
 fullcmc = true
 require_approval = true
 ra_anchors = ["cmc-ra-ca.crt"]
+
+[labels.cmc-linked]
+fullcmc = true
+require_linking = true
+ra_anchors = ["cmc-ra-ca.crt"]
 """
 
 
@@ -697,3 +702,61 @@ def test_config_refuses_cmc_ra_eku_in_issued_certificates(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     assert err.value.key == "labels.bad.ekus" and "cmcRA" in err.value.message
+
+
+def _linked_csr(key, cn: str, password: bytes | None) -> x509.CertificateSigningRequest:
+    b = x509.CertificateSigningRequestBuilder().subject_name(_name(cn)).add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    if password is not None:
+        b = b.add_attribute(x509.oid.AttributeOID.CHALLENGE_PASSWORD, password)
+    return b.sign(key, hashes.SHA256())
+
+
+def _self_signed_on(env: Env, entity: str, otp: str, password_of) -> tuple[int, bytes, int]:
+    """A self-signed PKCS#10 request sent on a TLS 1.2 connection whose tls-unique it may carry."""
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=env.chain)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", env.srv.port)) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        key = new_key()
+        b = _builder()
+        b.identification(entity)
+        bpid = b.add_tcr(_linked_csr(key, f"{entity}.example.com", password_of(tls.get_channel_binding("tls-unique"))))
+        b.identity_proof_v2(otp)
+        body = b64(b.sign(_self_signer(key)))
+        auth = base64.b64encode(f"{entity}:{otp}".encode()).decode()
+        tls.sendall((f"POST /.well-known/est/cmc-linked/fullcmc HTTP/1.1\r\nHost: localhost\r\n"
+                     f"Content-Type: application/pkcs7-mime; smime-type=CMC-request\r\nConnection: close\r\n"
+                     f"Authorization: Basic {auth}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), base64.b64decode(payload), bpid
+
+
+def test_linking_on_a_label_that_requires_it_is_checked_and_pop_failed_otherwise(env):
+    """RFC 7030 §3.5: a Full PKI Request's PKCS#10 carries the TLS session's tls-unique in
+    challengePassword; without it, or with another session's, the request fails with popFailed."""
+    for password_of, expected in ((lambda binding: base64.b64encode(binding), CMCStatus.success),
+                                  (lambda binding: None, CMCStatus.failed),
+                                  (lambda binding: base64.b64encode(bytes(len(binding))), CMCStatus.failed)):
+        entity = unique()
+        otp = env.srv.otp(entity, "--label", "cmc-linked")
+        status, der_response, bpid = _self_signed_on(env, entity, otp, password_of)
+        parsed = cmc.parse_pki_response(der_response)
+        info = statuses(parsed)[bpid]
+        assert info.status == expected, (status, info)
+        if expected == CMCStatus.failed:
+            assert status == 400 and info.fail_info == CMCFailInfo.popFailed, (status, info)
+            assert "TLS session" in info.status_string or "channel binding" in info.status_string
+
+
+def test_an_ra_is_not_asked_to_link_its_requests(env):
+    message, key, bpid, _ = ra_request(env)
+    parsed = answer(env, post(env, message, label="cmc-linked"))
+    assert statuses(parsed)[bpid].status == CMCStatus.success
+    issued_for(parsed, key)

@@ -24,6 +24,7 @@ from kipuka.cmc import oids
 from kipuka.config import Policy
 from kipuka.errors import BadRequest
 from kipuka.ra import csr as csrcheck
+from kipuka.ra.linking import check_linking
 
 ID_CE_SUBJECT_ALT_NAME = "2.5.29.17"
 PEND_TOKEN_PREFIX = b"kipuka-pending/"
@@ -44,15 +45,25 @@ class Candidate:
 
 
 def candidate(request: CertificationRequest | CrmfRequest, policy: Policy, *, ra_vouches: bool = False,
-              signed_with_this_key: bool = False) -> Candidate:
+              signed_with_this_key: bool = False, binding: tuple[str, bytes] | None = None) -> Candidate:
     """Check one request's proof of possession, key and names; raise CmcError for its body part.
 
     `signed_with_this_key`: the PKIData is signed with this request's key, which
     proves possession for a CRMF request without a POP signature of its own.
-    `ra_vouches`: an RA agent signed the PKIData, so a CRMF `raVerified` POP stands.
+    `ra_vouches`: an RA agent signed the PKIData, so a CRMF `raVerified` POP stands
+    and linking to the TLS session is not asked (RFC 7030 §3.7).
+    `binding`: the TLS session's channel binding, which a linked PKCS#10 carries in
+    challengePassword (RFC 7030 §3.5); a mismatch is popFailed.
     """
     if isinstance(request, CertificationRequest):
+        try:
+            check_linking(request.csr, binding, policy, exempt=ra_vouches)
+        except BadRequest as exc:
+            raise CmcError(CMCFailInfo.popFailed, [request.body_part_id], exc.reason) from None
         return _tcr(request, policy)
+    if policy.require_linking and not ra_vouches:
+        raise CmcError(CMCFailInfo.popFailed, [request.body_part_id], "this label requires requests linked to "
+                       "the TLS session (RFC 7030 §3.5): send a PKCS#10 with challengePassword, CRMF cannot carry it")
     return _crm(request, policy, ra_vouches, signed_with_this_key)
 
 
