@@ -173,3 +173,50 @@ def test_every_reenrollment_is_recorded_with_its_auth_method(server, tmp_path):
     renewed = certs_from(server.post("simplereenroll", _csr_from_cert(cert, _key_of(key)), cert=(crt, key)))[0]
     shown = server.cli("certs", "show", format(renewed.serial_number, "x")).stdout
     assert "auth: mtls" in shown and "status: valid" in shown
+
+
+def _with_change_subject_name(csr_der: bytes, key, old_subject: x509.Name) -> bytes:
+    """The CSR re-signed with a ChangeSubjectName attribute (RFC 6402 §2.8) naming `old_subject`.
+
+    cryptography cannot add a structured attribute, so the CertificationRequestInfo is edited
+    with pyasn1 and signed again with the same key."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from pyasn1.codec.der import decoder, encoder
+    from pyasn1.type import univ
+    from pyasn1_modules import rfc2986
+
+    req, _ = decoder.decode(csr_der, asn1Spec=rfc2986.CertificationRequest())
+    info = req["certificationRequestInfo"]
+    attr = rfc2986.Attribute()
+    attr["type"] = univ.ObjectIdentifier("1.3.6.1.5.5.7.7.36")
+    attr["values"].append(univ.Any(b"\x30" + _der_len(len(old_subject.public_bytes())) + old_subject.public_bytes()))
+    info["attributes"].append(attr)
+    tbs = encoder.encode(info)
+    req["signature"] = univ.BitString.fromOctetString(key.sign(tbs, ec.ECDSA(hashes.SHA256())))
+    return encoder.encode(req)
+
+
+def _der_len(n: int) -> bytes:
+    return bytes([n]) if n < 128 else bytes([0x81, n]) if n < 256 else bytes([0x82, n >> 8, n & 0xFF])
+
+
+def test_reenroll_with_new_names_and_change_subject_name_is_200_where_allowed(fresh_server, tmp_path):
+    """allow_subject_change: a new subject is accepted when ChangeSubjectName names the current one."""
+    import base64
+
+    srv = fresh_server(replacements={r"^allow_subject_change = false": "allow_subject_change = true"})
+    crt, key_path, cert = enroll_identity(srv, tmp_path)
+    key = _key_of(key_path)
+    entity_prefix = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
+    renamed = f"renamed-{entity_prefix}"
+    plain = make_csr(renamed, key)[1]
+    r = srv.post("simplereenroll", b64(plain), cert=(crt, key_path))
+    assert r.status_code == 403 and "ChangeSubjectName" in r.text
+    stranger = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "someone-else.example.com")])
+    r = srv.post("simplereenroll", b64(_with_change_subject_name(plain, key, stranger)), cert=(crt, key_path))
+    assert r.status_code == 403 and "ChangeSubjectName" in r.text
+    r = srv.post("simplereenroll", b64(_with_change_subject_name(plain, key, cert.subject)), cert=(crt, key_path))
+    assert r.status_code == 200, r.text
+    renewed = certs_from(r)[0]
+    assert renewed.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value == renamed
