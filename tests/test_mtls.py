@@ -203,8 +203,6 @@ def _der_len(n: int) -> bytes:
 
 def test_reenroll_with_new_names_and_change_subject_name_is_200_where_allowed(fresh_server, tmp_path):
     """allow_subject_change: a new subject is accepted when ChangeSubjectName names the current one."""
-    import base64
-
     srv = fresh_server(replacements={r"^allow_subject_change = false": "allow_subject_change = true"})
     crt, key_path, cert = enroll_identity(srv, tmp_path)
     key = _key_of(key_path)
