@@ -15,8 +15,6 @@ Skipped, with the reason, when the jars (Debian libbcpkix-java) or a JDK are abs
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,8 @@ from kipuka import keydelivery as kd
 from tests.helpers import Server, b64, certs_from, new_key, unique, write_identity
 from tests.test_serverkeygen import (ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, KEK, KEK_ID, SGK, keygen_csr,
                                      keygen_server, octet_string, post, split)
-from tests.unit.test_keydelivery import BC_JARS, JAVA_SOURCE
+from tests.interop.jvm import compile_or_skip
+from tests.unit.test_keydelivery import JAVA_SOURCE
 
 SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
@@ -89,25 +88,8 @@ public class BcServerKeygen {
 @pytest.fixture(scope="module")
 def java(tmp_path_factory: pytest.TempPathFactory):
     """Compiled drivers (KdCheck and BcServerKeygen), or a skip saying what is missing."""
-    missing = [str(j) for j in BC_JARS if not j.exists()]
-    if missing:
-        pytest.skip(f"Bouncy Castle jars absent ({', '.join(missing)}); apt-get install libbcpkix-java")
-    if not (shutil.which("javac") and shutil.which("java")):
-        pytest.skip("no JDK (javac/java) on PATH")
-    d = tmp_path_factory.mktemp("bc")
-    (d / "KdCheck.java").write_text(JAVA_SOURCE)
-    (d / "BcServerKeygen.java").write_text(EST_CLIENT)
-    cp = ":".join(str(j) for j in BC_JARS)
-    proc = subprocess.run(["javac", "-cp", cp, "-d", str(d), str(d / "KdCheck.java"), str(d / "BcServerKeygen.java")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-
-    def run(main: str, *args: str) -> str:
-        p = subprocess.run(["java", "-cp", f"{cp}:{d}", main, *args], capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, f"Bouncy Castle failed: {p.stdout}\n{p.stderr}"
-        return p.stdout
-
-    return run
+    jvm = compile_or_skip(tmp_path_factory.mktemp("bc"), {"KdCheck": JAVA_SOURCE, "BcServerKeygen": EST_CLIENT})
+    return jvm.run
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from pyasn1_modules import rfc4055, rfc5652, rfc5753, rfc5958
 
 from kipuka import keydelivery as kd
 from kipuka.keydelivery import oids
+from tests.interop.jvm import compile_or_skip
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -683,8 +684,6 @@ def test_lenient_parser_accepts_what_other_servers_send(pki: Pki) -> None:
 
 # --- Bouncy Castle ----------------------------------------------------------------------------------
 
-BC_JARS = [Path("/usr/share/java") / j for j in ("bcprov.jar", "bcpkix.jar", "bcutil.jar")]
-
 JAVA_SOURCE = r"""
 import java.io.*;
 import java.nio.file.*;
@@ -771,25 +770,8 @@ public class KdCheck {
 @pytest.fixture(scope="module")
 def bc(tmp_path_factory: pytest.TempPathFactory):
     """A compiled KdCheck, or a skip that says what is missing."""
-    missing = [str(j) for j in BC_JARS if not j.exists()]
-    if missing:
-        pytest.skip(f"Bouncy Castle jars absent ({', '.join(missing)}); apt-get install libbcpkix-java")
-    if not (shutil.which("javac") and shutil.which("java")):
-        pytest.skip("no JDK (javac/java) on PATH")
-    d = tmp_path_factory.mktemp("bc")
-    (d / "KdCheck.java").write_text(JAVA_SOURCE)
-    cp = ":".join(str(j) for j in BC_JARS)
-    proc = subprocess.run(["javac", "-cp", cp, "-d", str(d), str(d / "KdCheck.java")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-
-    def run(*args: str) -> str:
-        p = subprocess.run(["java", "-cp", f"{cp}:{d}", "KdCheck", *args], capture_output=True, text=True,
-                           timeout=300)
-        assert p.returncode == 0, f"Bouncy Castle failed: {p.stderr}"
-        return p.stdout
-
-    return run
+    jvm = compile_or_skip(tmp_path_factory.mktemp("bc"), {"KdCheck": JAVA_SOURCE})
+    return lambda *args: jvm.run("KdCheck", *args)
 
 
 @pytest.mark.parametrize("name,transport,signer", [*SGK_FORMS, ("ec-p256", None, "ed25519")])

@@ -1,0 +1,1 @@
+"""Interop suite: kipuka driven by independent clients (Bouncy Castle, curl + openssl, testssl.sh)."""
