@@ -62,7 +62,7 @@ def test_a_version_3_database_gains_the_remote_ca_request_id_and_keeps_its_pendi
                      "'pending', '', '2026-01-01 00:00:00', '2036-01-01 00:00:00')")
         conn.execute("UPDATE schema_version SET version = 3")
     old = Store(f"sqlite:///{db}")
-    assert old.migrate() == [4]
+    assert old.migrate() == list(range(4, LATEST + 1))
     [row] = old.pending_requests()
     assert row.subject == "CN=dev" and row.ca_ref is None
     assert old.migrate() == []
@@ -125,3 +125,37 @@ def test_postgresql_upgrades_from_version_1_to_the_latest_schema():
         with psycopg.connect(admin, autocommit=True) as conn:
             for name in names:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_postgresql_audit_keeps_an_admin_name_longer_than_16_characters():
+    """v5: the acting admin ("token:NAME", "cert:SUBJECT") is written whole; VARCHAR(16) refused it."""
+    import datetime as dt
+    import uuid
+
+    import psycopg
+    import pytest
+
+    from kipuka.store.records import AuditEvent
+
+    admin = _pg_url()
+    if admin is None:
+        pytest.skip("no PostgreSQL reachable (scripts/test.sh starts it)")
+    name = f"kipuka_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        store = Store(admin.rsplit("/", 1)[0] + "/" + name)
+        store.migrate()
+        with store._writer.begin() as conn:  # take it back to version 4, where auth was VARCHAR(16)
+            from sqlalchemy import text
+            conn.execute(text("ALTER TABLE audit ALTER COLUMN auth TYPE VARCHAR(16)"))
+            conn.execute(text("UPDATE schema_version SET version = 4"))
+        assert store.migrate() == [5]
+        actor = "cert:CN=admin-ops.example.com"
+        store.add_audit(AuditEvent(event="otp.create", outcome="success", auth=actor,
+                                   at=dt.datetime.now(dt.timezone.utc)))
+        assert store.audit_events(1)[0].auth == actor
+        store.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

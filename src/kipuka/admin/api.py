@@ -17,7 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kipuka import metrics
-from kipuka.admin.auth import AdminUnauthorized, authenticate
+from kipuka.admin import overview
+from kipuka.admin.auth import AdminForbidden, AdminUnauthorized, authenticate
+from kipuka.admin.certinfo import csr_key, decoded
+from kipuka.admin.console.routes import Console
 from kipuka.admin.openapi import document
 from kipuka.config import Config, parse_duration
 from kipuka.errors import BadRequest, Conflict, Forbidden, KipukaError, NotFound, Unavailable
@@ -72,7 +75,10 @@ class AdminApi:
             web.get("/admin/audit", self.list_audit),
             web.get("/admin/audit/verify", self.verify_audit),
             web.get("/metrics", self.metrics),
+            web.get("/admin/stats/issuance", self.issuance_stats),
+            web.get("/admin/labels", self.list_labels),
         ])
+        Console(self._authority, self._config).add_to(app)  # the web console, same listener
         return app
 
     # --- middleware -----------------------------------------------------------------
@@ -85,6 +91,14 @@ class AdminApi:
             return _json_error(exc.status, exc.error, exc.message)
         except AdminUnauthorized as exc:
             return _json_error(401, "unauthorized", str(exc), {"WWW-Authenticate": 'Bearer realm="kipuka-admin"'})
+        except AdminForbidden as exc:  # a browser's request that another site may have forged
+            try:
+                await self._authority().store.add_audit(AuditEvent(
+                    event="admin.csrf", outcome="rejected", reason=f"{request.method} {request.path[:100]}: {exc}",
+                    client_addr=request.remote or ""))
+            except Exception:  # the refusal stands even when the database is down
+                log.exception("could not audit a refused cross-site request")
+            return _json_error(403, "forbidden", str(exc))
         except web.HTTPException as exc:  # routing: 404, 405, 413 ...
             if exc.status < 400:
                 raise
@@ -100,7 +114,7 @@ class AdminApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in PUBLIC:
+        if request.path not in PUBLIC and not Console.owns(request.path):
             request["admin"] = await authenticate(request, self._authority(), self._config().admin)
         return await handler(request)
 
@@ -242,18 +256,22 @@ class AdminApi:
 
     async def list_certs(self, request: web.Request) -> web.Response:
         q = Query(request, {"subject", "subject_prefix", "entity", "label", "ca", "status", "issued_after",
-                            "issued_before", "cursor", "limit"})
+                            "issued_before", "expires_after", "expires_before", "cursor", "limit"})
         f = CertFilter(subject=q.text("subject"), subject_prefix=q.text("subject_prefix"), entity=q.text("entity"),
                        label=q.text("label"), ca_id=q.text("ca"),
                        status=q.choice("status", ("valid", "revoked", "expired"), None),
-                       issued_after=q.time("issued_after"), issued_before=q.time("issued_before"))
+                       issued_after=q.time("issued_after"), issued_before=q.time("issued_before"),
+                       expires_after=q.time("expires_after"), expires_before=q.time("expires_before"))
         limit, cursor = q.limit(), q.cursor()
         rows = [] if q.impossible else await self._authority().store.search_certificates(
             f, limit=limit, after_id=cursor)
         return _page([_cert_json(r) for _, r in rows], rows[-1][0] if len(rows) == limit else None)
 
     async def get_cert(self, request: web.Request) -> web.Response:
-        return web.json_response(_cert_json(await self._one_cert(request), pem=True))
+        record = await self._one_cert(request)
+        body = _cert_json(record, pem=True)
+        body["decoded"] = decoded(x509.load_der_x509_certificate(record.der))
+        return web.json_response(body)
 
     async def revoke_cert(self, request: web.Request) -> web.Response:
         record = await self._one_cert(request)
@@ -299,7 +317,15 @@ class AdminApi:
         return {"id": ca_id, "type": self._config().cas[ca_id].type, "labels": labels,
                 "subject": chain[0].subject.rfc4514_string(), "not_after": _iso(chain[0].not_valid_after_utc),
                 "chain": [c.public_bytes(serialization.Encoding.PEM).decode() for c in chain],
-                "health": await ca.health(), "crl_urls": list(crl_urls), "ocsp_urls": list(ocsp_urls)}
+                "health": await ca.health(), "crl_urls": list(crl_urls), "ocsp_urls": list(ocsp_urls),
+                **await overview.ca_details(authority, self._config(), ca_id)}
+
+    async def list_labels(self, request: web.Request) -> web.Response:
+        return web.json_response({"items": overview.labels(self._authority(), self._config())})
+
+    async def issuance_stats(self, request: web.Request) -> web.Response:
+        q = Query(request, {"hours"})
+        return web.json_response(await overview.issuance(self._authority(), q.int_param("hours", 24, 1, 168)))
 
     async def list_audit(self, request: web.Request) -> web.Response:
         q = Query(request, {"event", "outcome", "entity", "label", "since", "until", "cursor", "limit"})
@@ -355,6 +381,9 @@ class Query:
 
     def limit(self) -> int:
         return self._int("limit", 100, 1, 1000)
+
+    def int_param(self, name: str, default: int, low: int, high: int) -> int:
+        return self._int(name, default, low, high)
 
     def cursor(self) -> int:
         return self._int("cursor", 0, 0, 10 ** 18 - 1)
@@ -432,7 +461,8 @@ def _request_json(r: PendingRecord | None) -> dict[str, Any]:
     return {"id": r.id, "op": r.op, "label": r.label, "ca": r.ca_id, "entity": r.entity, "auth": r.auth,
             "client_addr": r.client_addr, "subject": r.subject, "sans": r.sans, "status": r.status,
             "reason": r.reason, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
-            "decided_at": _iso(r.decided_at), "decided_by": r.decided_by, "serial": r.serial, "ca_ref": r.ca_ref}
+            "decided_at": _iso(r.decided_at), "decided_by": r.decided_by, "serial": r.serial, "ca_ref": r.ca_ref,
+            "requester": r.requester, "key": csr_key(r.csr_der)}
 
 
 def _cert_json(r: CertRecord, pem: bool = False) -> dict[str, Any]:

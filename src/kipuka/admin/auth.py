@@ -1,17 +1,28 @@
-"""Who may use the admin API: a bearer token (stored as SHA-256) or an admin client certificate.
+"""Who may use the admin API: a bearer token (stored as SHA-256), a console session, or an admin
+client certificate.
 
 A client certificate must chain to [admin] client_ca (checked by the TLS
 handshake), be within its dates, not be revoked when kipuka issued it, and,
 when [admin] subjects is set, carry one of those subjects.
+
+Browsers send a session cookie and a client certificate by themselves, even on
+a request another site makes them send; so a state-changing request authenticated
+by either must come from the console's own origin and carry its CSRF token
+(kipuka.admin.console.session). A bearer token is never sent by itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from aiohttp import web
 from cryptography import x509
 
+from kipuka.admin.console.session import (
+    COOKIE, CSRF_HEADER, SAFE_METHODS, SESSION_TTL, certificate_csrf, cross_site_reason, from_browser, same_token,
+    session_csrf, session_digest,
+)
 from kipuka.config import AdminConfig
 from kipuka.est.identity import client_certificate
 from kipuka.ra.authority import Authority
@@ -22,6 +33,18 @@ MAX_TOKEN = 256
 
 class AdminUnauthorized(Exception):
     pass
+
+
+class AdminForbidden(Exception):
+    """An authenticated request that may have been forged by another site (403)."""
+
+
+@dataclass(frozen=True)
+class BrowserIdentity:
+    admin: str  # for the audit trail, as authenticate() returns it
+    csrf: str  # the token state-changing requests must carry
+    via: str  # "session" | "certificate"
+    secret: str = ""  # the session secret (the cookie's value), for logout
 
 
 async def authenticate(request: web.Request, authority: Authority, cfg: AdminConfig) -> str:
@@ -36,10 +59,38 @@ async def authenticate(request: web.Request, authority: Authority, cfg: AdminCon
         if name is None:
             raise AdminUnauthorized("unknown or revoked token")
         return f"token:{name}"
+    who = await browser_identity(request, authority, cfg)
+    if who is None:
+        raise AdminUnauthorized("authentication required: a bearer token, a console session or an admin "
+                                "client certificate")
+    if request.method not in SAFE_METHODS and (who.via == "session" or from_browser(request)):
+        check_csrf(request, who.csrf, request.headers.get(CSRF_HEADER))
+    return who.admin
+
+
+async def browser_identity(request: web.Request, authority: Authority, cfg: AdminConfig) -> BrowserIdentity | None:
+    """The admin behind a console session cookie or a client certificate; None when neither."""
+    secret = request.cookies.get(COOKIE, "")
+    if 0 < len(secret) <= MAX_TOKEN:
+        row = await authority.store.admin_session(session_digest(authority.keyring, secret))
+        if row is not None and utcnow() < row[1] + SESSION_TTL:
+            return BrowserIdentity(f"token:{row[0]}", session_csrf(authority.keyring, secret), "session", secret)
     cert = client_certificate(request)
     if cert is None or cfg.client_ca is None:
-        raise AdminUnauthorized("authentication required: a bearer token or an admin client certificate")
-    return await _certificate_admin(cert, authority, cfg)
+        if secret:
+            raise AdminUnauthorized("the console session has expired or ended: log in again")
+        return None
+    admin = await _certificate_admin(cert, authority, cfg)
+    return BrowserIdentity(admin, certificate_csrf(authority.keyring, cert), "certificate")
+
+
+def check_csrf(request: web.Request, expected: str, given: str | None) -> None:
+    """Refuse a state-changing request from another site, or without the CSRF token."""
+    reason = cross_site_reason(request)
+    if reason is not None:
+        raise AdminForbidden(reason)
+    if not same_token(given, expected):
+        raise AdminForbidden(f"missing or wrong CSRF token ({CSRF_HEADER})")
 
 
 async def _certificate_admin(cert: x509.Certificate, authority: Authority, cfg: AdminConfig) -> str:

@@ -57,7 +57,9 @@ SCHEMAS: dict[str, Any] = {
                      "client_addr": STR, "subject": STR, "sans": STR,
                      "status": {"type": "string", "enum": ["pending", "issued", "rejected", "expired"]},
                      "reason": STR, "created_at": TIME, "expires_at": TIME, "decided_at": NTIME,
-                     "decided_by": NSTR, "serial": NSTR, "ca_ref": NSTR}),
+                     "decided_by": NSTR, "serial": NSTR, "ca_ref": NSTR,
+                     "requester": {**STR, "description": "otp:<entity> or cert:<SHA-256 of the client certificate>"},
+                     "key": {**STR, "description": "the CSR's public key, e.g. EC P-256 or RSA 2048"}}),
     "RequestPage": _page("Request"),
     "Approved": _obj({"request": _ref("Request"), "certificate": _ref("Certificate")}),
     "HeldByCA": _obj({"request": _ref("Request"), "certificate": {"type": "null"}, "ca_ref": STR}),
@@ -67,13 +69,32 @@ SCHEMAS: dict[str, Any] = {
                          "auth": STR, "not_before": TIME, "not_after": TIME, "issued_at": TIME,
                          "status": {"type": "string", "enum": ["valid", "revoked", "expired"]},
                          "revoked_at": NTIME, "revocation_reason": NSTR, "sha256": STR,
-                         "pem": STR}, ["serial", "ca", "label", "subject", "sans", "entity", "auth", "not_before",
+                         "pem": STR, "decoded": _ref("DecodedCertificate")}, ["serial", "ca", "label", "subject", "sans", "entity", "auth", "not_before",
                                        "not_after", "issued_at", "status", "revoked_at", "revocation_reason",
                                        "sha256"]),
     "CertificatePage": _page("Certificate"),
+    "DecodedCertificate": _obj({"version": STR, "serial_hex": STR, "subject": STR, "issuer": STR, "not_before": TIME,
+                                "not_after": TIME, "public_key": STR, "signature_algorithm": STR, "sha1": STR,
+                                "sha256": STR, "extensions": {"type": "array", "items": _obj({
+                                    "name": STR, "oid": STR, "critical": {"type": "boolean"}, "value": STR})}}),
+    "CertSummary": _obj({"subject": STR, "issuer": STR, "not_after": TIME, "sha256": STR}),
+    "Replica": _obj({"name": STR, "status": {"type": "string", "enum": ["ok", "down"]}, "detail": STR}),
+    "CrlStatus": _obj({"number": INT, "this_update": TIME, "next_update": TIME, "entries": INT,
+                       "fresh": {"type": "boolean"}}),
+    "Label": _obj({"name": {**STR, "description": "empty for the unlabeled path"}, "path": STR, "ca": STR,
+                   "ca_type": STR, "policy": {"type": "object", "description": "every policy key (configuration.md)"}}),
+    "LabelList": _obj({"items": {"type": "array", "items": _ref("Label")}}),
+    "HourCount": _obj({"start": TIME, "issued": INT, "failed": INT}),
+    "IssuanceStats": _obj({"since": TIME, "until": TIME, "items": {"type": "array", "items": _ref("HourCount")},
+                           "pending": {**INT, "description": "requests waiting for approval now"}}),
     "CA": _obj({"id": STR, "type": STR, "labels": {"type": "array", "items": STR}, "subject": STR,
                 "not_after": TIME, "chain": {"type": "array", "items": STR}, "health": STR,
-                "crl_urls": {"type": "array", "items": STR}, "ocsp_urls": {"type": "array", "items": STR}}),
+                "crl_urls": {"type": "array", "items": STR}, "ocsp_urls": {"type": "array", "items": STR},
+                "replicas": {"type": "array", "items": _ref("Replica"), "description": "empty unless a pool"},
+                "chain_info": {"type": "array", "items": _ref("CertSummary")},
+                "publishes_revocation": {"type": "boolean", "description": "false: the remote CA publishes its own"},
+                "crl": {"oneOf": [_ref("CrlStatus"), {"type": "null"}]},
+                "ocsp_responder": NSTR}),
     "CAList": _obj({"items": {"type": "array", "items": _ref("CA")}}),
     "AuditEvent": _obj({"id": INT, "at": TIME, "event": STR, "outcome": STR, "reason": STR, "label": STR,
                         "entity": STR, "client_addr": STR, "auth": STR, "ca": STR, "serial": STR,
@@ -90,7 +111,8 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "invalid parameters or body", 401: "no or bad credentials", 404: "not found",
+    text = {400: "invalid parameters or body", 401: "no or bad credentials",
+            403: "a browser's request from another origin, or without the console's CSRF token", 404: "not found",
             409: "not in a state that allows this", 413: "body too large", 500: "server failure"}
     return {str(c): _json("Error", text[c]) for c in (401, 500, *codes)}
 
@@ -126,8 +148,12 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "kipuka admin API", "version": __version__,
                  "description": "Operate a kipuka EST server. Errors are JSON {error, message}."},
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "security": [{"bearer": []}],
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "console": {"type": "apiKey", "in": "cookie", "name": "__Host-kipuka-console",
+                        "description": "the web console's session (POST /console/login); state-changing "
+                                       "requests also need the X-CSRF-Token header"}}},
+        "security": [{"bearer": []}, {"console": []}],
         "paths": {
             "/admin/openapi.json": {"get": _op("this document", {"200": {"description": "OpenAPI document",
                                                                          "content": {"application/json": {}}},
@@ -142,13 +168,13 @@ def document() -> dict[str, Any]:
                 **_errors()})},
             "/admin/otp": {
                 "post": _op("create one OTP, or many with {items: [...]}; secrets are shown only here", {
-                    "201": _json("OtpCreatedList", "created"), **_errors(400, 404, 413)},
+                    "201": _json("OtpCreatedList", "created"), **_errors(400, 403, 404, 413)},
                     body="oneOf:OtpRequest,OtpBulkRequest"),
                 "get": _op("list OTPs (never their secrets)", {"200": _json("OtpPage", "a page"), **_errors(400)},
                            [_q("entity", FILTER), *PAGING]),
             },
             "/admin/otp/{id}": {"delete": _op("revoke an OTP", {"204": {"description": "revoked"},
-                                                                **_errors(400, 404)}, [ID])},
+                                                                **_errors(400, 403, 404)}, [ID])},
             "/admin/requests": {"get": _op("requests held for approval", {
                 "200": _json("RequestPage", "a page"), **_errors(400)},
                 [_q("status", {"type": "string", "enum": ["pending", "issued", "rejected", "expired", "all"]}),
@@ -158,23 +184,30 @@ def document() -> dict[str, Any]:
             "/admin/requests/{id}/approve": {"post": _op("approve and issue", {
                 "200": _json("Approved", "issued"),
                 "202": _json("HeldByCA", "approved here; the remote CA holds it as ca_ref (the requester's "
-                             "retry collects the certificate)"), **_errors(400, 404, 409, 413)}, [ID])},
+                             "retry collects the certificate)"), **_errors(400, 403, 404, 409, 413)}, [ID])},
             "/admin/requests/{id}/reject": {"post": _op("reject with a reason", {
-                "200": _json("Request", "rejected"), **_errors(400, 404, 409, 413)}, [ID], body="Reject")},
+                "200": _json("Request", "rejected"), **_errors(400, 403, 404, 409, 413)}, [ID], body="Reject")},
             "/admin/certs": {"get": _op("search issued certificates (keyset pagination)", {
                 "200": _json("CertificatePage", "a page"), **_errors(400)},
                 [_q("subject", FILTER, "exact RFC 4514 subject"), _q("subject_prefix", FILTER),
                  _q("entity", FILTER), _q("label", FILTER), _q("ca", FILTER),
                  _q("status", {"type": "string", "enum": ["valid", "revoked", "expired"]}),
-                 _q("issued_after", DATE), _q("issued_before", DATE), *PAGING])},
-            "/admin/certs/{serial}": {"get": _op("one certificate with its PEM", {
+                 _q("issued_after", DATE), _q("issued_before", DATE),
+                 _q("expires_after", DATE, "not_after at or after"), _q("expires_before", DATE, "not_after before"),
+                 *PAGING])},
+            "/admin/certs/{serial}": {"get": _op("one certificate with its PEM and decoded fields", {
                 "200": _json("Certificate", "the certificate"), **_errors(400, 404)}, [SERIAL])},
             "/admin/certs/{serial}/revoke": {"post": _op("revoke with an RFC 5280 reason", {
-                "200": _json("Certificate", "revoked"), **_errors(400, 404, 409, 413)}, [SERIAL],
+                "200": _json("Certificate", "revoked"), **_errors(400, 403, 404, 409, 413)}, [SERIAL],
                 body="Revoke", body_required=False)},
             "/admin/ca": {"get": _op("CAs, their chains and health", {"200": _json("CAList", "CAs"), **_errors()})},
             "/admin/ca/{id}": {"get": _op("one CA", {"200": _json("CA", "the CA"), **_errors(404)},
                                           [_p("id", {"type": "string", "maxLength": 64})])},
+            "/admin/labels": {"get": _op("EST labels, their CA, back-end type and policy", {
+                "200": _json("LabelList", "labels"), **_errors()})},
+            "/admin/stats/issuance": {"get": _op("certificates issued and requests failed per UTC hour", {
+                "200": _json("IssuanceStats", "one item per hour, the current hour last"), **_errors(400)},
+                [_q("hours", {"type": "integer", "minimum": 1, "maximum": 168}, "how many hours (default 24)")])},
             "/admin/audit": {"get": _op("the audit trail, newest first", {
                 "200": _json("AuditPage", "a page"), **_errors(400)},
                 [_q("event", FILTER), _q("outcome", FILTER), _q("entity", FILTER), _q("label", FILTER),

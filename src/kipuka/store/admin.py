@@ -34,3 +34,24 @@ class AdminTokenStore(StoreBase):
             if n:
                 self._audit(conn, audit)
             return n
+
+    # Console sessions (kipuka.admin.console) are rows of this table too: named after the
+    # token that logged in, so revoking that token's name ends its sessions as well, and
+    # stored as a keyed hash that the bearer path (plain SHA-256) can never match.
+
+    def admin_session(self, digest: str) -> tuple[str, dt.datetime] | None:
+        """(name, created_at) of an active row with this digest; the caller checks the age."""
+        t = schema.admin_tokens
+        with self._read() as conn:
+            row = conn.execute(select(t.c.name, t.c.created_at).where(and_(
+                t.c.token_sha256 == digest, t.c.revoked_at.is_(None)))).first()
+        return (row[0], row[1]) if row else None
+
+    def end_admin_session(self, digest: str, now: dt.datetime, audit: AuditEvent) -> int:
+        t = schema.admin_tokens
+        with self._tx() as conn:
+            n = conn.execute(t.update().where(and_(t.c.token_sha256 == digest, t.c.revoked_at.is_(None)))
+                             .values(revoked_at=now)).rowcount
+            if n:
+                self._audit(conn, audit)
+            return n

@@ -22,6 +22,8 @@ class CertFilter:
     status: str | None = None  # valid | revoked | expired
     issued_after: dt.datetime | None = None
     issued_before: dt.datetime | None = None
+    expires_after: dt.datetime | None = None  # not_after >= this (the console's expiry window)
+    expires_before: dt.datetime | None = None  # not_after < this
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class CertificateStore(StoreBase):
             query = query.where(c.c.issued_at >= f.issued_after)
         if f.issued_before is not None:
             query = query.where(c.c.issued_at < f.issued_before)
+        if f.expires_after is not None:
+            query = query.where(c.c.not_after >= f.expires_after)
+        if f.expires_before is not None:
+            query = query.where(c.c.not_after < f.expires_before)
         now = now or dt.datetime.now(dt.timezone.utc)
         if f.status == "revoked":
             query = query.where(c.c.revoked_at.is_not(None))

@@ -48,11 +48,19 @@ def _v4_ca_ref(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE pending_requests ADD COLUMN ca_ref VARCHAR(200)"))
 
 
+def _v5_audit_actor(conn: Connection) -> None:
+    """audit.auth holds the acting admin ("token:NAME", "cert:SUBJECT"): VARCHAR(16) cut them off on
+    PostgreSQL (the write failed). SQLite never enforced the length."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE audit ALTER COLUMN auth TYPE TEXT"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "baseline: certificates, otps, otp_failures, audit", lambda conn: None),
     (2, "pending requests, CRLs, admin tokens, audit chain", _v2_operations),
     (3, "escrowed keys, CMC replay protection", _v3_keys_and_cmc),
     (4, "pending requests held by a remote CA", _v4_ca_ref),
+    (5, "audit actor as long as an admin's name", _v5_audit_actor),
 ]
 LATEST = MIGRATIONS[-1][0]
 

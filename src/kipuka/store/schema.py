@@ -101,7 +101,7 @@ audit = Table(
     Column("label", String(64), nullable=False),
     Column("entity", String(255), nullable=False),
     Column("client_addr", String(64), nullable=False),
-    Column("auth", String(16), nullable=False),
+    Column("auth", Text, nullable=False),  # who acted: "otp", "mtls", "token:NAME", "cert:SUBJECT" (TEXT since v5)
     Column("ca_id", String(64), nullable=False),
     Column("serial", String(42), nullable=False),
     # The hash chain (schema v2): rows get `chain_seq`, `prev_hash` and `hash`

@@ -10,10 +10,11 @@ from kipuka.store.cmc import CmcStore
 from kipuka.store.enrollment import EnrollmentStore
 from kipuka.store.escrow import EscrowStore
 from kipuka.store.pending import PendingStore
+from kipuka.store.stats import StatsStore
 
 
 class Store(EscrowStore, EnrollmentStore, CertificateStore, PendingStore, AuditStore, AdminTokenStore,
-            CmcStore):
+            CmcStore, StatsStore):
     """All of kipuka's storage; SQLite or PostgreSQL through SQLAlchemy Core."""
 
 
