@@ -76,6 +76,11 @@ class Policy:
     require_approval: bool = False
     reenroll_requires_approval: bool = False
     require_linking: bool = False  # CSRs must carry the TLS channel binding in challengePassword
+    # RFC 9908: the subject RDNs a CSR must carry ("OU" or, value fixed, "O=Example Corp"),
+    # whether it must carry a subjectAltName, and whether /csrattrs advertises them as a template
+    subject_rdns: tuple[str, ...] = ()
+    require_san: bool = False
+    csr_template: bool = False
     # /serverkeygen (RFC 7030 4.4); on when this or [est] serverkeygen is true
     serverkeygen: bool = False
     serverkeygen_key_types: tuple[str, ...] = ("ec-p256",)  # the first is the default
@@ -119,6 +124,22 @@ class ServerConfig:
     access_log: bool = True
     proxy_protocol: bool = False  # EST connections start with a PROXY v2 header (TLS-passthrough balancer)
     proxy_from: tuple[str, ...] = ()  # networks allowed to send it; empty: any
+    # Hostile clients (kipuka.server.limits): slow headers or bodies, oversized headers, connection hogs
+    header_timeout: int = 10  # a request's headers (and the TLS handshake) must arrive within this
+    body_timeout: int = 30  # a request's body must arrive within this once its headers have
+    max_header_size: int = 8190  # bytes of the request line and of each header line; more gets 431
+    max_headers: int = 100  # header lines per request; more gets 431
+    max_connections_per_client: int = 100  # concurrent connections per client address; 0: no cap
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Per-client token bucket for unauthenticated and failing EST requests (kipuka.server.ratelimit)."""
+
+    enabled: bool = True
+    rate: int = 20  # tokens added per second
+    burst: int = 200  # bucket size: how many such requests a quiet client may send at once
+    exempt: tuple[str, ...] = ()  # networks never limited (monitoring, a trusted balancer's health checks)
 
 
 @dataclass(frozen=True)
@@ -193,6 +214,7 @@ class Config:
     admin: AdminConfig = AdminConfig()
     revocation: RevocationConfig = RevocationConfig()
     audit: AuditConfig = AuditConfig()
+    ratelimit: RateLimitConfig = RateLimitConfig()
 
     def label(self, name: str) -> Label | None:
         return self.labels.get(name)
@@ -218,7 +240,8 @@ def load_config(path: str | Path) -> Config:
 
 def _build(path: Path, data: dict[str, Any]) -> Config:
     base = path.parent
-    known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels", "admin", "revocation", "audit"}
+    known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels", "admin", "revocation", "audit",
+                 "ratelimit"}
     for key in data:
         if key not in known_top:
             raise ConfigError(key, "unknown section")
@@ -236,6 +259,9 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
             raise ConfigError("server.proxy_from", f"{net!r} is not a network such as 10.0.0.0/8") from None
     if server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format", 'must be "json" or "text"')
+    _check_limits(server)
+    ratelimit = _section(RateLimitConfig, data.get("ratelimit", {}), "ratelimit", base)
+    _check_ratelimit(ratelimit)
     tls = _section(TLSConfig, _required(data, "tls"), "tls", base)
     if tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version", 'must be "1.2" or "1.3"')
@@ -292,7 +318,32 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
             raise ConfigError(f"{key}.ca", f"no [ca.{ca_id}] table")
         rest = {k: v for k, v in table.items() if k != "ca"}
         labels[name] = Label(name, ca_id, _policy(rest, key, base, default_policy))
-    return Config(path, server, tls, database, otp, est, cas, labels, admin, revocation, audit)
+    return Config(path, server, tls, database, otp, est, cas, labels, admin, revocation, audit, ratelimit=ratelimit)
+
+
+def _check_limits(server: ServerConfig) -> None:
+    if not 1 <= server.header_timeout <= 300:
+        raise ConfigError("server.header_timeout", "must be between 1s and 300s")
+    if not 1 <= server.body_timeout <= 3600:
+        raise ConfigError("server.body_timeout", "must be between 1s and 3600s")
+    if not 1024 <= server.max_header_size <= 65536:
+        raise ConfigError("server.max_header_size", "must be between 1024 and 65536 bytes")
+    if not 16 <= server.max_headers <= 1000:
+        raise ConfigError("server.max_headers", "must be between 16 and 1000")
+    if server.max_connections_per_client < 0:
+        raise ConfigError("server.max_connections_per_client", "must be 0 (no cap) or more")
+
+
+def _check_ratelimit(ratelimit: RateLimitConfig) -> None:
+    if ratelimit.rate < 1:
+        raise ConfigError("ratelimit.rate", "must be at least 1 request per second")
+    if ratelimit.burst < 1:
+        raise ConfigError("ratelimit.burst", "must be at least 1")
+    for net in ratelimit.exempt:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError("ratelimit.exempt", f"{net!r} is not a network such as 10.0.0.0/8") from None
 
 
 def _required(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -346,6 +397,11 @@ def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Poli
         raise ConfigError(f"{key}.escrow_cert", "escrow = true needs an escrow (key recovery) certificate")
     if policy.otp_name_rule not in NAME_RULES:
         raise ConfigError(f"{key}.otp_name_rule", "must be exact, prefix or any")
+    _check_subject_rdns(policy.subject_rdns, f"{key}.subject_rdns")
+    if policy.csr_template and policy.require_linking:
+        raise ConfigError(f"{key}.csr_template", "a label with require_linking cannot advertise an RFC 9908 "
+                          "template: the template cannot ask for challengePassword, and RFC 9908 §4 tells clients "
+                          "that read it to ignore the rest of /csrattrs (set csr_template = false here)")
     if policy.rsa_min_bits < 2048:
         raise ConfigError(f"{key}.rsa_min_bits", "must be at least 2048")
     if not 1 <= policy.validity_days <= 3650:
@@ -353,8 +409,51 @@ def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Poli
     return policy
 
 
+# Subject attribute types `subject_rdns` may name (RFC 4519 / RFC 5280 short names) and their OIDs;
+# any other type is given as a dotted OID.
+RDN_TYPES = {
+    "CN": "2.5.4.3", "SN": "2.5.4.4", "serialNumber": "2.5.4.5", "C": "2.5.4.6", "L": "2.5.4.7",
+    "ST": "2.5.4.8", "STREET": "2.5.4.9", "O": "2.5.4.10", "OU": "2.5.4.11", "title": "2.5.4.12",
+    "GN": "2.5.4.42", "dnQualifier": "2.5.4.46", "pseudonym": "2.5.4.65",
+    "DC": "0.9.2342.19200300.100.1.25", "UID": "0.9.2342.19200300.100.1.1",
+    "emailAddress": "1.2.840.113549.1.9.1",
+}
+_PRINTABLE_RDNS = {"2.5.4.6", "2.5.4.5", "2.5.4.46"}  # PrintableString (RFC 5280 appendix A)
+_IA5_RDNS = {"0.9.2342.19200300.100.1.25", "1.2.840.113549.1.9.1"}
+_PRINTABLE_RE = re.compile(r"^[A-Za-z0-9 '()+,\-./:=?]+$")
+
+
+def rdn_type_oid(name: str) -> str | None:
+    """The dotted OID of a `subject_rdns` type name (case-insensitive short name or dotted OID)."""
+    if re.match(r"^\d+(\.\d+)+$", name):
+        return name
+    for short, dotted in RDN_TYPES.items():
+        if short.lower() == name.lower():
+            return dotted
+    return None
+
+
+def _check_subject_rdns(entries: tuple[str, ...], key: str) -> None:
+    for entry in entries:
+        name, sep, value = entry.partition("=")
+        dotted = rdn_type_oid(name.strip())
+        if dotted is None:
+            raise ConfigError(key, f"unknown subject attribute type {name.strip()!r} in {entry!r}; use one of "
+                              f"{', '.join(RDN_TYPES)} or a dotted OID")
+        if sep and not value:
+            raise ConfigError(key, f"{entry!r} has an empty value (write just {name.strip()!r} to let the "
+                              "requester fill it in)")
+        if sep and dotted == "2.5.4.6" and len(value) != 2:
+            raise ConfigError(key, f"a country (C) is two letters, not {value!r}")
+        if sep and dotted in _PRINTABLE_RDNS and not _PRINTABLE_RE.match(value):
+            raise ConfigError(key, f"{entry!r}: this type is a PrintableString "
+                              "(letters, digits, space and '()+,-./:=?)")
+        if sep and dotted in _IA5_RDNS and not value.isascii():
+            raise ConfigError(key, f"{entry!r}: this type is ASCII only")
+
+
 _DURATION_FIELDS = {"default_ttl", "lockout", "recovery_window", "shutdown_timeout", "retry_after", "pending_ttl",
-                    "crl_validity", "crl_refresh"}
+                    "crl_validity", "crl_refresh", "header_timeout", "body_timeout"}
 
 
 def _section(cls: type, table: dict[str, Any], key: str, base: Path, defaults: Any = None) -> Any:

@@ -41,6 +41,8 @@ from kipuka.client.csr import KEY_TYPES, CsrSpec, generate_key, load_csr, load_p
 from kipuka.client.errors import (BootstrapError, DecryptionError, EstError, HttpError, InvalidResponse,
                                   PendingTimeout, ServerError, TransportError)
 from kipuka.client.files import parse_duration, read_bytes, read_certificate, write_certs, write_key
+from kipuka.client.template import CsrTemplate, parse_rdn
+from kipuka.client.wire import CsrAttributes
 from kipuka.client.verify import fingerprint
 
 PROG = "kipuka-est"
@@ -99,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--cn", help="subject common name (default: the --user entity id)")
     n.add_argument("--san", action="append", default=[], metavar="NAME",
                    help="subjectAltName: dns:NAME, ip:ADDR, email:ADDR, uri:URI (repeatable)")
+    n.add_argument("--rdn", action="append", default=[], metavar="TYPE=VALUE",
+                   help="another subject attribute, e.g. OU=Sensors (repeatable); fills what an RFC 9908 "
+                        "template in /csrattrs leaves open")
     n.add_argument("--key-type", choices=KEY_TYPES, default=None,
                    help="key to generate (default ec-p256, or what /csrattrs asks for)")
     n.add_argument("--csr", metavar="FILE", help="send this CSR (PEM, DER or base64) instead of making one")
@@ -238,6 +243,8 @@ def cmd_csrattrs(args: argparse.Namespace, out: Output) -> int:
     lines = [f"oid {o}" for o in attrs.oids]
     lines += [f"attribute {k} = {', '.join(v if isinstance(v, str) else v.hex() for v in vs)}"
               for k, vs in attrs.attributes.items()]
+    if attrs.template is not None:
+        lines += attrs.template.describe()
     if not attrs.der:
         lines = ["(no CSR attributes requested)"]
     out.result({"csrattrs": attrs.to_json(), "key_type": attrs.key_type()}, "\n".join(lines))
@@ -250,13 +257,14 @@ def cmd_enroll(args: argparse.Namespace, out: Output) -> int:
         if args.csr:
             csr_input: object = load_csr(read_bytes(args.csr, "CSR"))
         else:
+            if not args.use_key and not args.out_key:
+                raise EstError("enroll makes a new key: give --out-key (or --use-key / --csr)")
+            attrs = _server_attrs(est, out)
             if args.use_key:
                 key = load_private_key(read_bytes(args.use_key, "key"))
             else:
-                if not args.out_key:
-                    raise EstError("enroll makes a new key: give --out-key (or --use-key / --csr)")
-                key = generate_key(_key_type(args, est, out))
-            csr_input = _spec(args, key)
+                key = generate_key(_key_type(args, attrs, out))
+            csr_input = _spec(args, key, attrs.template if attrs is not None else None)
         issued = est.simpleenroll(csr_input)  # type: ignore[arg-type]
     if key is not None and args.out_key:
         write_key(args.out_key, key)
@@ -356,13 +364,19 @@ def _current_identity(args: argparse.Namespace):
     return cert, key
 
 
-def _key_type(args: argparse.Namespace, est: EstClient, out: Output) -> str:
+def _server_attrs(est: EstClient, out: Output) -> CsrAttributes | None:
+    """/csrattrs, or None when the server does not offer it (its enrollment answer will tell)."""
+    try:
+        return est.csrattrs()
+    except EstError as exc:
+        out.progress(f"csrattrs unavailable ({exc.reason})")
+        return None
+
+
+def _key_type(args: argparse.Namespace, attrs: CsrAttributes | None, out: Output) -> str:
     if args.key_type:
         return args.key_type
-    try:
-        attrs = est.csrattrs()
-    except EstError as exc:  # the server may not offer csrattrs; its enrollment answer will tell
-        out.progress(f"csrattrs unavailable ({exc.reason}); using ec-p256")
+    if attrs is None:
         return "ec-p256"
     chosen = attrs.key_type("ec-p256")
     if chosen != "ec-p256":
@@ -381,11 +395,22 @@ def _same_type(key: object) -> str:
     return "ec-p256"
 
 
-def _spec(args: argparse.Namespace, key: object) -> CsrSpec:
+def _spec(args: argparse.Namespace, key: object, template: CsrTemplate | None = None) -> CsrSpec:
     cn = args.cn or args.user
+    rdns = [parse_rdn(r) for r in args.rdn]
+    if template is not None:  # RFC 9908: the server's subject, its open RDNs filled from --cn / --rdn
+        fill = [x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)] if cn else []
+        if template.wants_san and not args.san:
+            raise EstError("the server's CSR template asks for a subjectAltName: give --san")
+        spec = CsrSpec.for_names(key, None, args.san)  # type: ignore[arg-type]
+        spec.subject = template.subject(fill + rdns)
+        return spec
     if not cn and not args.san:
         raise EstError("nothing to name in the CSR: give --cn (or --user) and/or --san")
-    return CsrSpec.for_names(key, cn, args.san)  # type: ignore[arg-type]
+    spec = CsrSpec.for_names(key, cn, args.san)  # type: ignore[arg-type]
+    if rdns:
+        spec.subject = x509.Name(rdns + list(spec.subject))
+    return spec
 
 
 def _write_issued(args: argparse.Namespace, issued: Issued) -> None:

@@ -35,6 +35,7 @@ from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
+from pyasn1.type.base import NoValue
 from pyasn1_modules import rfc4055, rfc5280, rfc5652, rfc5958
 
 from kipuka.client.errors import DecryptionError, InvalidResponse
@@ -326,9 +327,12 @@ def _decode(der: bytes, spec, what: str):
     try:
         value, rest = ber_decoder.decode(der, asn1Spec=spec)
     except PyAsn1Error as exc:
-        raise InvalidResponse(f"{what} does not parse: {str(exc).splitlines()[0][:160]}") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]  # pyasn1's EndOfStreamError has no text
+        raise InvalidResponse(f"{what} does not parse: {first[:160]}") from None
     if rest.strip(b"\x00"):
         raise InvalidResponse(f"{what}: trailing bytes")
+    if isinstance(value, NoValue):  # an end-of-contents marker (00 00) decodes to no value at all
+        raise InvalidResponse(f"{what} does not parse: no value")
     return value
 
 

@@ -35,6 +35,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pyasn1_modules import rfc7030
 
+from kipuka.client import template as csr_template
 from kipuka.client.errors import InvalidResponse
 
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
@@ -190,19 +191,25 @@ def _ber_certificates(der: bytes) -> list[x509.Certificate] | None:
 
 @dataclass(frozen=True)
 class CsrAttributes:
-    """A decoded CsrAttrs (RFC 7030 4.5.2; RFC 9908 templates are not interpreted).
+    """A decoded CsrAttrs (RFC 7030 4.5.2, RFC 9908).
 
     `oids` are the bare OIDs (signature algorithms, key types, challengePassword);
     `attributes` maps an attribute OID to its values: dotted OIDs where a value is
     an OBJECT IDENTIFIER (curves, extension types), else the DER of the value.
+    `template` is the RFC 9908 CertificationRequestInfoTemplate when the server sent
+    one; RFC 9908 §4 has a client that reads it follow it alone, so `key_type()` does.
     """
 
     der: bytes = b""
     oids: tuple[str, ...] = ()
     attributes: dict[str, tuple[str | bytes, ...]] = field(default_factory=dict)
+    template: csr_template.CsrTemplate | None = None
 
     def key_types(self) -> list[str]:
         """Key types the server names, as kipuka key-type names, in the order it lists them."""
+        if self.template is not None and self.template.key_type:
+            kind = self.template.key_type
+            return ["rsa" if kind.startswith("rsa") else kind]
         out: list[str] = []
         for curve in self.attributes.get(ID_EC_PUBLIC_KEY, ()):
             if isinstance(curve, str) and curve in CURVE_NAMES:
@@ -217,10 +224,24 @@ class CsrAttributes:
 
     def key_type(self, preferred: str = "ec-p256") -> str:
         """`preferred` when the server accepts it or says nothing, else the first key type it names."""
+        if self.template is not None and self.template.key_type:
+            return self.template.key_type  # RFC 9908 §4: the template alone
         named = self.key_types()
         if not named or preferred in named or (preferred.startswith("rsa") and "rsa" in named):
             return preferred
-        return "rsa2048" if named[0] == "rsa" else named[0]
+        return self._rsa_size() if named[0] == "rsa" else named[0]
+
+    def _rsa_size(self) -> str:
+        """rsaEncryption with an INTEGER modulus length (RFC 9908 §3.2, example 5.4), else rsa2048."""
+        for value in self.attributes.get(RSA_ENCRYPTION, ()):
+            if isinstance(value, bytes):
+                try:
+                    bits, rest = der_decoder.decode(value, asn1Spec=univ.Integer())
+                except PyAsn1Error:
+                    continue
+                if not rest and 2048 <= int(bits) <= 16384:
+                    return f"rsa{int(bits)}"
+        return "rsa2048"
 
     def signature_hash(self) -> str | None:
         for oid in self.oids:
@@ -239,7 +260,8 @@ class CsrAttributes:
     def to_json(self) -> dict:
         return {"oids": list(self.oids),
                 "attributes": {k: [v if isinstance(v, str) else v.hex() for v in vs]
-                               for k, vs in self.attributes.items()}}
+                               for k, vs in self.attributes.items()},
+                "template": self.template.to_json() if self.template is not None else None}
 
 
 ID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
@@ -277,7 +299,9 @@ def csr_attributes(der: bytes) -> CsrAttributes:
                 except PyAsn1Error:
                     values.append(blob)
             attrs[str(attr["attrType"])] = tuple(values)
-    return CsrAttributes(der, tuple(oids), attrs)
+    blobs = attrs.get(csr_template.asn1.ID_AA_CERTIFICATION_REQUEST_INFO_TEMPLATE, ())
+    template = csr_template.read(blobs[0]) if blobs and isinstance(blobs[0], bytes) else None
+    return CsrAttributes(der, tuple(oids), attrs, template)
 
 
 # --- multipart (/serverkeygen) ---------------------------------------------------------
@@ -358,7 +382,7 @@ def retry_after(value: str | None, now: dt.datetime | None = None) -> int | None
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() is true for "²", which int() refuses
         return int(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -1,16 +1,23 @@
 """Encoding the CsrAttrs of RFC 7030 4.5.2 from what a label's policy asks for.
 
 pyasn1-modules' rfc7030 module encodes the RFC's own example byte for byte,
-so it is used rather than hand-built DER.
+so it is used rather than hand-built DER. With `csr_template`, the answer also
+carries an RFC 9908 CertificationRequestInfoTemplate (kipuka.est.csr_template)
+built from the same policy keys that kipuka.ra.csr enforces.
 """
 
 from __future__ import annotations
 
-from pyasn1.codec.der import encoder
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pyasn1.codec.der import decoder, encoder
 from pyasn1.type import univ
-from pyasn1_modules import rfc7030
+from pyasn1_modules import rfc5280, rfc7030
 
 from kipuka.config import Policy
+from kipuka.est import csr_template as tpl
+from kipuka.ra.csr import subject_requirements
 
 ID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
@@ -33,21 +40,91 @@ def csrattrs_for(policy: Policy) -> bytes | None:
     if curves:
         items.append(_oid(ECDSA_WITH_SHA384 if curves[0] != CURVES["ec-p256"] else ECDSA_WITH_SHA256))
         items.append(_attribute(ID_EC_PUBLIC_KEY, curves))
-    if "rsa" in policy.key_types:
+    if "rsa" in policy.key_types:  # RFC 9908 §3.2 (example 5.4): rsaEncryption with the modulus length
         items.append(_oid(SHA256_WITH_RSA))
-        items.append(_oid(RSA_ENCRYPTION))
+        items.append(_attribute_values(RSA_ENCRYPTION, [univ.Integer(policy.rsa_min_bits)]))
     if "ed25519" in policy.key_types:
         items.append(_oid(ED25519))
     if policy.san_types:
         items.append(_attribute(EXTENSION_REQUEST, [SUBJECT_ALT_NAME]))
     if policy.require_linking:  # RFC 7030 §3.5: ask for tls-unique / tls-exporter in challengePassword
         items.append(_oid(CHALLENGE_PASSWORD))
+    if policy.csr_template and policy.csrattrs:  # RFC 9908 §4: legacy clients ignore it, newer ones use only it
+        items.append(_attribute_values(tpl.ID_AA_CERTIFICATION_REQUEST_INFO_TEMPLATE, [template_for(policy)]))
     return encoder.encode(items)
+
+
+def template_for(policy: Policy) -> tpl.CertificationRequestInfoTemplate:
+    """RFC 9908 §3.4: the subject RDNs, key and extensions the label requires, values only where fixed.
+
+    The template has room for one key algorithm: the first of `key_types` (any of them is
+    accepted). An RSA size is told, as the RFC says, by a dummy key of that modulus length.
+    """
+    value = tpl.CertificationRequestInfoTemplate()
+    value["version"] = 0
+    rdns = subject_requirements(policy)
+    if rdns:
+        sequence = value["subject"]["rdnSequence"]
+        for oid, fixed in rdns:
+            rdn = tpl.RelativeDistinguishedNameTemplate()
+            rdn.append(_rdn_attribute(oid, fixed))
+            sequence.append(rdn)
+    _fill_key(value["subjectPKInfo"], policy.key_types[0], policy.rsa_min_bits)
+    if policy.require_san:
+        extensions = tpl.ExtensionReqTemplate()
+        wanted = tpl.ExtensionTemplate()
+        wanted["extnID"] = univ.ObjectIdentifier(SUBJECT_ALT_NAME)  # no extnValue: the requester picks its names
+        extensions.append(wanted)
+        attr = rfc5280.Attribute()
+        attr["type"] = univ.ObjectIdentifier(tpl.ID_AA_EXTENSION_REQ_TEMPLATE)
+        attr["values"].append(encoder.encode(extensions))
+        value["attributes"].append(attr)
+    else:
+        value["attributes"].clear()  # present and empty: nothing to ask for
+    return value
+
+
+def _rdn_attribute(oid: x509.ObjectIdentifier, fixed: str | None) -> tpl.SingleAttributeTemplate:
+    item = tpl.SingleAttributeTemplate()
+    item["type"] = univ.ObjectIdentifier(oid.dotted_string)
+    if fixed is not None:  # the string type cryptography picks for the attribute (C: PrintableString, ...)
+        der = x509.Name([x509.NameAttribute(oid, fixed)]).public_bytes()
+        name, _ = decoder.decode(der, asn1Spec=rfc5280.Name())
+        item["value"] = name["rdnSequence"][0][0]["value"]
+    return item
+
+
+def _fill_key(spki: tpl.SubjectPublicKeyInfoTemplate, key_type: str, rsa_bits: int) -> None:
+    alg = spki["algorithm"]
+    if key_type in CURVES:
+        alg["algorithm"] = univ.ObjectIdentifier(ID_EC_PUBLIC_KEY)
+        alg["parameters"] = encoder.encode(univ.ObjectIdentifier(CURVES[key_type]))
+    elif key_type == "rsa":
+        alg["algorithm"] = univ.ObjectIdentifier(RSA_ENCRYPTION)
+        alg["parameters"] = encoder.encode(univ.Null(""))
+        spki["subjectPublicKey"] = univ.BitString.fromOctetString(_dummy_rsa_key(rsa_bits))
+    else:  # ed25519: RFC 8410, no parameters
+        alg["algorithm"] = univ.ObjectIdentifier(ED25519)
+
+
+def _dummy_rsa_key(bits: int) -> bytes:
+    """RSAPublicKey DER with a `bits`-bit modulus: a placeholder nobody can use, only its length counts."""
+    numbers = rsa.RSAPublicNumbers(65537, (1 << (bits - 1)) | 1)
+    return numbers.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
 
 
 def _oid(dotted: str) -> rfc7030.AttrOrOID:
     item = rfc7030.AttrOrOID()
     item["oid"] = univ.ObjectIdentifier(dotted)
+    return item
+
+
+def _attribute_values(attr_type: str, values: list[univ.Asn1Item]) -> rfc7030.AttrOrOID:
+    item = rfc7030.AttrOrOID()
+    attr = item["attribute"]
+    attr["attrType"] = univ.ObjectIdentifier(attr_type)
+    for value in values:
+        attr["attrValues"].append(encoder.encode(value))
     return item
 
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
 from kipuka.ca.base import IssueRequest
-from kipuka.config import Policy
+from kipuka.config import Policy, rdn_type_oid
 from kipuka.errors import BadRequest, Forbidden
 from kipuka.keys import key_type_of
 
@@ -103,6 +103,9 @@ def check_names(subject: x509.Name, san: x509.SubjectAlternativeName | None, pol
         raise BadRequest("CSR subject has more than one common name")
     if len(subject) == 0 and san is None:
         raise BadRequest("CSR has neither a subject nor subject alternative names")
+    if policy.require_san and not san:
+        raise BadRequest("CSR has no subjectAltName extension (this label requires one)")
+    check_subject_rdns(subject, policy)
     for general_name in san or []:
         kind = _SAN_KIND.get(type(general_name))
         if kind is None or kind not in policy.san_types:
@@ -113,6 +116,43 @@ def check_names(subject: x509.Name, san: x509.SubjectAlternativeName | None, pol
                 raise BadRequest(f"{dns!r} is not a valid DNS name (wildcards are not issued)")
             if policy.dns_suffixes and not any(_under(dns, s) for s in policy.dns_suffixes):
                 raise BadRequest(f"DNS name {dns} is outside the allowed domains ({', '.join(policy.dns_suffixes)})")
+
+
+def subject_requirements(policy: Policy) -> list[tuple[x509.ObjectIdentifier, str | None]]:
+    """The subject RDNs a label requires, in order: (type, fixed value or None for "requester fills in").
+
+    `subject_rdns` as written, then CN (to be filled in) when `require_common_name` and
+    `subject_rdns` does not name CN. /csrattrs advertises exactly this (RFC 9908 template).
+    """
+    out: list[tuple[x509.ObjectIdentifier, str | None]] = []
+    for entry in policy.subject_rdns:
+        name, sep, value = entry.partition("=")
+        dotted = rdn_type_oid(name.strip())
+        assert dotted is not None  # checked when the configuration was loaded
+        out.append((x509.ObjectIdentifier(dotted), value if sep else None))
+    if policy.require_common_name and all(oid != NameOID.COMMON_NAME for oid, _ in out):
+        out.append((NameOID.COMMON_NAME, None))
+    return out
+
+
+def check_subject_rdns(subject: x509.Name, policy: Policy) -> None:
+    """The subject carries every required RDN type, and a type with fixed values only those values."""
+    wanted: dict[x509.ObjectIdentifier, tuple[list[str], int]] = {}
+    for oid, value in subject_requirements(policy):
+        fixed, free = wanted.get(oid, ([], 0))
+        wanted[oid] = (fixed + [value], free) if value is not None else (fixed, free + 1)
+    for oid, (fixed, free) in wanted.items():
+        present = [str(a.value) for a in subject.get_attributes_for_oid(oid)]
+        label = _rdn_label(oid)
+        for value in fixed:
+            if value not in present:
+                raise BadRequest(f"CSR subject {label} must be {value!r} on this label")
+            present.remove(value)
+        if not free and present:
+            raise BadRequest(f"CSR subject {label} {present[0]!r} is not allowed (this label fixes {label} to "
+                             f"{', '.join(repr(v) for v in fixed)})")
+        if len(present) < free:
+            raise BadRequest(f"CSR subject has no {label} (this label requires one)")
 
 
 def check_names_for_entity(subject: x509.Name, san: x509.SubjectAlternativeName | None,
@@ -174,6 +214,13 @@ def _under(dns: str, suffix: str) -> bool:
 def _describe(general_name: x509.GeneralName) -> str:
     kind = _SAN_KIND.get(type(general_name), type(general_name).__name__)
     return f"{kind}:{getattr(general_name, 'value', '')}"
+
+
+def _rdn_label(oid: x509.ObjectIdentifier) -> str:
+    name = getattr(oid, "_name", None)
+    short = {NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATION_NAME: "O", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+             NameOID.COUNTRY_NAME: "C", NameOID.LOCALITY_NAME: "L", NameOID.STATE_OR_PROVINCE_NAME: "ST"}
+    return short.get(oid) or (name if name and name != "Unknown OID" else oid.dotted_string)
 
 
 def _first_line(exc: BaseException) -> str:
