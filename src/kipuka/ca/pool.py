@@ -147,6 +147,12 @@ class ReplicaPool:
     def describe(self) -> str:
         return f"{len(self.replicas)} replicas, {self.strategy}"
 
+    async def close(self) -> None:
+        for replica in self.replicas:
+            close = getattr(replica.ca, "close", None)
+            if close is not None:
+                await close()
+
     # --- routing ------------------------------------------------------------------------------
 
     def _order(self) -> list[Replica]:

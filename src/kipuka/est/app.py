@@ -6,10 +6,12 @@ encodes the answer. It never decides policy and never touches the database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from cryptography import x509
 
 from kipuka.errors import (BadRequest, Conflict, Disabled, Forbidden, InternalError, KipukaError, NotFound,
@@ -35,6 +37,14 @@ AUDITED = {"simpleenroll": "enroll", "simplereenroll": "reenroll", "serverkeygen
 
 class PayloadTooLarge(KipukaError):
     pass
+
+
+class RequestTimeout(KipukaError):
+    """The request body did not arrive within [server] body_timeout (a slow or stalled client)."""
+
+
+# The worker stores a getter of [server] body_timeout here (it follows a reload).
+BODY_TIMEOUT: web.AppKey[Callable[[], float]] = web.AppKey("kipuka_body_timeout")
 
 
 class EstFrontEnd:
@@ -135,17 +145,28 @@ class EstFrontEnd:
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes whether sized or chunked."""
+    """The request body, refusing more than `limit` bytes whether sized or chunked,
+    or one that takes longer than [server] body_timeout to arrive."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    timeout = request.config_dict.get(BODY_TIMEOUT, lambda: None)()
     data = bytearray()
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > limit:
+                    raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {timeout:g}s") from None
+    except (HttpProcessingError, web.RequestPayloadError) as exc:  # bad chunks or Content-Encoding, a cut body
+        detail = " ".join(str(exc).split()).split("message: ", 1)[-1]
+        raise BadRequest(f"malformed request body: {detail[:120]}") from None
+    except OSError:  # the connection reset, or a TLS record that does not decrypt (ssl.SSLError)
+        raise BadRequest("connection failed while reading the request body") from None
     return bytes(data)
 
 
@@ -175,6 +196,10 @@ def _certificate(cert: x509.Certificate) -> web.Response:
 def _error(exc: KipukaError) -> web.Response:
     if isinstance(exc, PayloadTooLarge):
         return _text(413, exc.reason)
+    if isinstance(exc, RequestTimeout):
+        response = _text(408, exc.reason)
+        response.force_close()  # the rest of a stalled body is not worth waiting for
+        return response
     status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
     headers: dict[str, str] = {}
     if status == 401:

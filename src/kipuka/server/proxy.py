@@ -21,7 +21,8 @@ import ssl
 from typing import Any, Callable
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+
+from kipuka.server.limits import GuardedHandler
 
 log = logging.getLogger("kipuka.proxy")
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -92,7 +93,8 @@ class ProxySite:
     """A listening socket whose connections start with PROXY v2, then TLS, then HTTP."""
 
     def __init__(self, runner: web.AppRunner, sock: socket.socket, ssl_context: ssl.SSLContext | None,
-                 allowed: tuple[str, ...] = ()) -> None:
+                 allowed: tuple[str, ...] = (), handshake_timeout: float = 60.0) -> None:
+        self._handshake_timeout = handshake_timeout  # as GuardedSite: the handshake and the close_notify wait
         self._runner = runner
         self._sock = sock
         self._ssl = ssl_context
@@ -121,14 +123,16 @@ class ProxySite:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             source = await asyncio.wait_for(read_header(loop, conn), HEADER_TIMEOUT)
             factory = _factory(self._runner.server, source)  # type: ignore[arg-type]
-            await loop.connect_accepted_socket(factory, conn, ssl=self._ssl)
+            extra = {"ssl_handshake_timeout": self._handshake_timeout,
+                     "ssl_shutdown_timeout": self._handshake_timeout} if self._ssl is not None else {}
+            await loop.connect_accepted_socket(factory, conn, ssl=self._ssl, **extra)
         except (ProxyHeaderError, asyncio.TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
             log.info("closing connection from %s: %s", peer[0] if peer else "?", exc)
             conn.close()
 
 
-class ProxiedHandler(RequestHandler):
-    """aiohttp's connection handler, carrying the client address from the PROXY header."""
+class ProxiedHandler(GuardedHandler):
+    """The EST connection handler (with its limits), carrying the client address from the PROXY header."""
 
     __slots__ = ("kipuka_client",)
 

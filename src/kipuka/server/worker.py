@@ -20,14 +20,16 @@ from aiohttp import web
 from kipuka.admin.api import AdminApi
 from kipuka.ca.registry import build_ca
 from kipuka.config import Config, TLSConfig, load_config
-from kipuka.est.app import EstFrontEnd
+from kipuka.est.app import BODY_TIMEOUT, EstFrontEnd
 from kipuka.publish.app import PublishFrontEnd
 from kipuka.ra.authority import Authority
 from kipuka.ra.otp import OtpKeyring
 from kipuka.tlsbinding import exporter_available
 from kipuka.server import background
+from kipuka.server.limits import ConnectionGuard, ConnectionLimits, GuardedSite
 from kipuka.server.logs import est_middleware
 from kipuka.server.proxy import ProxySite, proxied_remote
+from kipuka.server.ratelimit import RateLimiter
 from kipuka.server.tls import ReloadableContext
 from kipuka.store import AsyncStore, Store
 
@@ -65,10 +67,14 @@ class Worker:
         self.admin_tls = ReloadableContext(admin_tls(self.config))
         self._stop = asyncio.Event()
         self.inflight = InFlight()
+        self.ratelimit = RateLimiter(lambda: self.config.ratelimit, lambda: self.authority)
+        self.guard = ConnectionGuard(lambda: ConnectionLimits.of(self.config.server), self.ratelimit.charge_address)
 
     def est_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.server.max_body,
-                              middlewares=[proxied_remote, est_middleware(lambda: self.config.server.access_log)])
+                              middlewares=[proxied_remote, est_middleware(lambda: self.config.server.access_log),
+                                           self.ratelimit.middleware])
+        app[BODY_TIMEOUT] = lambda: self.config.server.body_timeout
         est = EstFrontEnd(lambda: self.authority, lambda: self.config.server.max_body)
         app.add_routes(est.routes())
         app.on_response_prepare.append(_server_header)
@@ -94,7 +100,10 @@ class Worker:
         except Exception as exc:  # keep serving with what we have
             log.error("reload failed, keeping the previous configuration: %s", exc)
             return
-        self.config, self.authority = config, authority
+        old, self.config, self.authority = self.authority, config, authority
+        # Requests in flight finish on the old Authority; its back ends' connections close after them.
+        loop = asyncio.get_running_loop()
+        loop.call_later(config.server.shutdown_timeout, lambda: loop.create_task(close_backends(old)))
         log.info("configuration reloaded from %s", self.config_path)
 
     async def run(self) -> None:
@@ -117,13 +126,20 @@ class Worker:
         sites = []
         for app, address, ssl_context, what, max_line in listeners:
             app.middlewares.insert(0, self.inflight.middleware)
-            runner = web.AppRunner(app, access_log=None, keepalive_timeout=75, shutdown_timeout=timeout,
-                                   max_line_size=max_line)
+            est = address == self.listen  # hostile-client limits (kipuka.server.limits) guard the EST listener
+            sizes = ConnectionLimits.of(self.config.server).parser_options() if est else {"max_line_size": max_line}
+            runner = web.AppRunner(app, access_log=None, keepalive_timeout=75, shutdown_timeout=timeout, **sizes)
             await runner.setup()
-            if proxied and address == self.listen:
+            if est:
+                self.guard.attach(runner.server)  # type: ignore[arg-type]
+            if proxied and est:
                 site: web.SockSite | ProxySite = ProxySite(runner, listen_socket(address), ssl_context,
-                                                           self.config.server.proxy_from)
+                                                           self.config.server.proxy_from,
+                                                           handshake_timeout=self.config.server.header_timeout)
                 what += " (PROXY protocol v2)"
+            elif est:
+                site = GuardedSite(runner, listen_socket(address), ssl_context=ssl_context, shutdown_timeout=timeout,
+                                   handshake_timeout=self.config.server.header_timeout)
             else:
                 site = web.SockSite(runner, listen_socket(address), ssl_context=ssl_context, shutdown_timeout=timeout)
             await site.start()
@@ -143,7 +159,19 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*(runner.cleanup() for runner in runners))
+        await close_backends(self.authority)
         self.store.close()
+
+
+async def close_backends(authority: Authority) -> None:
+    """Let back ends that hold connections (Dogtag, an upstream EST server) close them cleanly."""
+    for ca in authority.cas.values():
+        close = getattr(ca, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception as exc:  # shutting down: report and go on
+                log.warning("closing CA %s: %s", getattr(ca, "id", "?"), exc)
 
 
 class InFlight:
