@@ -17,6 +17,8 @@ command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)   # PKCS#11 CA tests (tests/test_hsm*.py)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
+[ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)           # web console tests (tests/console)
+command -v testssl >/dev/null 2>&1 || command -v testssl.sh >/dev/null 2>&1 || need+=(testssl.sh)  # TLS matrix
 if [ ${#need[@]} -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -43,12 +45,17 @@ if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest -q "$@"
 fi
 
-echo "== pass 1: the whole suite on SQLite"
-.venv/bin/python -m pytest -q
+# Test files run in parallel, one file per worker process (most of a test's time is spent
+# waiting on the kipuka servers it starts). KIPUKA_TEST_WORKERS=0 runs them one by one.
+parallel=(-n "${KIPUKA_TEST_WORKERS:-auto}" --dist loadfile)
 
-echo "== pass 2: the EST and admin suites on PostgreSQL ($pg_url)"
-KIPUKA_TEST_DATABASE="$pg_url" .venv/bin/python -m pytest -q \
+echo "== pass 1: the whole suite on SQLite"
+.venv/bin/python -m pytest -q "${parallel[@]}"
+
+echo "== pass 2: the EST, admin and console suites on PostgreSQL ($pg_url)"
+KIPUKA_TEST_DATABASE="$pg_url" .venv/bin/python -m pytest -q "${parallel[@]}" \
     tests/test_smoke.py tests/test_wire.py tests/test_otp.py tests/test_mtls.py tests/test_csr_policy.py \
     tests/test_approval.py tests/test_admin_api.py tests/test_revocation.py tests/test_audit_chain.py \
-    tests/test_concurrency.py tests/test_crash_recovery.py tests/test_reference_page.py \
-    $(ls tests/test_serverkeygen*.py tests/test_fullcmc*.py 2>/dev/null)
+    tests/test_concurrency.py tests/test_crash_recovery.py tests/test_reference_page.py tests/test_migrations.py \
+    tests/test_dogtag.py tests/console tests/fuzz/test_ratelimit.py \
+    $(ls tests/test_serverkeygen*.py tests/test_fullcmc*.py tests/test_upstream_est.py 2>/dev/null)
