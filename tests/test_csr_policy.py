@@ -210,6 +210,20 @@ def test_csrattrs_advertises_the_label_key_types(server):
     assert "1.2.840.113549.1.1.1" not in str(attrs)  # iot-fleet allows no RSA
 
 
+def test_csrattrs_asks_for_subject_alt_name_without_an_incomplete_extension_request(server):
+    """RFC 9908 §3.2: an extensionRequest attribute holds exactly one complete Extensions value, so
+    "include a subjectAltName" (no value imposed) is the extension's OID on its own."""
+    import base64
+    from pyasn1.codec.der import decoder
+    from pyasn1_modules import rfc5280, rfc7030
+    attrs, _ = decoder.decode(base64.b64decode(server.get("csrattrs").content), asn1Spec=rfc7030.CsrAttrs())
+    assert "2.5.29.17" in {str(item["oid"]) for item in attrs if item.getName() == "oid"}
+    for item in attrs:
+        if item.getName() == "attribute" and str(item["attribute"]["attrType"]) == "1.2.840.113549.1.9.14":
+            assert len(item["attribute"]["attrValues"]) == 1
+            decoder.decode(bytes(item["attribute"]["attrValues"][0]), asn1Spec=rfc5280.Extensions())
+
+
 def test_csrattrs_is_204_when_the_policy_asks_for_nothing(fresh_server):
     srv = fresh_server(replacements={r"^csrattrs = true.*$": "csrattrs = false"})
     r = srv.get("csrattrs")

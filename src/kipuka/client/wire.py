@@ -255,7 +255,10 @@ class CsrAttributes:
 
     @property
     def extension_requests(self) -> tuple[str, ...]:
-        return tuple(v for v in self.attributes.get(EXTENSION_REQUEST, ()) if isinstance(v, str))
+        """X.509 extensions asked for: bare extension OIDs (id-ce arc, as kipuka and RFC 9908 send
+        them) and OIDs inside an extensionRequest attribute (the RFC 7030 example's form)."""
+        bare = tuple(oid for oid in self.oids if oid.startswith("2.5.29."))
+        return bare + tuple(v for v in self.attributes.get(EXTENSION_REQUEST, ()) if isinstance(v, str))
 
     def to_json(self) -> dict:
         return {"oids": list(self.oids),

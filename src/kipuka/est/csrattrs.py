@@ -46,7 +46,10 @@ def csrattrs_for(policy: Policy) -> bytes | None:
     if "ed25519" in policy.key_types:
         items.append(_oid(ED25519))
     if policy.san_types:
-        items.append(_attribute(EXTENSION_REQUEST, [SUBJECT_ALT_NAME]))
+        # "Include a subjectAltName" with no value to impose: the extension's OID on its own.
+        # RFC 9908 §3.2 requires an extensionRequest attribute to hold complete Extensions
+        # (extnValue included), so RFC 7030's OID-inside-extensionRequest form is not used.
+        items.append(_oid(SUBJECT_ALT_NAME))
     if policy.require_linking:  # RFC 7030 §3.5: ask for tls-unique / tls-exporter in challengePassword
         items.append(_oid(CHALLENGE_PASSWORD))
     if policy.csr_template and policy.csrattrs:  # RFC 9908 §4: legacy clients ignore it, newer ones use only it
