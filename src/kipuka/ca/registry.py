@@ -15,6 +15,12 @@ def _pkcs11(cfg: CAConfig) -> CertificateAuthority:
     return PKCS11CA.from_config(cfg)
 
 
+def _est(cfg: CAConfig) -> CertificateAuthority:
+    from kipuka.ca.upstream_est import UpstreamEstCA  # kipuka as an RA in front of another EST server
+
+    return UpstreamEstCA.from_config(cfg)
+
+
 def _dogtag(cfg: CAConfig) -> CertificateAuthority:
     from kipuka.ca.dogtag import DogtagCA  # a Dogtag PKI CA reached over its REST API
 
@@ -25,6 +31,7 @@ BACKENDS: dict[str, Callable[[CAConfig], CertificateAuthority]] = {
     "local": LocalCA.from_config,
     "pkcs11": _pkcs11,
     "dogtag": _dogtag,
+    "est": _est,
 }
 
 
