@@ -255,3 +255,17 @@ def test_testssl_renegotiation_and_compression(testssl_findings):
     # no finding at all of severity above INFO/OK (LOW, MEDIUM, HIGH, CRITICAL, WARN)
     bad = [f for fs in testssl_findings.values() for f in fs if f["severity"] not in ("OK", "INFO")]
     assert not bad, bad
+
+
+@pytest.mark.parametrize("flag", ["-tls1_2", "-tls1_3"])
+def test_tls_sessions_are_resumed(interop_server: Server, tmp_path: Path, flag: str):
+    """RFC 7030 §3.3: TLS session resumption SHOULD be supported (a device renewing saves a full handshake)."""
+    session = tmp_path / "session.pem"
+    request = b"GET /.well-known/est/cacerts HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    # -ign_eof: stay until the server closes, so the TLS 1.3 ticket (sent after the handshake) is kept
+    first = s_client(interop_server, flag, "-ign_eof", "-CAfile", interop_server.ca_bundle,
+                     "-sess_out", str(session), stdin=request)
+    assert negotiated(first.stdout) is not None and session.stat().st_size > 0, first.stdout[-800:]
+    again = s_client(interop_server, flag, "-ign_eof", "-CAfile", interop_server.ca_bundle,
+                     "-sess_in", str(session), stdin=request)
+    assert re.search(rb"^Reused, TLSv1", again.stdout, re.M), again.stdout[-800:]
