@@ -104,6 +104,26 @@ def test_bulk_otps_for_provisioning(admin):
     assert [c["entity"] for c in created] == entities and len({c["otp"] for c in created}) == 25
 
 
+def test_a_json_body_arriving_in_pieces_is_read_whole(admin):
+    """A large body sent in small chunks with pauses between them (a slow or busy client) is read to
+    its end, not cut at whatever the first TCP segments held."""
+    import time
+
+    import requests
+
+    body = json.dumps({"items": [{"entity": unique("slow")} for _ in range(300)]}).encode()
+
+    def pieces():
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000]
+            time.sleep(0.005)
+    r = requests.post(f"https://localhost:{admin.admin_port}/admin/otp", data=pieces(), timeout=30,
+                      headers={"Authorization": f"Bearer {admin.token}", "Content-Type": "application/json"},
+                      verify=admin.ca_bundle)
+    assert r.status_code == 201, r.text
+    assert len(r.json()["items"]) == 300
+
+
 def test_otp_listing_never_shows_secrets(admin):
     entity = unique()
     secret = admin_call(admin, "POST", "/admin/otp", admin.token, json_body={"entity": entity}).json()["items"][0]["otp"]

@@ -29,6 +29,7 @@ from kipuka.ra.otp import ENTITY_RE, issue_otp
 from kipuka.ra.revocation import REASONS
 from kipuka.store import CertFilter, CertRecord, PendingRecord
 from kipuka.store.records import AuditEvent, OtpRecord, utcnow
+from kipuka.streams import read_at_most
 
 log = logging.getLogger("kipuka.admin")
 MAX_JSON = 1 << 20
@@ -408,7 +409,7 @@ class Query:
 
 
 async def _json_body(request: web.Request, optional: bool = False) -> Any:
-    raw = await request.content.read(MAX_JSON + 1)
+    raw = await read_at_most(request.content, MAX_JSON)
     if len(raw) > MAX_JSON:
         raise ApiError(413, "too_large", "request body is too large")
     if not raw.strip():

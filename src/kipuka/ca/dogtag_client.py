@@ -57,6 +57,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from kipuka.streams import read_at_most
+
 MAX_ANSWER = 4 * 1024 * 1024  # bytes; a CRL-sized chain or PKCS#12 fits many times over
 JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 
@@ -146,7 +148,7 @@ class DogtagClient:
         try:
             async with self._session().request(method, url, data=payload, headers=hdrs, params=params) as resp:
                 # Bounded: a CA's answers are small; a runaway body must not fill the worker's memory.
-                body = await resp.content.read(MAX_ANSWER + 1)
+                body = await read_at_most(resp.content, MAX_ANSWER)
                 if len(body) > MAX_ANSWER:
                     raise DogtagUnreachable(f"{url} answered more than {MAX_ANSWER} bytes")
                 ctype = resp.content_type

@@ -59,6 +59,7 @@ from kipuka.client.errors import InvalidResponse
 from kipuka.config import CAConfig, ConfigError
 from kipuka.errors import Forbidden, InternalError, NotImplementedYet, Unavailable
 from kipuka.pem import load_certificates, load_private_key
+from kipuka.streams import read_at_most
 
 log = logging.getLogger("kipuka.ca.upstream_est")
 
@@ -274,7 +275,9 @@ class UpstreamEstCA:
                                                    auth=self._auth if method == "POST" else None) as resp:
                     if (resp.content_length or 0) > MAX_BODY:
                         raise InternalError(f"upstream {s.origin}: answer larger than {MAX_BODY} bytes")
-                    data = await resp.read()
+                    data = await read_at_most(resp.content, MAX_BODY)
+                    if len(data) > MAX_BODY:
+                        raise InternalError(f"upstream {s.origin}: answer larger than {MAX_BODY} bytes")
                     self._silent_until = 0.0
                     return resp.status, {k.lower(): v for k, v in resp.headers.items()}, data
             except asyncio.TimeoutError:

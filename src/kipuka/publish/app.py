@@ -21,6 +21,7 @@ from kipuka.ca.revocation import unsuccessful_ocsp
 from kipuka.errors import KipukaError, NotFound
 from kipuka.ra.authority import Authority
 from kipuka.ra.revocation import OcspQuery
+from kipuka.streams import read_at_most
 
 log = logging.getLogger("kipuka.publish")
 MAX_OCSP_REQUEST = 8192
@@ -51,7 +52,7 @@ class PublishFrontEnd:
     async def ocsp_post(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_OCSP_REQUEST:
             return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-        body = await request.content.read(MAX_OCSP_REQUEST + 1)
+        body = await read_at_most(request.content, MAX_OCSP_REQUEST)
         if len(body) > MAX_OCSP_REQUEST:
             return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         return await self._answer(request.match_info["ca"], body)
