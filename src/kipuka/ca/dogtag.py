@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import re
 import secrets
 import ssl
@@ -49,7 +48,7 @@ from cryptography.x509.oid import NameOID
 
 from kipuka.ca.base import IssuancePending, IssuanceRejected, IssueRequest, Issued, directly_issued
 from kipuka.ca.dogtag_client import DogtagClient, DogtagError, DogtagUnreachable, RequestInfo, serial_id
-from kipuka.ca.pkcs11 import parse_seconds
+from kipuka.ca.options import CaOptions
 from kipuka.ca.revocation import OcspAnswer, RevokedEntry
 from kipuka.config import CAConfig, ConfigError
 from kipuka.errors import BadRequest, InternalError, NotFound, NotImplementedYet
@@ -107,78 +106,41 @@ class DogtagSettings:
 
 def settings_from_config(cfg: CAConfig) -> DogtagSettings:
     """Validate a [ca.ID] table of type dogtag; errors name the offending key."""
-    opts, pre = cfg.options, f"ca.{cfg.id}"
-    if "agent_key_password" in opts:
-        raise ConfigError(f"{pre}.agent_key_password",
-                          "never put a password in the file: use agent_key_password_env or agent_key_password_file")
-    for name in opts:
-        if name not in OPTION_KEYS and name not in POOL_KEYS:
-            raise ConfigError(f"{pre}.{name}", f"unknown key for a dogtag CA; known: {', '.join(sorted(OPTION_KEYS))}")
-
-    def string_opt(name: str, default: str | None = None) -> str | None:
-        value = opts.get(name, default)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ConfigError(f"{pre}.{name}", "expected a non-empty string")
-        return value
-
-    def path(name: str, required: bool = False) -> Path | None:
-        value = string_opt(name)
-        if value is None:
-            if required:
-                raise ConfigError(f"{pre}.{name}", "required key is missing")
-            return None
-        resolved = (cfg.base / value).resolve()
-        if not resolved.is_file():
-            raise ConfigError(f"{pre}.{name}", f"no such file: {resolved}")
-        return resolved
+    o = CaOptions(cfg, "dogtag", OPTION_KEYS | POOL_KEYS, inline_secrets={"agent_key_password": "password"})
 
     def https_url(name: str, required: bool) -> str | None:
-        value = string_opt(name)
+        value = o.string(name)
         if value is None:
             if required:
-                raise ConfigError(f"{pre}.{name}", "required key is missing (e.g. https://ca.example.com:8443)")
+                raise ConfigError(o.key(name), "required key is missing (e.g. https://ca.example.com:8443)")
             return None
         if not _URL_RE.match(value):
-            raise ConfigError(f"{pre}.{name}", f"expected an https:// URL of a Dogtag server such as "
-                                               f"https://ca.example.com:8443, got {value!r}")
+            raise ConfigError(o.key(name), f"expected an https:// URL of a Dogtag server such as "
+                                           f"https://ca.example.com:8443, got {value!r}")
         return value.rstrip("/")
 
     url = https_url("url", True)
-    profiles = opts.get("profiles", {})
+    profiles = o.opts.get("profiles", {})
     if not isinstance(profiles, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
                                                  for k, v in profiles.items()):
-        raise ConfigError(f"{pre}.profiles", 'expected a table of label = "Dogtag profile id", '
+        raise ConfigError(o.key("profiles"), 'expected a table of label = "Dogtag profile id", '
                                              'e.g. profiles = { corp = "caServerCert" }')
-    approve = opts.get("approve", True)
-    if not isinstance(approve, bool):
-        raise ConfigError(f"{pre}.approve", "expected true or false")
-    retry_after = opts.get("retry_after", 10)
-    if isinstance(retry_after, bool) or not isinstance(retry_after, int) or not 1 <= retry_after <= 86400:
-        raise ConfigError(f"{pre}.retry_after", "expected a number of seconds from 1 to 86400")
-    password_env, password_file = string_opt("agent_key_password_env"), path("agent_key_password_file")
-    if password_env is not None and password_file is not None:
-        raise ConfigError(f"{pre}.agent_key_password_env", "give at most one of agent_key_password_env and "
-                                                           "agent_key_password_file")
-    password = None
-    if password_env is not None:
-        if password_env not in os.environ:
-            raise ConfigError(f"{pre}.agent_key_password_env", f"environment variable {password_env} is not set")
-        password = os.environ[password_env]
-    elif password_file is not None:
-        password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
     return DogtagSettings(
         ca_id=cfg.id, url=url,  # type: ignore[arg-type]
-        agent_cert=path("agent_cert", True), agent_key=path("agent_key", True),  # type: ignore[arg-type]
-        agent_key_password=password, ca_bundle=path("ca_bundle"),
-        profile=string_opt("profile", "caServerCert"), profiles=dict(profiles),  # type: ignore[arg-type]
-        approve=approve,
-        approval_timeout=parse_seconds(opts.get("approval_timeout", "2s"), f"{pre}.approval_timeout",
-                                       allow_zero=True),
-        timeout=parse_seconds(opts.get("timeout", "10s"), f"{pre}.timeout"),
-        retry_after=retry_after, chain=path("chain"), kra_url=https_url("kra_url", False),
-        keygen_profile=string_opt("keygen_profile", "caServerKeygen_UserCert"),  # type: ignore[arg-type]
-        cmc_profile=string_opt("cmc_profile", "caFullCMCUserCert"),  # type: ignore[arg-type]
-        requestor=string_opt("requestor", "kipuka EST RA"),  # type: ignore[arg-type]
+        agent_cert=o.path("agent_cert", required=True, must_exist=True),  # type: ignore[arg-type]
+        agent_key=o.path("agent_key", required=True, must_exist=True),  # type: ignore[arg-type]
+        agent_key_password=o.secret("agent_key_password_env", "agent_key_password_file", "agent key password",
+                                    required=False),
+        ca_bundle=o.path("ca_bundle", must_exist=True),
+        profile=o.string("profile", "caServerCert"), profiles=dict(profiles),  # type: ignore[arg-type]
+        approve=o.boolean("approve", True),
+        approval_timeout=o.seconds("approval_timeout", "2s", allow_zero=True),
+        timeout=o.seconds("timeout", "10s"),
+        retry_after=o.integer("retry_after", 10, 1, 86400), chain=o.path("chain", must_exist=True),
+        kra_url=https_url("kra_url", False),
+        keygen_profile=o.string("keygen_profile", "caServerKeygen_UserCert"),  # type: ignore[arg-type]
+        cmc_profile=o.string("cmc_profile", "caFullCMCUserCert"),  # type: ignore[arg-type]
+        requestor=o.string("requestor", "kipuka EST RA"),  # type: ignore[arg-type]
     )
 
 

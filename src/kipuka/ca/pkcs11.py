@@ -37,7 +37,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +54,7 @@ from kipuka.ca.base import IssueRequest, Issued, directly_issued
 from kipuka.ca.profile import build_certificate
 from kipuka.ca.revocation import OcspAnswer, RevokedEntry, build_crl, build_ocsp_response
 from kipuka.ca.signing import signature_of
+from kipuka.ca.options import CaOptions
 from kipuka.config import CAConfig, ConfigError
 from kipuka.errors import InternalError, Unavailable
 from kipuka.pem import load_certificates, load_private_key
@@ -88,25 +88,6 @@ def _pkcs11():  # type: ignore[no-untyped-def]
 
 # --- configuration -----------------------------------------------------------------------
 
-_SECONDS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
-
-
-def parse_seconds(value: Any, key: str, *, allow_zero: bool = False) -> float:
-    """Seconds from 2, 0.5, "2s", "250ms" or "1m"."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(key, 'expected a duration such as "2s" or "250ms"')
-    if isinstance(value, str):
-        m = _SECONDS_RE.match(value)
-        if not m:
-            raise ConfigError(key, f'expected a duration such as "2s" or "250ms", got {value!r}')
-        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
-    else:
-        seconds = float(value)
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(key, "must be positive")
-    return seconds
-
-
 @dataclass(frozen=True)
 class Pkcs11Settings:
     ca_id: str
@@ -135,79 +116,42 @@ class Pkcs11Settings:
 
 def settings_from_config(cfg: CAConfig) -> Pkcs11Settings:
     """Validate the [ca.ID] table of a pkcs11 CA; errors name the offending key."""
-    opts, pre = cfg.options, f"ca.{cfg.id}"
-    if "pin" in opts:
-        raise ConfigError(f"{pre}.pin", "never put a PIN in the file: use pin_env or pin_file")
-    for name in opts:
-        if name not in OPTION_KEYS:
-            raise ConfigError(f"{pre}.{name}", f"unknown key for a pkcs11 CA; known: {', '.join(sorted(OPTION_KEYS))}")
-
-    def string(name: str) -> str | None:
-        value = opts.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{pre}.{name}", "expected a non-empty string")
-        return value
-
-    def path(name: str) -> Path | None:
-        value = string(name)
-        return None if value is None else (cfg.base / value).resolve()
-
-    def integer(name: str, default: int, low: int, high: int) -> int:
-        value = opts.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{pre}.{name}", f"expected an integer from {low} to {high}")
-        return value
-
-    module = string("module")
+    o = CaOptions(cfg, "pkcs11", OPTION_KEYS, inline_secrets={"pin": "PIN"})
+    module = o.string("module")
     if module is None:
         module = next((m for m in MODULE_CANDIDATES if os.path.exists(m)), DEFAULT_MODULE)
     elif not os.path.isabs(module):
         module = str((cfg.base / module).resolve())
     if not os.path.exists(module):
-        raise ConfigError(f"{pre}.module", f"no PKCS#11 module at {module} (Debian: apt-get install softhsm2)")
-    token_label, slot = string("token_label"), opts.get("slot")
+        raise ConfigError(o.key("module"), f"no PKCS#11 module at {module} (Debian: apt-get install softhsm2)")
+    token_label, slot = o.string("token_label"), o.opts.get("slot")
     if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int) or slot < 0):
-        raise ConfigError(f"{pre}.slot", "expected a slot number")
+        raise ConfigError(o.key("slot"), "expected a slot number")
     if (token_label is None) == (slot is None):
-        raise ConfigError(f"{pre}.token_label", "give exactly one of token_label and slot")
-    key_label, key_id_hex = string("key_label"), string("key_id")
+        raise ConfigError(o.key("token_label"), "give exactly one of token_label and slot")
+    key_label, key_id_hex = o.string("key_label"), o.string("key_id")
     if key_label is None and key_id_hex is None:
-        raise ConfigError(f"{pre}.key_label", "give key_label or key_id (or both)")
+        raise ConfigError(o.key("key_label"), "give key_label or key_id (or both)")
     key_id = None
     if key_id_hex is not None:
         try:
             key_id = bytes.fromhex(key_id_hex.replace(":", ""))
         except ValueError:
-            raise ConfigError(f"{pre}.key_id", "expected hex digits, e.g. \"a1b2c3\"") from None
-    cert = path("cert")
-    if cert is None:
-        raise ConfigError(f"{pre}.cert", "required key is missing (the CA certificate, PEM)")
-    pin_env, pin_file = string("pin_env"), path("pin_file")
-    if (pin_env is None) == (pin_file is None):
-        raise ConfigError(f"{pre}.pin_env", "give exactly one of pin_env and pin_file")
-    if pin_env is not None:
-        if pin_env not in os.environ:
-            raise ConfigError(f"{pre}.pin_env", f"environment variable {pin_env} is not set")
-        pin = os.environ[pin_env]
-    else:
-        try:
-            pin = pin_file.read_text(encoding="utf-8").rstrip("\r\n")  # type: ignore[union-attr]
-        except OSError as exc:
-            raise ConfigError(f"{pre}.pin_file", f"cannot read the PIN: {exc.strerror or exc}") from None
-    if not pin:
-        raise ConfigError(f"{pre}.pin_env" if pin_env else f"{pre}.pin_file", "the PIN is empty")
-    ocsp_cert, ocsp_key = path("ocsp_cert"), path("ocsp_key")
+            raise ConfigError(o.key("key_id"), "expected hex digits, e.g. \"a1b2c3\"") from None
+    cert = o.path("cert", required=True, what="the CA certificate, PEM")
+    pin = o.secret("pin_env", "pin_file", "PIN", required=True)
+    ocsp_cert, ocsp_key = o.path("ocsp_cert"), o.path("ocsp_key")
     if (ocsp_cert is None) != (ocsp_key is None):
-        raise ConfigError(f"{pre}.ocsp_cert", "ocsp_cert and ocsp_key go together")
+        raise ConfigError(o.key("ocsp_cert"), "ocsp_cert and ocsp_key go together")
     return Pkcs11Settings(
         ca_id=cfg.id, module=module, token_label=token_label, slot=slot, key_label=key_label, key_id=key_id,
-        cert=cert, chain=path("chain"), pin=pin,
-        sessions=integer("sessions", 4, 1, 256),
-        session_timeout=parse_seconds(opts.get("session_timeout", "2s"), f"{pre}.session_timeout", allow_zero=True),
-        retry_after=integer("retry_after", 2, 1, 86400),
-        reconnect_interval=parse_seconds(opts.get("reconnect_interval", "1s"), f"{pre}.reconnect_interval"),
+        cert=cert, chain=o.path("chain"), pin=pin,  # type: ignore[arg-type]
+        sessions=o.integer("sessions", 4, 1, 256),
+        session_timeout=o.seconds("session_timeout", "2s", allow_zero=True),
+        retry_after=o.integer("retry_after", 2, 1, 86400),
+        reconnect_interval=o.seconds("reconnect_interval", "1s"),
         ocsp_cert=ocsp_cert, ocsp_key=ocsp_key,
-        sign_delay=parse_seconds(opts.get("debug_sign_delay", 0), f"{pre}.debug_sign_delay", allow_zero=True),
+        sign_delay=o.seconds("debug_sign_delay", 0, allow_zero=True),
     )
 
 

@@ -255,7 +255,7 @@ def replica_configs(cfg: CAConfig) -> list[CAConfig]:
 
 
 def build_pool(cfg: CAConfig, factory: Callable[[CAConfig], CertificateAuthority]) -> ReplicaPool:
-    from kipuka.ca.pkcs11 import parse_seconds
+    from kipuka.ca.options import parse_seconds
 
     opts = cfg.options
     strategy = opts.get("strategy", "active-passive")

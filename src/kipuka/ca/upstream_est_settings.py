@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import ssl
 import urllib.parse
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from kipuka.ca.options import CaOptions
 from kipuka.config import ID_KP_CMC_RA, LABEL_RE, CAConfig, ConfigError
 
 log = logging.getLogger("kipuka.ca.upstream_est")
@@ -75,87 +75,43 @@ class UpstreamSettings:
 
 def settings_from_config(cfg: CAConfig) -> UpstreamSettings:
     """Validate the [ca.ID] table of an est CA; errors name the offending key."""
-    from kipuka.ca.pkcs11 import parse_seconds  # the one duration parser of the CA back ends
-
-    opts, pre = cfg.options, f"ca.{cfg.id}"
-    if "password" in opts:
-        raise ConfigError(f"{pre}.password", "never put a password in the file: use password_env or password_file")
-    for name in opts:
-        if name not in OPTION_KEYS:
-            raise ConfigError(f"{pre}.{name}", f"unknown key for an est CA; known: {', '.join(sorted(OPTION_KEYS))}")
-
-    def string(name: str) -> str | None:
-        value = opts.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"{pre}.{name}", "expected a non-empty string")
-        return value
-
-    def path(name: str) -> Path | None:
-        value = string(name)
-        if value is None:
-            return None
-        resolved = (cfg.base / value).resolve()
-        if not resolved.is_file():
-            raise ConfigError(f"{pre}.{name}", f"no such file: {resolved}")
-        return resolved
-
-    def integer(name: str, default: int, low: int, high: int) -> int:
-        value = opts.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{pre}.{name}", f"expected an integer from {low} to {high}")
-        return value
-
-    host, port = _origin(string("url"), f"{pre}.url")
-    label = _label(opts.get("label"), f"{pre}.label")
-    label_map_raw = opts.get("label_map", {})
+    o = CaOptions(cfg, "est", OPTION_KEYS, inline_secrets={"password": "password"})
+    pre = o.prefix
+    host, port = _origin(o.string("url"), o.key("url"))
+    label = _label(o.opts.get("label"), o.key("label"))
+    label_map_raw = o.opts.get("label_map", {})
     if not isinstance(label_map_raw, dict):
-        raise ConfigError(f"{pre}.label_map", 'expected a table, e.g. label_map = { "iot-fleet" = "fleet" }')
+        raise ConfigError(o.key("label_map"), 'expected a table, e.g. label_map = { "iot-fleet" = "fleet" }')
     label_map = {str(k): _label(v, f"{pre}.label_map.{k}", allow_empty=True) for k, v in label_map_raw.items()}
 
-    ra_cert, ra_key = path("ra_cert"), path("ra_key")
+    ra_cert, ra_key = o.path("ra_cert", must_exist=True), o.path("ra_key", must_exist=True)
     if (ra_cert is None) != (ra_key is None):
-        raise ConfigError(f"{pre}.ra_cert" if ra_cert is None else f"{pre}.ra_key", "ra_cert and ra_key go together")
+        raise ConfigError(o.key("ra_cert") if ra_cert is None else o.key("ra_key"), "ra_cert and ra_key go together")
     if ra_cert is not None:
         _check_ra_identity(ra_cert, ra_key, pre)  # type: ignore[arg-type]
 
-    username, password = string("username"), ""
-    password_env, password_file = string("password_env"), path("password_file")
-    if username is not None:
-        if ":" in username:
-            raise ConfigError(f"{pre}.username", "HTTP Basic user names cannot contain ':'")
-        if (password_env is None) == (password_file is None):
-            raise ConfigError(f"{pre}.password_env",
-                              "with username, give exactly one of password_env and password_file")
-        if password_env is not None:
-            if password_env not in os.environ:
-                raise ConfigError(f"{pre}.password_env", f"environment variable {password_env} is not set")
-            password = os.environ[password_env]
-        else:
-            try:
-                password = password_file.read_text(encoding="utf-8").rstrip("\r\n")  # type: ignore[union-attr]
-            except OSError as exc:
-                raise ConfigError(f"{pre}.password_file", f"cannot read the password: {exc.strerror or exc}") from None
-        if not password:
-            raise ConfigError(f"{pre}.password_env" if password_env else f"{pre}.password_file",
-                              "the password is empty")
-    elif password_env is not None or password_file is not None:
-        raise ConfigError(f"{pre}.username", "password_env and password_file need a username")
+    username = o.string("username")
+    if username is not None and ":" in username:
+        raise ConfigError(o.key("username"), "HTTP Basic user names cannot contain ':'")
+    password = o.secret("password_env", "password_file", "password", required=username is not None)
+    if username is None and password is not None:
+        raise ConfigError(o.key("username"), "password_env and password_file need a username")
     if ra_cert is None and username is None:
-        raise ConfigError(f"{pre}.ra_cert", "the RA must authenticate to the upstream: give ra_cert and ra_key "
+        raise ConfigError(o.key("ra_cert"), "the RA must authenticate to the upstream: give ra_cert and ra_key "
                           "(a TLS client certificate, id-kp-cmcRA for a kipuka upstream) and/or username with "
                           "password_env or password_file")
 
-    revoke = string("revoke")
+    revoke = o.string("revoke")
     if revoke not in (None, "fullcmc"):
-        raise ConfigError(f"{pre}.revoke", 'the only way to revoke at an EST upstream is "fullcmc"')
+        raise ConfigError(o.key("revoke"), 'the only way to revoke at an EST upstream is "fullcmc"')
     if revoke is not None and ra_cert is None:
-        raise ConfigError(f"{pre}.revoke", "revocation through /fullcmc is signed with ra_cert and ra_key: set them")
-    timeout = parse_seconds(opts.get("timeout", "10s"), f"{pre}.timeout")
+        raise ConfigError(o.key("revoke"), "revocation through /fullcmc is signed with ra_cert and ra_key: set them")
     settings = UpstreamSettings(
-        ca_id=cfg.id, host=host, port=port, label=label, label_map=label_map, ca_bundle=path("ca_bundle"),
-        ra_cert=ra_cert, ra_key=ra_key, username=username, password=password, timeout=timeout,
-        retry_after=integer("retry_after", 10, 1, 86400), chain=path("chain"),
-        connections=integer("connections", 32, 1, 1024), revoke=revoke)
+        ca_id=cfg.id, host=host, port=port, label=label, label_map=label_map,
+        ca_bundle=o.path("ca_bundle", must_exist=True), ra_cert=ra_cert, ra_key=ra_key, username=username,
+        password=password or "", timeout=o.seconds("timeout", "10s"),
+        retry_after=o.integer("retry_after", 10, 1, 86400), chain=o.path("chain", must_exist=True),
+        connections=o.integer("connections", 32, 1, 1024), revoke=revoke)
     tls_context(settings, pre)  # the anchors and the RA's certificate load now, or the error names them
     return settings
 
