@@ -8,6 +8,8 @@ Layout (private keys apart from what is served, in a 0700 folder, files 0600):
     DIR/tls/server.pem         TLS server certificate + its issuing CA (localhost, 127.0.0.1, ::1)
     DIR/tls/client-ca.pem      trust anchors for client certificates: the issuing CAs and the root
     DIR/private/*.key          CA and TLS private keys; otp-hmac.keys, the OTP hashing keys
+    DIR/dogtag/, DIR/upstream/ with --dogtag-url / --upstream-url: the files given, copied
+                               (their keys and passwords into DIR/private); see cli/init_backends.py
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from kipuka.ca.setup import make_issuing, make_root, make_tls_server
+from kipuka.cli.init_backends import Backends
 from kipuka.keys import generate_private_key
 from kipuka.pem import certificates_pem
 from kipuka.ra.otp import OtpKeyring
@@ -29,7 +32,9 @@ KEY_TYPES = {"ec-p256": "ec-p256", "ec-p384": "ec-p384", "rsa2048": "rsa2048", "
 def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka demo",
                     hostnames: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
                     listen: str = "0.0.0.0:9443", admin_listen: str = "127.0.0.1:9444",
-                    revocation_listen: str = "0.0.0.0:9080") -> Path:
+                    revocation_listen: str = "0.0.0.0:9080", backends: Backends | None = None) -> Path:
+    """Write the deployment; `backends` adds Dogtag/upstream-EST CAs (else they appear as commented examples)."""
+    backends = backends or Backends()
     if key_type not in KEY_TYPES:
         raise ValueError(f"unknown key type {key_type!r}; choose from {', '.join(KEY_TYPES)}")
     target = target.resolve()
@@ -61,12 +66,14 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
     tls_cert = make_tls_server(tls_key, list(hostnames), default_cert, default_key)  # type: ignore[arg-type]
     _write_key(private / "tls-server.key", tls_key)
     _write(target / "tls" / "server.pem", certificates_pem([tls_cert, default_cert]))
-    _write(target / "tls" / "client-ca.pem", certificates_pem([c for c, _ in issuing.values()] + [root]))
+    _write(target / "tls" / "client-ca.pem", certificates_pem([c for c, _ in issuing.values()] + [root]
+                                                             + backends.client_anchors()))
     OtpKeyring.add_key(private / "otp-hmac.keys")
     public_port = revocation_listen.rpartition(":")[2] if revocation_listen else "9080"
-    _write(config_path, CONFIG_TEMPLATE.format(
+    text = CONFIG_TEMPLATE.format(
         listen=listen, admin_listen=admin_listen, revocation_listen=revocation_listen,
-        base_url=f"http://{hostnames[0]}:{public_port}").encode())
+        base_url=f"http://{hostnames[0]}:{public_port}")
+    _write(config_path, (text + backends.install(target)).encode())
     return config_path
 
 

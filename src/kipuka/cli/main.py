@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="the iot-fleet CA gets its key generated in a PKCS#11 token (docs/hsm.md)")
     from kipuka.cli.hsm import add_token_arguments
     add_token_arguments(sp, "hsm-")
+    from kipuka.cli.init_backends import add_arguments as add_backend_arguments
+    add_backend_arguments(sp)
 
     sp = with_config(cmd("serve", _serve, "serve EST"))
     sp.add_argument("--listen", help="HOST:PORT (default: [server] listen, 0.0.0.0:9443)")
@@ -141,10 +143,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _init(args: argparse.Namespace) -> int:
     from kipuka.cli.init import init_deployment
+    from kipuka.cli.init_backends import backends_from_args
 
     hostnames = tuple(args.hostname) if args.hostname else ("localhost", "127.0.0.1", "::1")
+    backends = backends_from_args(args)  # checked before anything is written
     path = init_deployment(args.dir, args.key_type, hostnames=hostnames, listen=args.listen,
-                           admin_listen=args.admin_listen, revocation_listen=args.revocation_listen)
+                           admin_listen=args.admin_listen, revocation_listen=args.revocation_listen,
+                           backends=backends)
     if args.hsm:
         from kipuka.cli.hsm import hsm_demo_ca
         hsm_demo_ca(path, args)
