@@ -72,8 +72,16 @@ class OtpKeyring:
 
 
 def new_secret() -> str:
-    """128 random bits, URL-safe base64 without padding (never contains ':')."""
-    return secrets.token_urlsafe(OTP_BYTES)
+    """128 random bits, URL-safe base64 without padding (never contains ':').
+
+    Never starting with '-' either: such a value is read as an option by command-line
+    tools (`kipuka-est enroll --otp -x...`) and as a formula by spreadsheets holding a
+    provisioning CSV. Drawing again in that case keeps every remaining value equally likely.
+    """
+    while True:
+        secret = secrets.token_urlsafe(OTP_BYTES)
+        if not secret.startswith("-"):
+            return secret
 
 
 def issue_otp(store: "Store", keyring: OtpKeyring, entity: str, label: str | None, ttl_seconds: int,
