@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,16 @@ class SoftHSM:
         """Take the token away: copy its directory aside, then delete the token."""
         backup = self.root / f"backup-{label}"
         shutil.copytree(self.dirs[label], backup)
-        subprocess.run(["softhsm2-util", "--delete-token", "--token", label], check=True, capture_output=True,
-                       env=os.environ.copy())
+        # softhsm2-util can fail while a server process is writing the token's files under load;
+        # after a few tries the token directory is moved away instead (the same loss to the server).
+        for attempt in range(3):
+            done = subprocess.run(["softhsm2-util", "--delete-token", "--token", label], capture_output=True,
+                                  text=True, env=os.environ.copy())
+            if done.returncode == 0 or not self.dirs[label].exists():
+                break
+            time.sleep(0.2 * (attempt + 1))
+        if self.dirs[label].exists():
+            shutil.move(str(self.dirs[label]), str(self.root / f"gone-{label}-{time.monotonic_ns()}"))
         assert not self.dirs[label].exists()
         return backup
 
