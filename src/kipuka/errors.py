@@ -41,11 +41,16 @@ class NotImplementedYet(KipukaError):
 
 
 class Unavailable(KipukaError):
-    """A back end is temporarily unable to serve; try again after `retry_after` s."""
+    """A back end is temporarily unable to serve; try again after `retry_after` s.
 
-    def __init__(self, reason: str, retry_after: int = 30) -> None:
+    `unreachable` says the back end did not answer at all (rather than being busy):
+    a replica pool then sets that replica aside until its health check passes.
+    """
+
+    def __init__(self, reason: str, retry_after: int = 30, *, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.unreachable = unreachable
 
 
 class InternalError(KipukaError):

@@ -170,6 +170,8 @@ class ReplicaPool:
             try:
                 result = await op(replica.ca)
             except Unavailable as exc:  # busy (sessions exhausted) or down: the next one may serve
+                if exc.unreachable:  # no answer at all: last in line until its health check passes
+                    replica.mark_down(exc.reason, self.id)
                 failures.append(f"{replica.name}: {exc.reason}")
                 retry_after.append(exc.retry_after)
                 continue

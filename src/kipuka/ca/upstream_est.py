@@ -268,7 +268,7 @@ class UpstreamEstCA:
         s = self.settings
         if not probe and time.monotonic() < self._silent_until:
             raise Unavailable(f"upstream EST server {s.origin} is unreachable: {self._silence}",
-                              retry_after=s.retry_after)
+                              retry_after=s.retry_after, unreachable=True)
         for attempt in (1, 2):
             try:
                 async with (await self._session()).request(method, url, data=body, headers=headers,
@@ -297,7 +297,8 @@ class UpstreamEstCA:
         if not probe:  # a failed probe is health()'s answer (a pool logs when it marks a replica down)
             log.warning("ca.%s: upstream %s: %s", self.id, s.origin, why)
         self._silent_until, self._silence = time.monotonic() + QUIET_AFTER_FAILURE, why
-        raise Unavailable(f"upstream EST server {s.origin} is unreachable: {why}", retry_after=s.retry_after)
+        raise Unavailable(f"upstream EST server {s.origin} is unreachable: {why}", retry_after=s.retry_after,
+                          unreachable=True)
 
     async def _session(self) -> aiohttp.ClientSession:
         """Keep-alive connections to the upstream, one pool per event loop (per worker).
