@@ -19,6 +19,7 @@ if [ ! -f "$dir/kipuka.toml" ]; then
     .venv/bin/kipuka init "$dir" >/dev/null
 fi
 otp=$(.venv/bin/kipuka otp create -c "$dir/kipuka.toml" device-001 2>/dev/null)
+token=$(.venv/bin/kipuka admin token create -c "$dir/kipuka.toml" "demo-officer-$(date +%s)" 2>/dev/null)
 
 cat <<MSG
 
@@ -38,6 +39,9 @@ In another terminal, enroll a device (from the README walkthrough):
   base64 -d enrolled.p7b | openssl pkcs7 -inform DER -print_certs -out device.crt
 
 More OTPs: .venv/bin/kipuka otp create -c $dir/kipuka.toml ENTITY
+Web console (approvals, certificates, OTPs, audit): https://127.0.0.1:9444/
+  log in with this admin token (shown once): $token
+  (the browser will warn about the demo's own CA: $dir/ca/root.pem)
 Stop the server with Ctrl-C.
 
 MSG
