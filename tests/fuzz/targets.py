@@ -45,7 +45,7 @@ def check_csr(der_csr: bytes, pol: Policy, binding: tuple[str, bytes] | None) ->
         pop = True
     except BadRequest:
         pop = False
-    _expected(check_linking, csr, binding, pol, False)
+    _expected(check_linking, csr, lambda: binding, pol, False)
     san = _expected(csrcheck.requested_san, csr)
     _expected(csrcheck.check_names, csr.subject, san, pol)
     _expected(csrcheck.check_names_for_entity, csr.subject, san, "device-1", pol.otp_name_rule)

@@ -27,7 +27,7 @@ def requester_of(request: web.Request) -> Requester:
         client_addr=request.remote or "",
         basic=basic_credentials(request.headers.get("Authorization")),
         client_cert=client_certificate(request),
-        channel_binding=binding_for(_ssl_object(request)),
+        binding_source=lambda: binding_for(_ssl_object(request)),
     )
 
 

@@ -531,7 +531,7 @@ class Authority:
         def check() -> tuple[x509.CertificateSigningRequest, x509.SubjectAlternativeName | None]:
             csr = csrcheck.parse_csr(der)
             csrcheck.check_proof_of_possession(csr, rt.label.policy)
-            check_linking(csr, who.channel_binding, rt.label.policy, exempt=self._is_ra(rt, who))
+            check_linking(csr, lambda: who.channel_binding, rt.label.policy, exempt=lambda: self._is_ra(rt, who))
             san = csrcheck.requested_san(csr)
             csrcheck.check_names(csr.subject, san, rt.label.policy)
             return csr, san

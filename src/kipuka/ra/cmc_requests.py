@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -45,19 +46,20 @@ class Candidate:
 
 
 def candidate(request: CertificationRequest | CrmfRequest, policy: Policy, *, ra_vouches: bool = False,
-              signed_with_this_key: bool = False, binding: tuple[str, bytes] | None = None) -> Candidate:
+              signed_with_this_key: bool = False,
+              binding_of: Callable[[], tuple[str, bytes] | None] = lambda: None) -> Candidate:
     """Check one request's proof of possession, key and names; raise CmcError for its body part.
 
     `signed_with_this_key`: the PKIData is signed with this request's key, which
     proves possession for a CRMF request without a POP signature of its own.
     `ra_vouches`: an RA agent signed the PKIData, so a CRMF `raVerified` POP stands
     and linking to the TLS session is not asked (RFC 7030 §3.7).
-    `binding`: the TLS session's channel binding, which a linked PKCS#10 carries in
+    `binding_of`: the TLS session's channel binding, which a linked PKCS#10 carries in
     challengePassword (RFC 7030 §3.5); a mismatch is popFailed.
     """
     if isinstance(request, CertificationRequest):
         try:
-            check_linking(request.csr, binding, policy, exempt=ra_vouches)
+            check_linking(request.csr, binding_of, policy, exempt=ra_vouches)
         except BadRequest as exc:
             raise CmcError(CMCFailInfo.popFailed, [request.body_part_id], exc.reason) from None
         return _tcr(request, policy)

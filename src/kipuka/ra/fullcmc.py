@@ -350,7 +350,7 @@ class FullCmc:
                               status=CMCStatus.noSupport)
             cand = cmc_requests.candidate(request, rt.label.policy, ra_vouches=principal.kind == "ra",
                                           signed_with_this_key=principal.request_bpid == bpid,
-                                          binding=who.channel_binding)
+                                          binding_of=lambda: who.channel_binding)
             entity, credential = await self._authorize_names(rt, who, pki, principal, cand)
             return await self._issue_or_hold(rt, who, principal, cand, entity, credential)
         except (CmcError, KipukaError) as exc:
