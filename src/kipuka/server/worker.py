@@ -66,6 +66,7 @@ class Worker:
         self.tls = ReloadableContext(self.config.tls)
         self.admin_tls = ReloadableContext(admin_tls(self.config))
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
         self.inflight = InFlight()
         self.ratelimit = RateLimiter(lambda: self.config.ratelimit, lambda: self.authority)
         self.guard = ConnectionGuard(lambda: ConnectionLimits.of(self.config.server), self.ratelimit.charge_address)
@@ -92,9 +93,26 @@ class Worker:
         return app
 
     def reload(self) -> None:
+        """SIGHUP: reload in a task; one reload at a time, in the order the signals came."""
+        asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        async with self._reload_lock:
+            try:
+                # Off the event loop: building CAs may fetch a remote CA's chain (Dogtag, an upstream
+                # EST server) or open HSM sessions, and requests keep being served meanwhile.
+                config, authority = await asyncio.get_running_loop().run_in_executor(None, self._build)
+            except Exception as exc:  # keep serving with what we have
+                log.error("reload failed, keeping the previous configuration: %s", exc)
+                return
+            self._swap(config, authority)
+
+    def _build(self) -> tuple[Config, Authority]:
+        config = load_config(self.config_path)
+        return config, build_authority(config, self.store)
+
+    def _swap(self, config: Config, authority: Authority) -> None:
         try:
-            config = load_config(self.config_path)
-            authority = build_authority(config, self.store)
             self.tls.reload(config.tls)
             self.admin_tls.reload(admin_tls(config))
         except Exception as exc:  # keep serving with what we have
