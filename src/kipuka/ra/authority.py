@@ -49,6 +49,7 @@ class LabelRuntime:
     ca: CertificateAuthority
     bootstrap_anchors: tuple[x509.Certificate, ...]
     ra_anchors: tuple[x509.Certificate, ...]
+    holds_requests: bool = False  # the CA may hold a request (RemoteIssuer): retries are looked up first
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Authority:
                 label, cas[label.ca],
                 tuple(c for p in label.policy.bootstrap_anchors for c in load_certificates(p)),
                 tuple(c for p in label.policy.ra_anchors for c in load_certificates(p)),
+                isinstance(cas[label.ca], RemoteIssuer),  # once here: a Protocol isinstance is slow per request
             )
             for name, label in config.labels.items()
         }
@@ -114,7 +116,7 @@ class Authority:
         if rt.label.policy.require_approval:
             return await self._hold(rt, a.op, who, a.entity, a.auth, csr_der, a.csr, a.pubkey,
                                     otp_id=a.otp.id if a.otp else None, credential=a.credential)
-        if isinstance(rt.ca, RemoteIssuer):  # a retry of a request the CA holds: where does it stand?
+        if rt.holds_requests:  # a retry of a request the CA holds: where does it stand?
             resumed = await self._resume(rt, a.op, who, a.entity, self._requester(who, a.entity, a.auth), a.pubkey)
             if resumed is not None:
                 return resumed
@@ -182,7 +184,7 @@ class Authority:
                 await self._reject(rt, op, who, entity, Forbidden(
                     "a name change needs a ChangeSubjectName attribute naming the current certificate"))
         credential = (rt.ca.id, _hex(cert.serial_number))
-        if isinstance(rt.ca, RemoteIssuer):
+        if rt.holds_requests:
             resumed = await self._resume(rt, op, who, entity, self._requester(who, entity, "mtls"),
                                          csrcheck.public_key_sha256(csr))
             if resumed is not None:
