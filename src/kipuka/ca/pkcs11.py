@@ -361,7 +361,20 @@ def _digest(data: bytes, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     return h.finalize(), algorithm
 
 
-class TokenECKey(ec.EllipticCurvePrivateKey):
+class _InToken:
+    """What both token keys share: the key material stays in the token, and copies are the same key."""
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        raise TypeError("the CA key never leaves the token")
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        return self
+
+
+class TokenECKey(_InToken, ec.EllipticCurvePrivateKey):
     """An EC key held by a token: sign() hashes here and signs the digest with CKM_ECDSA."""
 
     def __init__(self, public_key: ec.EllipticCurvePublicKey, signer: RawSigner) -> None:
@@ -393,17 +406,8 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         raise TypeError("the CA key never leaves the token")
 
-    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
-        raise TypeError("the CA key never leaves the token")
 
-    def __copy__(self) -> "TokenECKey":
-        return self
-
-    def __deepcopy__(self, memo: dict) -> "TokenECKey":
-        return self
-
-
-class TokenRSAKey(rsa.RSAPrivateKey):
+class TokenRSAKey(_InToken, rsa.RSAPrivateKey):
     """An RSA key held by a token: PKCS#1 v1.5 over a DigestInfo built here, with CKM_RSA_PKCS."""
 
     def __init__(self, public_key: rsa.RSAPublicKey, signer: RawSigner) -> None:
@@ -431,15 +435,6 @@ class TokenRSAKey(rsa.RSAPrivateKey):
 
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         raise TypeError("the CA key never leaves the token")
-
-    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
-        raise TypeError("the CA key never leaves the token")
-
-    def __copy__(self) -> "TokenRSAKey":
-        return self
-
-    def __deepcopy__(self, memo: dict) -> "TokenRSAKey":
-        return self
 
 
 def token_key(public_key: Any, signer: RawSigner) -> CertificateIssuerPrivateKeyTypes:
