@@ -18,6 +18,12 @@ RSA PKCS#1 v1.5, ECDSA, Ed25519) against the signer certificate it carries.
 A bare PrivateKeyInfo / OneAsymmetricKey as content is accepted too (what
 some servers and `openssl cms -encrypt` of a PKCS#8 file produce); the result
 says whether a signature was checked.
+
+This reader deliberately does not reuse kipuka.keydelivery, the server's CMS
+code: the client is the test suite's independent check of what the server
+sends, and a mistake shared by encoder and decoder would pass unseen. It is
+also more lenient, as a client must be with other servers (no signed
+attributes, bare PKCS#8 content, several recipients tried in turn).
 """
 
 from __future__ import annotations
