@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.helpers import (KIPUKA, admin_call, admin_token, b64, certs_from, enroll_identity, make_csr, run_cli,
-                           unique)
+from tests.helpers import (KIPUKA, admin_call, admin_token, b64, certs_from, enroll_identity, make_csr,
+                           public_url, run_cli, unique)
 from tests.softhsm import PIN_ENV, softhsm  # noqa: F401  (fixture)
 
 HSM_LABEL = "iot-fleet"
@@ -130,6 +130,12 @@ def test_sessions_exhausted_gives_503_with_retry_after(fresh_server, softhsm):  
         otp = server.otp(entity, "--label", HSM_LABEL)
         prepared.append((entity, otp, make_csr(f"{entity}.example.com")[1]))
     server.ca_bundle  # noqa: B018  (fetch the chain before the burst)
+    # At start-up the CRL job signs each CA's first CRL, holding the one session for 1.5 s; a burst
+    # landing then is refused whole. Wait until that CRL exists (it is not due again for minutes).
+    deadline = time.monotonic() + 30
+    while requests.get(public_url(server, f"/crl/{HSM_LABEL}.crl"), timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the HSM CA's first CRL never appeared"
+        time.sleep(0.3)
     results: list[requests.Response] = []
     barrier = threading.Barrier(len(prepared))
 
