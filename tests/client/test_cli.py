@@ -80,18 +80,23 @@ def test_cacerts_bootstrap_with_wrong_fingerprint_exits_8_and_writes_nothing(ser
     assert err.count("\n") == 2 and err.splitlines()[-1].startswith("kipuka-est: error: no certificate")
 
 
-def test_cacerts_without_trust_or_fingerprint_fails_with_advice(run):
+def test_cacerts_without_trust_or_fingerprint_exits_9_tls_trust_with_advice(run):
     code, out, err = run("cacerts", trust=False)
-    assert code == 3
+    assert code == 9
     assert "--fingerprint" in err and err.count("\n") == 1
 
 
-def test_csrattrs(run):
+def test_csrattrs_prints_key_types_curves_sizes_and_extensions_by_name(run):
     code, out, err = run("csrattrs", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["key_type"] == "ec-p256" and "1.2.840.10045.2.1" in doc["csrattrs"]["attributes"]
+    assert set(doc["key_types"]) == {"EC P-256", "EC P-384", "RSA (at least 2048 bits)"}
     code, out, err = run("csrattrs")
-    assert "attribute 1.2.840.10045.2.1" in out
+    lines = out.splitlines()
+    assert lines[0].startswith("key types: ") and "EC P-256" in lines[0] and "RSA (at least 2048 bits)" in lines[0]
+    assert "signature algorithms: ecdsa-with-SHA256, sha256WithRSAEncryption" in lines
+    assert "extensions to include: subjectAltName" in lines
+    assert "1.2.840" not in out and "2.5.29" not in out  # no raw OIDs for what has a name
 
 
 @pytest.mark.parametrize("label", [None, "iot-fleet", "corp-devices"])
@@ -189,12 +194,12 @@ def test_serverkeygen_while_off_exits_4_with_the_404_reason(server, run, tmp_pat
     assert "404: server-side key generation (serverkeygen) is not enabled" in err
 
 
-def test_renew_not_due_when_the_window_is_shorter_than_the_remaining_validity(server, run, tmp_path, otp_pool):
+def test_renew_not_due_exits_10_when_the_window_is_shorter_than_the_remaining_validity(server, run, tmp_path, otp_pool):
     _, crt, key, _, _ = _enroll(otp_pool, run, tmp_path)
     before = crt.read_bytes()
     code, out, err = run("renew", "--cert", str(crt), "--key", str(key), "--if-expiring-within", "30d", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["renewed"] is False and doc["remaining_seconds"] > 360 * 86400
+    assert code == 10 and doc["renewed"] is False and doc["remaining_seconds"] > 360 * 86400
     assert crt.read_bytes() == before
     assert "not due" in err
 
@@ -229,7 +234,7 @@ def test_renew_with_rekey_on_iot_fleet(server, run, tmp_path, otp_pool):
     # iot-fleet issues 90-day certificates: a 100-day window is due, a 60-day one is not
     code, out, err = run("renew", "--label", "iot-fleet", "--cert", str(crt), "--key", str(key),
                          "--if-expiring-within", "60d")
-    assert code == 0 and "not due" in err
+    assert code == 10 and "not due" in err
     code, out, err = run("renew", "--label", "iot-fleet", "--cert", str(crt), "--key", str(key),
                          "--if-expiring-within", "100d", "--rekey")
     assert code == 0, err
