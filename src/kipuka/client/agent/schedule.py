@@ -47,7 +47,10 @@ class Threshold:
             if not 0 <= value <= 100:
                 raise ValueError(f"{what}: a percentage between 0% and 100%, not {text!r}")
             return cls(fraction=value / 100)
-        return cls(seconds=parse_duration(text, bare_unit=bare_unit))
+        try:
+            return cls(seconds=parse_duration(text, bare_unit=bare_unit))
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}; or a percentage of the lifetime (33%)") from None
 
     def of(self, cert: x509.Certificate) -> float:
         if self.fraction is not None:

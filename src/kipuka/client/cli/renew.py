@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_renew(args: argparse.Namespace, out: Output) -> int:
     try:
-        threshold = Threshold.parse(args.if_expiring_within, bare_unit="d")
+        threshold = Threshold.parse(args.if_expiring_within, bare_unit="d", what="--if-expiring-within")
     except ValueError as exc:
         raise EstError(str(exc)) from None
     journal = PendingFile(suffix_path(args.key))
