@@ -258,7 +258,7 @@ def test_pending_approval_202_is_polled_within_the_bounded_wait(tmp_path):
 # --- /serverkeygen (a server with it on: tests/test_serverkeygen.py's labels) -------------------
 
 def test_serverkeygen_every_delivery_with_the_client_library(keygen_server, tmp_path):
-    from kipuka.client import CSR_KEY, PKCS8, AsymmetricDecryptKey, DecryptionError, SymmetricDecryptKey
+    from kipuka.client import CSR_KEY, PKCS8, AsymmetricDecryptKey, SymmetricDecryptKey
     from tests.test_serverkeygen import KEK, KEK_ID
 
     srv, entity, otp = keygen_server

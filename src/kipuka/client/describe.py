@@ -124,7 +124,16 @@ def pem(c: x509.Certificate) -> bytes:
 
 
 def iso(t: dt.datetime) -> str:
+    """UTC, to the second: how every time the client writes (state, status, JSON) looks."""
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
 def human(seconds: float) -> str:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from kipuka.client.client import EstClient, Issued
 from kipuka.client.csr import CsrSpec
+from kipuka.client.describe import utcnow
 from kipuka.client.errors import EstError, HttpError, InvalidResponse, PendingTimeout
 from kipuka.client.pending import PendingFile, PendingRequest
 from kipuka.client.wire import CsrAttributes
@@ -60,7 +61,7 @@ def request(est: EstClient, operation: str, make_spec: Callable[[], CsrSpec], jo
     except PendingTimeout as exc:
         pending.accepted = True
         wait = exc.retry_after or 60
-        pending.next_attempt = _now() + dt.timedelta(seconds=wait)
+        pending.next_attempt = utcnow() + dt.timedelta(seconds=wait)
         if journal is not None:
             journal.save(pending)
             exc.reason += f"; the request and its key are kept in {journal.path}: rerun to resume it"
@@ -115,7 +116,3 @@ def same_key_type(key: object) -> str:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "ed25519"
     return "ec-p256"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kipuka.client.csr import CsrSpec, PrivateKey, load_private_key
+from kipuka.client.describe import iso, parse_iso, utcnow
 from kipuka.client.errors import EstError
 from kipuka.client.files import KEY_MODE, certs_pem, key_pem, write_atomic
 
@@ -53,15 +54,15 @@ class PendingRequest:
 
     @classmethod
     def new(cls, operation: str, server: str, spec: CsrSpec) -> "PendingRequest":
-        return cls(operation, server, spec.key, spec.build(), _now())
+        return cls(operation, server, spec.key, spec.build(), utcnow())
 
     def spec(self) -> CsrSpec:
         return CsrSpec.from_csr(self.key, self.csr)
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "operation": self.operation, "server": self.server,
-                "created": _iso(self.created), "accepted": self.accepted,
-                "next_attempt": _iso(self.next_attempt) if self.next_attempt else None,
+                "created": iso(self.created), "accepted": self.accepted,
+                "next_attempt": iso(self.next_attempt) if self.next_attempt else None,
                 "key": key_pem(self.key).decode(),
                 "csr": self.csr.public_bytes(serialization.Encoding.PEM).decode(),
                 "issued": certs_pem(self.issued).decode() if self.issued else None}
@@ -74,8 +75,8 @@ class PendingRequest:
         return cls(operation=str(doc["operation"]), server=str(doc["server"]),
                    key=load_private_key(doc["key"].encode()),
                    csr=x509.load_pem_x509_csr(doc["csr"].encode()),
-                   created=_parse(doc["created"]), accepted=bool(doc.get("accepted")),
-                   next_attempt=_parse(doc["next_attempt"]) if doc.get("next_attempt") else None,
+                   created=parse_iso(doc["created"]), accepted=bool(doc.get("accepted")),
+                   next_attempt=parse_iso(doc["next_attempt"]) if doc.get("next_attempt") else None,
                    issued=issued)
 
 
@@ -113,15 +114,3 @@ class PendingFile:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-
-
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 
 from kipuka.client import exitcodes
@@ -11,6 +10,7 @@ from kipuka.client.agent import config as agent_config
 from kipuka.client.agent import daemon, status
 from kipuka.client.agent.state import StateDir
 from kipuka.client.cli.options import Output, epilog, paragraph
+from kipuka.client.describe import iso, utcnow
 
 DEFAULT_CONFIG = "/etc/kipuka-est/agent.toml"
 
@@ -80,7 +80,7 @@ def cmd_agent(args: argparse.Namespace, out: Output) -> int:
 
 def _health(docs: list[dict]) -> int:
     """--status: OK, or the code of what is wrong (a failing entry, or a certificate missing or expired)."""
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = iso(utcnow())
     codes = {d["last_exit_code"] or exitcodes.ERROR for d in docs if d.get("last_result") == "failed"}
     if any(not d.get("not_after") or d["not_after"] <= now for d in docs):
         codes.add(exitcodes.ERROR)

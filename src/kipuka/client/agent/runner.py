@@ -28,10 +28,10 @@ from kipuka.client import enrollment, exitcodes
 from kipuka.client.agent import hook
 from kipuka.client.agent.config import CertificateConfig
 from kipuka.client.agent.schedule import backoff, renewal_time
-from kipuka.client.agent.state import CertState, StateDir, iso
+from kipuka.client.agent.state import CertState, StateDir
 from kipuka.client.client import EstClient, Issued
 from kipuka.client.csr import CsrSpec, PrivateKey, generate_key, load_private_key
-from kipuka.client.describe import human
+from kipuka.client.describe import human, iso
 from kipuka.client.errors import EstError, PendingTimeout
 from kipuka.client.files import certs_pem, read_bytes, read_certificate, write_atomic
 from kipuka.client.install import Destination, install, recover

@@ -20,6 +20,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 
+from kipuka.client.describe import parse_iso
 from kipuka.client.errors import EstError
 from kipuka.client.files import write_atomic
 from kipuka.client.pending import PendingFile
@@ -42,7 +43,7 @@ class CertState:
     hook_last_run: str | None = None
 
     def next_attempt_time(self) -> dt.datetime | None:
-        return parse_time(self.next_attempt) if self.next_attempt else None
+        return parse_iso(self.next_attempt) if self.next_attempt else None
 
 
 class StateDir:
@@ -98,11 +99,3 @@ class StateDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)

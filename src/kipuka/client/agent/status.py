@@ -17,8 +17,8 @@ from cryptography import x509
 from kipuka.client.agent.config import AgentConfig
 from kipuka.client.agent.runner import Result
 from kipuka.client.agent.schedule import renewal_time
-from kipuka.client.agent.state import StateDir, iso, parse_time
-from kipuka.client.describe import certificate_doc
+from kipuka.client.agent.state import StateDir
+from kipuka.client.describe import certificate_doc, iso, parse_iso
 from kipuka.client.files import write_atomic
 
 RESULTS = ("enrolled", "renewed", "not_due", "pending", "waiting", "failed")
@@ -86,7 +86,7 @@ def _write_textfile(path: str, docs: list[dict]) -> None:
         name = doc["name"]
         for key, gauge in gauges.items():
             if doc.get(key):
-                gauge.labels(name).set(parse_time(doc[key]).timestamp())
+                gauge.labels(name).set(parse_iso(doc[key]).timestamp())
         failures.labels(name).set(doc.get("failures") or 0)
         pending.labels(name).set(1 if doc.get("pending") else 0)
         for outcome in RESULTS:

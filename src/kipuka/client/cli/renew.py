@@ -54,24 +54,24 @@ def cmd_renew(args: argparse.Namespace, out: Output) -> int:
     except ValueError as exc:
         raise EstError(str(exc)) from None
     journal = PendingFile(suffix_path(args.key))
-    # A request kept from an earlier --rekey run holds the new key: it is resumed, with or without --rekey.
-    if args.new_request and journal.exists() and journal.load() is not None and not journal.load().issued:  # type: ignore[union-attr]
-        out.progress(f"discarding the pending request kept in {journal.path}")
-        journal.remove()
-    rekey = args.rekey or journal.exists()
     # Keep the file's layout: one that held the chain (a "fullchain") keeps holding it.
     fullchain = read_bytes(args.cert, "certificate").count(b"-----BEGIN CERTIFICATE-----") > 1
-    dest = Destination(args.cert, args.key if rekey else None, args.chain, fullchain=fullchain)
     finished = recover(Destination(args.cert, args.key, args.chain, fullchain=fullchain), journal)
     if finished is not None:
         out.progress(f"finished the renewal that an earlier run left half done: {args.cert} now holds serial "
                      f"{finished.serial_number:x}, valid until {finished.not_valid_after_utc:%Y-%m-%d %H:%M}Z")
+    kept = journal.load()  # a request an earlier run left in flight: due, whatever the dates say
+    if kept is not None and args.new_request:
+        out.progress(f"discarding the pending request kept in {journal.path}")
+        journal.remove()
+        kept = None
+    rekey = args.rekey or kept is not None  # a kept --rekey request holds the new key: resumed as it was
+    dest = Destination(args.cert, args.key if rekey else None, args.chain, fullchain=fullchain)
     current, key = current_identity(args)
     now = dt.datetime.now(dt.timezone.utc)
     remaining = (current.not_valid_after_utc - now).total_seconds()
     window = threshold.of(current)
-    resuming = journal.exists()  # a request kept by an earlier run: due, whatever the dates say
-    if finished is not None or (remaining > window and not args.force and not resuming):
+    if finished is not None or (remaining > window and not args.force and kept is None):
         if finished is None:
             out.progress(f"not due: {args.cert} expires {current.not_valid_after_utc:%Y-%m-%d %H:%M}Z, "
                          f"in {describe.human(remaining)}, more than {describe.human(window)}")
