@@ -20,7 +20,7 @@ from cryptography import x509
 
 from kipuka.client.install import pair_matches
 from tests.client.conftest import root_fingerprint
-from tests.helpers import admin_call, make_server
+from tests.helpers import admin_call, make_server, make_test_ca
 
 AGENT_LABELS = """
 [labels.short]
@@ -36,7 +36,15 @@ KIPUKA_EST = [sys.executable, "-m", "kipuka.client"]
 
 
 def agent_server(root: Path):
-    return make_server(root, replacements=RETRY_AFTER, append=AGENT_LABELS)
+    """Made, not started. Also a label `idevid` whose bootstrap anchor is a manufacturer CA of the
+    test's own (`srv.dir / "Acme IDevID CA.crt"` and `.key`), trusted for TLS client certificates."""
+    srv = make_server(root, replacements=RETRY_AFTER, append=AGENT_LABELS)
+    ca_crt, _ = make_test_ca(srv.dir, "Acme IDevID CA")
+    with open(srv.config, "a") as fh:
+        fh.write(f'\n[labels.idevid]\nca = "default"\nbootstrap_anchors = ["{ca_crt}"]\n')
+    with open(srv.dir / "tls" / "client-ca.pem", "ab") as fh:
+        fh.write(ca_crt.read_bytes())
+    return srv
 
 
 def toml_value(value) -> str:

@@ -126,6 +126,29 @@ def test_agent_once_exit_codes_tell_renewed_not_due_and_each_failure_apart(serve
         assert run_agent(bad, "--once").returncode == code
 
 
+def test_agent_enrolls_once_with_a_bootstrap_certificate_then_renews_with_its_own(server, tmp_path):
+    from tests.helpers import new_key, sign_certificate, write_identity
+    key = new_key()
+    idevid = sign_certificate(server.dir / "Acme IDevID CA.crt", server.dir / "Acme IDevID CA.key", key.public_key(),
+                              "SN-0042")
+    crt, k = write_identity(tmp_path, "idevid", key, idevid)
+    name = unique("sensor")
+    e = {"cert": str(tmp_path / "op.crt"), "key": str(tmp_path / "op.key"), "label": "idevid",
+         "common_name": f"{name}.example.com", "bootstrap_cert": crt, "bootstrap_key": k}
+    config = write_config(tmp_path / "agent.toml", server, {"op": e})
+    done = run_agent(config, "--once")
+    assert done.returncode == 0, done.stderr
+    assert certificate(e["cert"]).subject.rfc4514_string() == f"CN={name}.example.com" and matches(e)
+    state = json.loads((tmp_path / "state" / "op.json").read_text())
+    assert state["bootstrap_cert_spent"]
+    renewed = run_agent(config, "--once", "--force")  # over mTLS with the operational certificate
+    assert renewed.returncode == 0 and "renewed serial" in renewed.stderr, renewed.stderr
+    # the bootstrap certificate was for one enrollment: with the operational one gone, the agent says so
+    os.unlink(e["cert"])
+    lost = run_agent(config, "--once")
+    assert lost.returncode == 1 and "no unused bootstrap credential" in lost.stderr
+
+
 def test_agent_configuration_errors_name_the_key(server, tmp_path):
     config = write_config(tmp_path / "agent.toml", server, {"dev": {"cert": "a.crt", "key": "a.key",
                                                                      "common_name": "x", "renew_before": "soon"}})

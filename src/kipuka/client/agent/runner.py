@@ -159,6 +159,7 @@ class Runner:
     def _obtain(self, current: tuple[x509.Certificate, PrivateKey] | None, pending: PendingRequest | None,
                 state: CertState) -> tuple[Issued, PendingRequest, _Credentials]:
         cfg = self.cfg
+        self.dest.check()  # a path that cannot be written fails now, before a credential is spent
         if pending is not None and pending.operation == enrollment.SIMPLEREENROLL and current is None:
             self.log("dropping a kept re-enrollment: the certificate it renews is gone or expired")
             self.journal.remove()
