@@ -15,7 +15,7 @@ import stat
 
 import pytest
 
-from tests.client.agent_util import (agent_server, certificate, entry, matches, run_agent, start_agent, status,
+from tests.client.agent_util import (certificate, entry, matches, run_agent, start_agent, status,
                                      stop_agent, wait_for, write_config)
 from tests.helpers import unique
 
@@ -23,10 +23,8 @@ BACKDATE = dt.timedelta(minutes=5)  # kipuka backdates notBefore by five minutes
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = agent_server(tmp_path_factory.mktemp("agent")).start()
-    yield srv
-    srv.stop()
+def server(agent_srv):
+    return agent_srv
 
 
 def test_agent_enrolls_once_with_the_otp_then_renews_each_certificate_at_its_threshold(server, tmp_path):

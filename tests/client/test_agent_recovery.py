@@ -11,6 +11,7 @@ import random
 import signal
 import stat
 import subprocess
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -21,10 +22,8 @@ from tests.helpers import admin_call, admin_token, unique
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = agent_server(tmp_path_factory.mktemp("agent-recovery")).start()
-    yield srv
-    srv.stop()
+def server(agent_srv):
+    return agent_srv
 
 
 def test_agent_resumes_a_held_request_after_kill_9_with_the_same_key_and_one_otp_use(server, tmp_path):
@@ -61,28 +60,31 @@ def test_kill_9_at_any_moment_never_leaves_a_key_that_does_not_match_its_certifi
     e = entry(tmp_path, "dev", entity, server.otp(entity), label="short", rotate_key=True, renew_before="1s")
     config = write_config(tmp_path / "agent.toml", server, {"dev": e})
     assert run_agent(config, "--once").returncode == 0
+    # how long a whole forced renewal takes on this machine now: the kills are spread over all of it
+    started = time.monotonic()
+    assert run_agent(config, "--once", "--force").returncode == 0
+    whole = time.monotonic() - started
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    serials, finished_by_next_run = {certificate(e["cert"]).serial_number}, 0
+    killed = 0
     for _ in range(12):
         proc = subprocess.Popen([*KIPUKA_EST, "agent", "-c", str(config), "--once", "--force", "-q"])
         try:
-            proc.wait(timeout=rng.uniform(0.05, 1.5))
+            proc.wait(timeout=rng.uniform(0.05, whole))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            killed += 1
         if not matches(e):
             # killed between the two renames: the journal holds the whole new pair and the next run
             # finishes the install before anything else
             assert json.loads((tmp_path / "state" / "dev.pending").read_text())["issued"], seed
             done = run_agent(config, "--once")
             assert done.returncode == 0 and "finished installing" in done.stderr, (seed, done.stderr)
-            finished_by_next_run += 1
         assert matches(e), f"seed {seed}"
-        serials.add(certificate(e["cert"]).serial_number)
     final = run_agent(config, "--once", "--force")
     assert final.returncode == 0 and matches(e), final.stderr
-    assert len(serials) > 1, f"no kill landed after a renewal (seed {seed})"
+    assert killed, f"every run finished before its kill (seed {seed})"
 
 
 def test_agent_rides_out_a_server_that_is_down_for_a_while_enrolling_and_renewing_when_it_returns(tmp_path):

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from kipuka.client.csr import CsrSpec, generate_key
 from kipuka.client.install import pair_matches
-from tests.client.agent_util import agent_server, pending_requests
+from tests.client.agent_util import pending_requests
 from tests.client.conftest import root_fingerprint
 from tests.helpers import admin_call, admin_token, free_port, make_test_ca, unique
 
@@ -32,10 +32,8 @@ needs_certmonger = pytest.mark.skipif(not (shutil.which("certmonger") and shutil
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = agent_server(tmp_path_factory.mktemp("certmonger")).start()
-    yield srv
-    srv.stop()
+def server(agent_srv):
+    return agent_srv
 
 
 def helper_args(server, entity: str | None = None, otp_file: Path | None = None, cert: Path | None = None,

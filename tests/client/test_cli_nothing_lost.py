@@ -18,15 +18,13 @@ from kipuka.client.enrollment import server_id
 from kipuka.client.files import write_key
 from kipuka.client.install import pair_matches
 from kipuka.client.pending import PendingFile, PendingRequest
-from tests.client.agent_util import agent_server, pending_requests
+from tests.client.agent_util import pending_requests
 from tests.helpers import admin_call, admin_token, unique
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = agent_server(tmp_path_factory.mktemp("cli-nothing-lost")).start()
-    yield srv
-    srv.stop()
+def server(agent_srv):
+    return agent_srv
 
 
 @pytest.fixture

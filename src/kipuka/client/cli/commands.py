@@ -7,8 +7,8 @@ import argparse
 from cryptography import x509
 
 from kipuka.client import describe, enrollment
-from kipuka.client.cli.options import (Output, add_client_cert, add_enrollment, add_names, add_otp, add_output,
-                                       add_server, epilog, make_client, paragraph)
+from kipuka.client.cli.options import (Output, add_client_cert, add_enrollment, add_files, add_names, add_otp,
+                                       add_output, add_server, epilog, make_client, paragraph)
 from kipuka.client.client import CSR_KEY, PKCS8, Issued
 from kipuka.client.csr import CsrSpec, generate_key, load_csr, load_private_key
 from kipuka.client.errors import EstError
@@ -61,11 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_otp(p)
     add_names(p)
     add_enrollment(p)
-    g = p.add_argument_group("files")
-    g.add_argument("--out-cert", required=True, metavar="PEM", help="where to write the certificate")
-    g.add_argument("--out-key", metavar="PEM", help="where to write the generated key (0600)")
+    g = add_files(p, "where to write the certificate", "where to write the generated key (0600)")
     g.add_argument("--use-key", metavar="PEM", help="make the CSR with this existing key instead of a new one")
-    g.add_argument("--chain", metavar="PEM", help="also write the issuer chain here")
     add_output(p)
     p.set_defaults(func=cmd_enroll)
 
@@ -82,11 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_client_cert(p, "the certificate being renewed", required=True)
     add_names(p, names=False)
     add_enrollment(p)
-    g = p.add_argument_group("files")
-    g.add_argument("--out-cert", required=True, metavar="PEM", help="where to write the new certificate")
-    g.add_argument("--out-key", metavar="PEM", help="where to write the new key (with --rekey)")
+    g = add_files(p, "where to write the new certificate", "where to write the new key (with --rekey)")
     g.add_argument("--rekey", action="store_true", help="new key pair instead of reusing --key")
-    g.add_argument("--chain", metavar="PEM", help="also write the issuer chain here")
     add_output(p)
     p.set_defaults(func=cmd_reenroll)
 
@@ -101,14 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_otp(p)
     add_names(p)
     add_enrollment(p, pending=False)
-    g = p.add_argument_group("files and delivery")
-    g.add_argument("--out-cert", required=True, metavar="PEM", help="where to write the certificate")
-    g.add_argument("--out-key", required=True, metavar="PEM", help="where to write the returned key (0600)")
+    g = add_files(p, "where to write the certificate", "where to write the returned key (0600)", key_required=True,
+                  title="files and delivery")
     g.add_argument("--delivery", choices=(PKCS8, CSR_KEY), default=CSR_KEY,
                    help="csr-key (default, kipuka's default too): key encrypted to the CSR's throwaway key; "
                         "pkcs8: key protected by TLS only (labels that allow it, and other EST servers). "
                         "A label that encrypts anyway is answered with the CSR's key")
-    g.add_argument("--chain", metavar="PEM", help="also write the issuer chain here")
     add_output(p)
     p.set_defaults(func=cmd_serverkeygen)
 

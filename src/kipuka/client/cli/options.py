@@ -125,6 +125,16 @@ def add_names(p: argparse.ArgumentParser, csr: bool = True, names: bool = True) 
         n.add_argument("--csr", metavar="FILE", help="send this CSR (PEM, DER or base64) instead of making one")
 
 
+def add_files(p: argparse.ArgumentParser, cert_help: str, key_help: str, key_required: bool = False,
+              title: str = "files") -> argparse._ArgumentGroup:
+    """--out-cert, --out-key, --chain; the group is returned for the command's own file options."""
+    g = p.add_argument_group(title)
+    g.add_argument("--out-cert", required=True, metavar="PEM", help=cert_help)
+    g.add_argument("--out-key", required=key_required, metavar="PEM", help=key_help)
+    g.add_argument("--chain", metavar="PEM", help="also write the issuer chain here")
+    return g
+
+
 def add_output(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--timeout", default="30s", metavar="DURATION", help="network timeout (default 30s)")
