@@ -147,6 +147,21 @@ def test_agent_enrolls_once_with_a_bootstrap_certificate_then_renews_with_its_ow
     assert lost.returncode == 1 and "no unused bootstrap credential" in lost.stderr
 
 
+def test_agent_bootstraps_trust_again_when_the_kept_ca_certificates_no_longer_fit(server, tmp_path):
+    from tests.helpers import make_test_ca
+    entity = unique("roll")
+    e = entry(tmp_path, "dev", entity, server.otp(entity), renew_before="30d")
+    config = write_config(tmp_path / "agent.toml", server, {"dev": e})
+    assert run_agent(config, "--once").returncode == 0
+    kept = tmp_path / "state" / "dev.trust.pem"
+    other, _ = make_test_ca(tmp_path, "Another Root")  # as after a CA rollover the device missed
+    kept.write_bytes(other.read_bytes())
+    assert run_agent(config, "--once", "--force").returncode == 9
+    again = run_agent(config, "--once", "--force")
+    assert again.returncode == 0 and "fingerprint matches" in again.stderr, again.stderr
+    assert kept.read_bytes() != other.read_bytes()
+
+
 def test_agent_configuration_errors_name_the_key(server, tmp_path):
     config = write_config(tmp_path / "agent.toml", server, {"dev": {"cert": "a.crt", "key": "a.key",
                                                                      "common_name": "x", "renew_before": "soon"}})

@@ -35,7 +35,12 @@ def one_pass(config: AgentConfig, states: StateDir, log: Log, force: bool = Fals
     for cfg in config.certificates:
         if only is not None and cfg.name != only:
             continue
-        results[cfg.name] = Runner(cfg, states, log).run(force=force)
+        try:
+            results[cfg.name] = Runner(cfg, states, log).run(force=force)
+        except (EstError, OSError) as exc:  # e.g. an unwritable state directory: the other entries go on
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            log(f"[{cfg.name}] failed: {reason}")
+            results[cfg.name] = Result(cfg.name, FAILED, exitcodes.ERROR, reason, None, None)
     try:
         status.write(config, status.entries(config, states, results))
     except (OSError, EstError) as exc:

@@ -32,7 +32,7 @@ from kipuka.client.agent.state import CertState, StateDir
 from kipuka.client.client import EstClient, Issued
 from kipuka.client.csr import CsrSpec, PrivateKey, generate_key, load_private_key
 from kipuka.client.describe import human, iso
-from kipuka.client.errors import EstError, PendingTimeout
+from kipuka.client.errors import EstError, PendingTimeout, TlsError
 from kipuka.client.files import certs_pem, read_bytes, read_certificate, write_atomic
 from kipuka.client.install import Destination, install, recover
 from kipuka.client.pending import PendingRequest
@@ -113,6 +113,9 @@ class Runner:
             self.log(f"request held by the server (202): asking again in {human(wait)}")
             return Result(self.cfg.name, PENDING, exitcodes.PENDING, f"pending; next attempt {state.next_attempt}",
                           current[0] if current else None, now + dt.timedelta(seconds=wait), renew_at)
+        except TlsError as exc:
+            self._forget_bootstrapped_trust()
+            return self._failed(state, now, exc)
         except EstError as exc:
             return self._failed(state, now, exc)
         action = RENEWED if request.operation == enrollment.SIMPLEREENROLL else ENROLLED
@@ -212,6 +215,15 @@ class Runner:
         raise EstError("no certificate in place to renew with, and no unused bootstrap credential: "
                        + ("the OTP in " + cfg.otp_file + " was spent on an earlier certificate; write a new one "
                           "there" if cfg.otp_file else "configure user and otp_file, or bootstrap_cert"))
+
+    def _forget_bootstrapped_trust(self) -> None:
+        """The server's TLS certificate no longer chains to the CA certificates a bootstrap accepted
+        (a CA rollover): bootstrap again from the fingerprint on the next attempt."""
+        saved = self.states.trust_file(self.cfg.name)
+        if self.cfg.trust is None and self.cfg.fingerprint and os.path.exists(saved):
+            os.unlink(saved)
+            self.log("the server is not trusted with the CA certificates bootstrapped earlier: the next attempt "
+                     "bootstraps again, from the fingerprint")
 
     def _current(self) -> tuple[x509.Certificate, PrivateKey] | None:
         """The certificate and key in place, when both exist and belong together."""
