@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import stat
 
 import pytest
@@ -47,6 +48,10 @@ def test_agent_enrolls_once_with_the_otp_then_renews_each_certificate_at_its_thr
             (c := certificate(e["cert"])) is not None and c.serial_number != first[n].serial_number
             for n, e in (("rot", e_rot), ("keep", e_keep))) and
             {n: certificate(e["cert"]) for n, e in (("rot", e_rot), ("keep", e_keep))}, timeout=90, log=log)
+        agent.send_signal(signal.SIGHUP)  # re-reads agent.toml, keeps running
+        wait_for("the configuration reloaded", lambda: "configuration reloaded: 2 certificate(s)" in log.read_text(),
+                 log=log)
+        assert agent.poll() is None
     finally:
         assert stop_agent(agent) == 0
     # each renewal came at its threshold, not before: the new certificate was issued (notBefore + the
@@ -77,10 +82,13 @@ def test_agent_enrolls_once_with_the_otp_then_renews_each_certificate_at_its_thr
 
 def test_agent_status_file_and_prometheus_textfile_say_expiry_and_last_attempt(server, tmp_path):
     entity = unique("mon")
-    e = entry(tmp_path, "mon", entity, server.otp(entity), renew_before="30d")
+    owners = {"owner": "65534", "group": "65534"} if os.geteuid() == 0 else {}  # chown needs root
+    e = entry(tmp_path, "mon", entity, server.otp(entity), renew_before="30d", **owners)
     config = write_config(tmp_path / "agent.toml", server, {"mon": e},
                           prometheus_textfile=str(tmp_path / "kipuka-est.prom"))
     assert run_agent(config, "--once").returncode == 0
+    if owners:
+        assert (os.stat(e["key"]).st_uid, os.stat(e["cert"]).st_gid) == (65534, 65534)
     doc = status(config)["mon"]
     cert = certificate(e["cert"])
     assert doc["not_after"] == cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
