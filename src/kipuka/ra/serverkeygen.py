@@ -12,7 +12,7 @@ leaves a certificate without its key or a key outside its archive:
    the label's CA;
 3. with escrow, the key is encrypted to the escrow certificate;
 4. the certificate is signed and recorded in one transaction with the OTP
-   spend and the escrow row (`Authority._issue`).
+   spend and the escrow row (`ra.issuance`).
 
 Nothing keeps a reference to the private key after the request returns: the
 only copy that survives is the escrow ciphertext. Keys are never logged.
@@ -51,7 +51,8 @@ from kipuka.store.escrow import Escrow, EscrowRecord
 from kipuka.store.records import utcnow
 
 if TYPE_CHECKING:
-    from kipuka.ra.authority import Authority, Authorized, LabelRuntime
+    from kipuka.ra.authority import Authority
+    from kipuka.ra.runtime import Authorized, LabelRuntime
 
 OP = "serverkeygen"
 
@@ -107,12 +108,12 @@ class ServerKeygen:
                            + (f"label ({label})" if label else "path"))
         if policy.require_approval:
             entity = who.basic.entity if who.basic else ""
-            await a._reject(rt, OP, who, entity, Forbidden(
+            await a.trail.reject(rt, OP, who, entity, Forbidden(
                 "this label holds enrollments for approval; serverkeygen cannot wait for approval "
                 "(the server does not keep generated keys)"))
         auth = await a.authorize(rt, OP, csr_der, who)
-        ask = await a._guard(rt, OP, who, auth.entity, lambda: read_ask(csr_der))
-        how = await a._guard(rt, OP, who, auth.entity, lambda: deliveries.choose(
+        ask = await a.trail.guard(rt, OP, who, auth.entity, lambda: read_ask(csr_der))
+        how = await a.trail.guard(rt, OP, who, auth.entity, lambda: deliveries.choose(
             policy, ask, auth.csr, who.client_cert, self.keks, rt.label.name, auth.entity))
         if auth.otp is not None:
             await a.check_otp_usable(auth, who, redeliver=False)
@@ -125,7 +126,7 @@ class ServerKeygen:
         key_part, ciphertext = await asyncio.get_running_loop().run_in_executor(
             executor(), self._seal, rt.ca, key, how, target)
         archive = self._archiver(rt.label.name, rt.ca.id, target, ciphertext, auth, who)
-        enrolled = await a._issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
+        enrolled = await a.issuance.issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
                                   pubkey=_spki_sha256(key), credential=auth.credential, public_key=key.public_key(),
                                   archive=archive, reason=f"key {key_type}, delivery {how.kind}"
                                   + (", escrowed" if archive else ""),
@@ -148,7 +149,7 @@ class ServerKeygen:
             made.append(key)
             return issued
 
-        enrolled = await a._issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
+        enrolled = await a.issuance.issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
                                   credential=auth.credential, sign=sign,
                                   reason=f"key {key_type} generated and archived by the CA, delivery {how.kind}")
         key_part, _ = await asyncio.get_running_loop().run_in_executor(executor(), self._seal, rt.ca, made[-1],
