@@ -173,11 +173,11 @@ class Authority:
         assert basic is not None
         entity = basic.entity
         now = utcnow()
-        locked = await stored(self.store.locked_until(entity, who.client_addr, now))
-        if locked is not None:
+        candidates, locked = await stored(self.store.otp_candidates(entity, who.client_addr))
+        if locked is not None and locked > now:
             await self.trail.reject(rt, op, who, entity, Unauthenticated(
                 f"too many failed attempts; locked until {locked:%Y-%m-%dT%H:%M:%SZ}"))
-        otp = self._match_otp(await stored(self.store.otps_for(entity)), rt, basic.entity, basic.secret)
+        otp = self._match_otp(candidates, rt, basic.entity, basic.secret)
         if otp is None:
             await self._otp_failure(rt, op, who, entity, now)
         assert otp is not None
