@@ -229,7 +229,7 @@ class Registrar:
         default_label = p.manufacturer.label or self.settings.label
         record = await db(self.store.brski_pledge(idevid.fingerprint(p.cert)))
         if record is None:
-            if rule is None and self.settings.unknown_devices == "reject":
+            if rule is None and (p.manufacturer.unknown_devices or self.settings.unknown_devices) == "reject":
                 await self.refuse(event, who, p.entity, Forbidden(
                     "this device is not owned by this domain (no ownership rule names its serial number)"))
             status = OWNED if rule else PENDING

@@ -24,6 +24,7 @@ class Manufacturer:
     voucher_ca: Path | None = None       # when set, a voucher's signer must be one of these or issued by one
     owned_serials: tuple[str, ...] = ()  # serial-number patterns (fnmatch: * ? [..]) this deployment owns
     label: str = ""                      # the EST label owned devices enroll on; "" = [brski] label
+    unknown_devices: str = ""            # "" = [brski] unknown_devices
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def parse_brski(table: Any, base: Path, labels: set[str]) -> BrskiConfig:
         maker: Manufacturer = _section(Manufacturer, {"name": name, **raw}, key, base)
         if not maker.ca:
             raise ConfigError(f"{key}.ca", "the CA certificates that issue this manufacturer's IDevIDs are required")
+        if maker.unknown_devices not in ("", *UNKNOWN_DEVICES):
+            raise ConfigError(f"{key}.unknown_devices", 'must be "reject" or "hold"')
         if maker.label and maker.label not in labels:
             raise ConfigError(f"{key}.label", f"no EST label {maker.label!r}")
         if maker.masa_url and not maker.masa_url.startswith("https://") and "://" in maker.masa_url:
