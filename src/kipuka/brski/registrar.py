@@ -27,7 +27,7 @@ from cryptography import x509
 
 from kipuka.brski import idevid, signing
 from kipuka.brski.masa import MasaBadAnswer, MasaClient
-from kipuka.brski.settings import BrskiConfig, Manufacturer
+from kipuka.brski.settings import BrskiConfig, Manufacturer, check_files
 from kipuka.brski.voucher import Voucher, VoucherError, VoucherRequest, certificate_der
 from kipuka.ca.base import directly_issued
 from kipuka.errors import BadRequest, Conflict, Forbidden, InternalError, KipukaError, NotFound, Unauthenticated
@@ -76,6 +76,7 @@ class Registrar:
         self.authority = authority
         self.store = authority.store
         self.settings = settings
+        check_files(settings)
         self.manufacturers = {name: (m, tuple(c for p in m.ca for c in load_certificates(p)))
                               for name, m in settings.manufacturers.items()}
         self.voucher_cas = {name: tuple(load_certificates(m.voucher_ca)) if m.voucher_ca else ()

@@ -82,3 +82,36 @@ def parse_brski(table: Any, base: Path, labels: set[str]) -> BrskiConfig:
         manufacturers[name] = maker
     values = {**durations, "manufacturers": manufacturers}
     return BrskiConfig(**{**settings.__dict__, **values})
+
+
+def check_files(settings: BrskiConfig) -> None:
+    """Load every file [brski] names, so a bad one is a configuration error naming its key, not a 500 later."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    from kipuka.pem import load_certificates, load_private_key
+
+    def certs(key: str, path: Path) -> list:
+        try:
+            return load_certificates(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(key, str(exc)) from None
+
+    cert = certs("brski.registrar_cert", settings.registrar_cert)[0]
+    try:
+        key = load_private_key(settings.registrar_key)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError("brski.registrar_key", str(exc)) from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+        raise ConfigError("brski.registrar_key", "an RSA, EC or Ed25519 key is needed to sign voucher requests")
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise ConfigError("brski.registrar_key", "is not the key of registrar_cert")
+    if settings.registrar_chain is not None:
+        certs("brski.registrar_chain", settings.registrar_chain)
+    for maker in settings.manufacturers.values():
+        for path in maker.ca:
+            certs(f"brski.manufacturers.{maker.name}.ca", path)
+        for name in ("masa_ca", "voucher_ca"):
+            if getattr(maker, name) is not None:
+                certs(f"brski.manufacturers.{maker.name}.{name}", getattr(maker, name))
