@@ -280,6 +280,8 @@ def test_a_voucher_with_another_nonce_from_the_masa_is_not_passed_on(ctx):
     pledge = ctx.pledge()
     response = pledge.post_voucher_request()
     assert response.status_code == 502 and "nonce" in response.text
+    latest = ctx.audit(f"idevid:acme/{pledge.serial}")[0]
+    assert (latest["event"], latest["outcome"]) == ("brski.voucher", "error")
 
 
 def test_the_pledge_rejects_a_voucher_for_another_nonce(ctx):

@@ -13,6 +13,7 @@ Modules, one job each:
   masa       the HTTPS client to a MASA (mTLS with the registrar certificate)
   registrar  the policy: ownership, holding for an officer, the voucher exchange (no HTTP)
   enrollment RFC 8995 §5.9: which label an owned IDevID enrolls on, and the LDevID link
+  telemetry  voucher_status and enrollstatus reports (§5.7, §5.9.4)
   routes     the /.well-known/brski/ HTTP endpoints (no SQL)
 The store side is kipuka.store.brski; the admin side is kipuka.admin.brski.
 """

@@ -146,7 +146,7 @@ class Registrar:
         registrar_request = self._registrar_request(p, request, body)
         try:
             voucher = await self.masa.request_voucher(url, registrar_request, p.manufacturer.masa_ca)
-            await self._guard(event, who, p.entity, lambda: self._check_voucher(p, request, voucher))
+            self._check_voucher(p, request, voucher)  # a MASA failure: audited below as an error
         except KipukaError as exc:
             if not getattr(exc, "audited", False):
                 await self._audit(event, "error", who, p.entity, exc.reason, label=pledge.label)
@@ -359,7 +359,7 @@ class Registrar:
     async def _guard(self, event: str, who: Requester, entity: str, fn):  # type: ignore[no-untyped-def]
         try:
             return fn()
-        except (BadRequest, Forbidden, MasaBadAnswer) as exc:
+        except (BadRequest, Forbidden) as exc:
             await self.refuse(event, who, entity, exc)
 
     async def _audit(self, event: str, outcome: str, who: Requester, entity: str, reason: str,
