@@ -149,7 +149,8 @@ def test_a_failure_the_pledge_reports_is_audited_as_an_error(ctx):
 
 def test_an_idevid_of_an_unknown_manufacturer_fails_the_tls_handshake(ctx):
     stranger = ctx.pledge(maker=make_ca("Unknown Corp IDevID CA"))
-    with pytest.raises(requests.exceptions.SSLError):
+    # Refused in the handshake; on TLS 1.3 the client may see it only as the connection closing.
+    with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
         stranger.post_voucher_request()
 
 
