@@ -24,6 +24,7 @@ from kipuka.brski import idevid
 from kipuka.errors import Forbidden
 from kipuka.ra import csr as csrcheck
 from kipuka.ra.requester import Requester
+from kipuka.ra.trail import stored
 from kipuka.store import AuditEvent, CertRecord
 from kipuka.store.records import utcnow
 
@@ -39,11 +40,11 @@ class PledgeEnrollment:
         self.registrar = registrar
 
     async def enroll(self, label: str, csr_der: bytes, who: Requester) -> "Enrolled | Held":
-        from kipuka.brski.registrar import MAY_HAVE_VOUCHER, db
+        from kipuka.brski.registrar import MAY_HAVE_VOUCHER
 
         reg = self.registrar
         p = await reg.pledge(who, EVENT)
-        pledge = await db(reg.store.brski_pledge(idevid.fingerprint(p.cert)))
+        pledge = await stored(reg.store.brski_pledge(idevid.fingerprint(p.cert)))
         if pledge is None or pledge.voucher_at is None:
             await reg.refuse(EVENT, who, p.entity, Forbidden(
                 "this IDevID's device has no voucher from this registrar: request one first "
@@ -74,5 +75,5 @@ class PledgeEnrollment:
         if getattr(result, "redelivered", False):  # held for approval on the label, then approved
             cert = result.certificate  # type: ignore[union-attr]
             ca = authority.runtime(pledge.label).ca
-            await db(reg.store.link_ldevid(ca.id, format(cert.serial_number, "x"), pledge.id))
+            await stored(reg.store.link_ldevid(ca.id, format(cert.serial_number, "x"), pledge.id))
         return result

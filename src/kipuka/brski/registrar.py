@@ -30,11 +30,12 @@ from kipuka.brski.masa import MasaBadAnswer, MasaClient
 from kipuka.brski.settings import BrskiConfig, Manufacturer, check_files
 from kipuka.brski.voucher import Voucher, VoucherError, VoucherRequest, certificate_der
 from kipuka.ca.base import directly_issued
-from kipuka.errors import BadRequest, Conflict, Forbidden, InternalError, KipukaError, NotFound, Unauthenticated
+from kipuka.errors import BadRequest, Conflict, Forbidden, KipukaError, NotFound, Unauthenticated
 from kipuka.keydelivery.signed import SignerKey
 from kipuka.pem import load_certificates, load_private_key
 from kipuka.ra.requester import Requester
-from kipuka.store import AuditEvent, StoreUnavailable
+from kipuka.ra.trail import stored
+from kipuka.store import AuditEvent
 from kipuka.store.brski import OwnershipRule, PledgeRecord
 from kipuka.store.records import utcnow
 
@@ -153,7 +154,7 @@ class Registrar:
                 exc.audited = True  # type: ignore[attr-defined]
             raise
         nonce = base64.b64encode(request.nonce).decode() if request.nonce else None
-        await db(self.store.brski_voucher_delivered(
+        await stored(self.store.brski_voucher_delivered(
             pledge.id, nonce, voucher, utcnow(), self.audit_event(event, "success", who, p.entity,
                                                               f"voucher from the MASA at {url} handed to the pledge",
                                                               label=pledge.label)))
@@ -226,9 +227,9 @@ class Registrar:
     async def _ownership(self, p: Pledge, who: Requester, url: str) -> PledgeRecord | VoucherHeld:
         event = "brski.voucher"
         rule = self.owning_rule(p.manufacturer, p.serial_number,
-                                await db(self.store.brski_rules()))
+                                await stored(self.store.brski_rules()))
         default_label = p.manufacturer.label or self.settings.label
-        record = await db(self.store.brski_pledge(idevid.fingerprint(p.cert)))
+        record = await stored(self.store.brski_pledge(idevid.fingerprint(p.cert)))
         if record is None:
             if rule is None and (p.manufacturer.unknown_devices or self.settings.unknown_devices) == "reject":
                 await self.refuse(event, who, p.entity, Forbidden(
@@ -241,7 +242,7 @@ class Registrar:
                           label=rule[1] if rule else default_label, reason=why,
                           decided_by=f"policy:{rule[0]}" if rule else None, created_at=utcnow(),
                           decided_at=utcnow() if rule else None, client_addr=who.client_addr[:64], masa_url=url)
-            record = await db(self.store.brski_register(
+            record = await stored(self.store.brski_register(
                 values, self.audit_event("brski.pledge", "success", who, p.entity, why, label=values["label"])))
         if record.status == REJECTED:
             await self.refuse(event, who, p.entity, Forbidden(
@@ -249,9 +250,9 @@ class Registrar:
         if record.status in (PENDING, OWNED) and rule is not None and (record.status, record.label) != (OWNED, rule[1]):
             values = dict(status=OWNED, label=rule[1], reason=f"owned by {rule[0]}", decided_by=f"policy:{rule[0]}",
                           decided_at=utcnow())
-            await db(self.store.brski_decide(record.id, (record.status,), values, self.audit_event(
+            await stored(self.store.brski_decide(record.id, (record.status,), values, self.audit_event(
                 "brski.pledge", "success", who, p.entity, f"owned by {rule[0]}", label=rule[1])))
-            record = await db(self.store.brski_pledge_by_id(record.id))
+            record = await stored(self.store.brski_pledge_by_id(record.id))
         elif record.status == OWNED and rule is None:
             await self.refuse(event, who, p.entity, Forbidden(
                 "this device is no longer owned by this domain (its ownership rule was removed)"))
@@ -283,7 +284,7 @@ class Registrar:
         values = dict(status=APPROVED, label=label, reason="approved", decided_by=officer, decided_at=utcnow())
         audit = AuditEvent(event="brski.approve", outcome="success", reason=f"pledge {pledge_id} may get a voucher",
                            label=label, entity=f"idevid:{record.manufacturer}/{record.serial_number}", auth=officer)
-        if not await db(self.store.brski_decide(pledge_id, (PENDING,), values, audit)):
+        if not await stored(self.store.brski_decide(pledge_id, (PENDING,), values, audit)):
             raise Conflict(f"pledge {pledge_id} is {record.status}, not pending")
         return await self._pledge_record(pledge_id)
 
@@ -294,7 +295,7 @@ class Registrar:
         audit = AuditEvent(event="brski.reject", outcome="success", reason=f"pledge {pledge_id}: {reason}",
                            label=record.label, entity=f"idevid:{record.manufacturer}/{record.serial_number}",
                            auth=officer)
-        if not await db(self.store.brski_decide(pledge_id, (PENDING, APPROVED, OWNED), values,
+        if not await stored(self.store.brski_decide(pledge_id, (PENDING, APPROVED, OWNED), values,
                                                                 audit)):
             raise Conflict(f"pledge {pledge_id} is already rejected")
         return await self._pledge_record(pledge_id)
@@ -311,7 +312,7 @@ class Registrar:
             raise BadRequest(f"no EST label {label!r}")
         audit = AuditEvent(event="brski.rule.add", outcome="success", label=label, auth=officer,
                            reason=f"{manufacturer} serial numbers matching {pattern!r} are owned")
-        rule_id = await db(self.store.add_brski_rule(dict(manufacturer=manufacturer, pattern=pattern, label=label,
+        rule_id = await stored(self.store.add_brski_rule(dict(manufacturer=manufacturer, pattern=pattern, label=label,
                                                           created_by=officer, created_at=utcnow()), audit))
         if rule_id is None:
             raise Conflict(f"manufacturer {manufacturer!r} already has a rule for {pattern!r}")
@@ -319,7 +320,7 @@ class Registrar:
 
     async def delete_rule(self, rule_id: int, officer: str) -> None:
         audit = AuditEvent(event="brski.rule.delete", outcome="success", auth=officer, reason=f"rule {rule_id}")
-        if not await db(self.store.delete_brski_rule(rule_id, audit)):
+        if not await stored(self.store.delete_brski_rule(rule_id, audit)):
             raise NotFound(f"no ownership rule {rule_id}")
 
     def configured_rules(self) -> list[tuple[str, str, str]]:
@@ -328,7 +329,7 @@ class Registrar:
                 for m in self.settings.manufacturers.values() for pattern in m.owned_serials]
 
     async def _pledge_record(self, pledge_id: int) -> PledgeRecord:
-        record = await db(self.store.brski_pledge_by_id(pledge_id))
+        record = await stored(self.store.brski_pledge_by_id(pledge_id))
         if record is None:
             raise NotFound(f"no pledge {pledge_id}")
         return record
@@ -381,10 +382,3 @@ def _try_verify(cms: bytes, signer: x509.Certificate) -> signing.SignedVoucher |
     except VoucherError:
         return None
 
-
-async def db(awaitable):  # type: ignore[no-untyped-def]
-    """A store call whose outage is the request's 500 (as in the RA), not a traceback."""
-    try:
-        return await awaitable
-    except StoreUnavailable as exc:
-        raise InternalError(f"database error: {exc}") from None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kipuka.brski import idevid
 from kipuka.errors import BadRequest, Forbidden
 from kipuka.ra.requester import Requester
+from kipuka.ra.trail import stored
 from kipuka.store.brski import PledgeRecord
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ def parse_report(body: bytes) -> dict[str, Any]:
 
 
 async def record_report(registrar: "Registrar", kind: str, body: bytes, who: Requester) -> None:
-    from kipuka.brski.registrar import db
-
     event = EVENTS[kind]
     pledge = await _reporting_pledge(registrar, who)
     if pledge is None:
@@ -62,21 +61,19 @@ async def record_report(registrar: "Registrar", kind: str, body: bytes, who: Req
     outcome = "success" if doc["status"] else "error"
     text = f"the pledge reports {'success' if doc['status'] else 'failure'}" + (f": {reason}" if reason else "")
     document = json.dumps(doc, separators=(",", ":"))[:MAX_REPORT]
-    await db(registrar.store.brski_telemetry(pledge.id, kind, document, registrar.audit_event(
+    await stored(registrar.store.brski_telemetry(pledge.id, kind, document, registrar.audit_event(
         event, outcome, who, entity, text, label=pledge.label)))
 
 
 async def _reporting_pledge(registrar: "Registrar", who: Requester) -> PledgeRecord | None:
     """The pledge by its IDevID, or by the LDevID kipuka issued it (a pledge may report over either)."""
-    from kipuka.brski.registrar import db
-
     cert = who.client_cert
     if cert is None:
         return None
     if registrar.is_idevid(cert):
-        return await db(registrar.store.brski_pledge(idevid.fingerprint(cert)))
+        return await stored(registrar.store.brski_pledge(idevid.fingerprint(cert)))
     fingerprint = idevid.fingerprint(cert)
-    for record in await db(registrar.store.certificate(format(cert.serial_number, "x"))):
+    for record in await stored(registrar.store.certificate(format(cert.serial_number, "x"))):
         if record.fingerprint_sha256 == fingerprint:
-            return await db(registrar.store.ldevid_pledge(record.ca_id, record.serial))
+            return await stored(registrar.store.ldevid_pledge(record.ca_id, record.serial))
     return None
