@@ -215,6 +215,7 @@ class Config:
     revocation: RevocationConfig = RevocationConfig()
     audit: AuditConfig = AuditConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
+    brski: Any = None  # kipuka.brski.settings.BrskiConfig when [brski] is present (BRSKI registrar, RFC 8995)
 
     def label(self, name: str) -> Label | None:
         return self.labels.get(name)
@@ -241,7 +242,7 @@ def load_config(path: str | Path) -> Config:
 def _build(path: Path, data: dict[str, Any]) -> Config:
     base = path.parent
     known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels", "admin", "revocation", "audit",
-                 "ratelimit"}
+                 "ratelimit", "brski"}
     for key in data:
         if key not in known_top:
             raise ConfigError(key, "unknown section")
@@ -318,7 +319,12 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
             raise ConfigError(f"{key}.ca", f"no [ca.{ca_id}] table")
         rest = {k: v for k, v in table.items() if k != "ca"}
         labels[name] = Label(name, ca_id, _policy(rest, key, base, default_policy))
-    return Config(path, server, tls, database, otp, est, cas, labels, admin, revocation, audit, ratelimit=ratelimit)
+    brski = None
+    if "brski" in data:
+        from kipuka.brski.settings import parse_brski  # it builds on this module's helpers
+        brski = parse_brski(data["brski"], base, set(labels))
+    return Config(path, server, tls, database, otp, est, cas, labels, admin, revocation, audit, ratelimit=ratelimit,
+                  brski=brski)
 
 
 def _check_limits(server: ServerConfig) -> None:

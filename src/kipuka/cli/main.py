@@ -382,6 +382,9 @@ def _config_check(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"labels.{name}" if name else "policy", str(exc)) from None
     _check_serverkeygen(config)
+    if config.brski is not None:
+        from kipuka.brski.settings import check_files
+        check_files(config.brski)
     print(f"kipuka: {args.config}: OK ({len(config.cas)} CAs, {len(config.labels) - 1} labels)", file=sys.stderr)
     return 0
 

@@ -11,6 +11,7 @@ audit of refusals in `ra.trail`; serverkeygen and Full CMC use the same three.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Awaitable, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -25,6 +26,7 @@ from kipuka.ra.approval import Approvals
 from kipuka.ra.change_subject import change_subject_name
 from kipuka.ra.fullcmc import FullCmc
 from kipuka.ra.issuance import Issuance
+from kipuka.brski.registrar import Registrar
 from kipuka.ra.linking import check_linking
 from kipuka.ra.otp import OtpKeyring
 from kipuka.ra.requester import Requester
@@ -33,7 +35,7 @@ from kipuka.ra.runtime import (CMC_RA, Authorized, Enrolled, Held, LabelRuntime,
                                requester_key)
 from kipuka.ra.serverkeygen import ServerKeygen
 from kipuka.ra.trail import Trail, stored
-from kipuka.store import AsyncStore, CertRecord, OtpRecord
+from kipuka.store import AsyncStore, AuditEvent, CertRecord, OtpRecord
 from kipuka.store.records import PendingRecord, utcnow
 
 __all__ = ["Authority", "Authorized", "Enrolled", "Held", "LabelRuntime"]
@@ -53,6 +55,7 @@ class Authority:
         self.issuance = Issuance(config, store, self.revocation, self.trail, self.approvals)
         self.keygen = ServerKeygen(self)
         self.cmc = FullCmc(self)
+        self.brski = Registrar(self, config.brski) if config.brski is not None else None  # RFC 8995
         self.labels = {
             name: LabelRuntime(
                 label, cas[label.ca],
@@ -72,6 +75,8 @@ class Authority:
     # --- enrollment -----------------------------------------------------------------
 
     async def enroll(self, label: str, csr_der: bytes, who: Requester) -> Enrolled | Held:
+        if self.brski is not None and who.basic is None and self.brski.is_idevid(who.client_cert):
+            return await self.brski.enroll(label, csr_der, who)  # a BRSKI pledge's IDevID (RFC 8995 §5.9)
         rt = self.runtime(label)
         a = await self.authorize(rt, "enroll", csr_der, who)
         if rt.label.policy.require_approval:
@@ -111,6 +116,9 @@ class Authority:
     async def mtls_credential(self, rt: LabelRuntime, op: str, who: Requester, entity: str, cert: x509.Certificate,
                               subject: x509.Name, san: x509.SubjectAlternativeName | None) -> tuple[str, str] | None:
         """May this client certificate enroll for these names here? The credential to keep unrevoked, if any."""
+        if self.brski is not None and self.brski.is_idevid(cert):  # only simpleenroll, through self.brski
+            await self.trail.reject(rt, op, who, entity, Forbidden(
+                f"an IDevID may only use simpleenroll, once its device has a voucher (RFC 8995 §5.9), not {op}"))
         issuer = self.kipuka_issuer(cert)
         if issuer is not None:
             if not csrcheck.same_names(cert, subject, san):
@@ -155,6 +163,26 @@ class Authority:
             return await self.approvals.hold(rt, op, who, entity, "mtls", csr_der, csr, csrcheck.public_key_sha256(csr),
                                     credential=credential)
         return await self.issuance.issue(rt, op, who, entity, "mtls", csr, san, credential=credential)
+
+    async def enroll_authorized(self, rt: LabelRuntime, who: Requester, entity: str, auth: str, csr_der: bytes, *,
+                                names: Callable[[x509.CertificateSigningRequest, x509.SubjectAlternativeName | None],
+                                                None],
+                                record_with: Callable[[CertRecord, AuditEvent], Awaitable[None]]
+                                ) -> Enrolled | Held:
+        """simpleenroll for a client certificate another module vouched for (a BRSKI pledge's IDevID).
+
+        The certificate's dates, the CSR against the label policy, `names` (raises
+        Forbidden for names this requester may not have), approval if the label
+        asks for it; `record_with` records the certificate and its audit event in
+        one transaction of the caller's choosing.
+        """
+        op = "enroll"
+        await self.check_dates(rt, op, who, entity, who.client_cert)  # type: ignore[arg-type]
+        csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
+        await self.trail.guard(rt, op, who, entity, lambda: names(csr, san))
+        if rt.label.policy.require_approval:
+            return await self.approvals.hold(rt, op, who, entity, auth, csr_der, csr, csrcheck.public_key_sha256(csr))
+        return await self.issuance.issue(rt, op, who, entity, auth, csr, san, record_with=record_with)
 
     # --- OTP ------------------------------------------------------------------------
 

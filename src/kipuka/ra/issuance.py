@@ -27,7 +27,7 @@ from kipuka.ra.requester import Requester
 from kipuka.ra.revocation import Revocation
 from kipuka.ra.runtime import Enrolled, Held, LabelRuntime, hex_serial, requester_key
 from kipuka.ra.trail import Trail, stored
-from kipuka.store import AsyncStore, CertRecord, OtpRecord, SerialCollision
+from kipuka.store import AsyncStore, AuditEvent, CertRecord, OtpRecord, SerialCollision
 from kipuka.store.escrow import Escrow, EscrowFailed
 from kipuka.store.records import utcnow
 from kipuka.store.sql import Revoked
@@ -69,6 +69,7 @@ class Issuance:
                     credential: tuple[str, str] | None = None, public_key: CertificatePublicKeyTypes | None = None,
                     archive: Callable[[CertRecord], Escrow] | None = None, reason: str = "",
                     csr_der: bytes | None = None, sign: Callable[[IssueRequest], Awaitable[Issued]] | None = None,
+                    record_with: Callable[[CertRecord, AuditEvent], Awaitable[None]] | None = None,
                     ) -> Enrolled | Held:
         """Sign, then record in one transaction (spending the OTP use, if any).
 
@@ -77,7 +78,8 @@ class Issuance:
         CA's issue() (a key archive that generates the key). `archive` gives the
         escrow row for a record, written in the same transaction as the certificate.
         `template` (with `pubkey`) stands for a request that is not a CSR (fullcmc CRMF).
-        A remote CA may hold the request (Held) or refuse it.
+        A remote CA may hold the request (Held) or refuse it. `record_with` replaces
+        the plain record_issuance (BRSKI links the LDevID to the IDevID in the same transaction).
         """
         req = template or self.template(rt, csr, san)  # type: ignore[arg-type]
         if public_key is not None:
@@ -114,6 +116,9 @@ class Issuance:
                         recovery_window=window, credential=credential))
                 elif otp is not None:
                     outcome, der = await stored(self.store.issue_with_otp(otp.id, record, event, utcnow(), window))
+                elif record_with is not None:
+                    await stored(record_with(record, event))
+                    outcome, der = "issued", None
                 else:
                     await stored(self.store.record_issuance(record, event, credential))
                     outcome, der = "issued", None

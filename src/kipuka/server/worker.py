@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from kipuka.admin.api import AdminApi
+from kipuka.brski.routes import BrskiFrontEnd
 from kipuka.ca.registry import build_ca
 from kipuka.config import Config, TLSConfig, load_config
 from kipuka.est.app import BODY_TIMEOUT, EstFrontEnd
@@ -63,7 +64,7 @@ class Worker:
         store.defer_checkpoints()  # background.py checkpoints every second instead
         self.store = AsyncStore(store)
         self.authority = build_authority(self.config, self.store)
-        self.tls = ReloadableContext(self.config.tls)
+        self.tls = ReloadableContext(self.config.tls, client_cas(self.config))
         self.admin_tls = ReloadableContext(admin_tls(self.config))
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -78,6 +79,7 @@ class Worker:
         app[BODY_TIMEOUT] = lambda: self.config.server.body_timeout
         est = EstFrontEnd(lambda: self.authority, lambda: self.config.server.max_body)
         app.add_routes(est.routes())
+        app.add_routes(BrskiFrontEnd(lambda: self.authority, lambda: self.config.server.max_body).routes())
         app.on_response_prepare.append(_server_header)
         return app
 
@@ -113,7 +115,7 @@ class Worker:
 
     def _swap(self, config: Config, authority: Authority) -> None:
         try:
-            self.tls.reload(config.tls)
+            self.tls.reload(config.tls, client_cas(config))
             self.admin_tls.reload(admin_tls(config))
         except Exception as exc:  # keep serving with what we have
             log.error("reload failed, keeping the previous configuration: %s", exc)
@@ -219,6 +221,14 @@ class InFlight:
                 return
             await asyncio.sleep(0.05)
         log.warning("stopping with %d requests still in flight after %ss", self.count, timeout)
+
+
+def client_cas(config: Config) -> tuple[Path, ...]:
+    """Client certificate anchors beyond [tls] client_ca: BRSKI manufacturers' IDevID CAs (RFC 8995 §5.1).
+
+    Accepted at the handshake only; the RA lets an IDevID do nothing but BRSKI and §5.9 enrollment.
+    """
+    return config.brski.client_cas() if config.brski is not None else ()
 
 
 def admin_tls(config: Config) -> TLSConfig:

@@ -27,7 +27,9 @@ T = TypeVar("T")
 _WRITES = {"create_otp", "revoke_otp", "record_auth_failure", "issue_with_otp", "record_issuance",
            "revoke_certificate", "add_audit", "migrate", "create_pending", "approve_pending", "reject_pending",
            "expire_pending", "chain_audit", "next_crl_number", "save_crl", "create_admin_token",
-           "revoke_admin_token", "end_admin_session", "escrow_key", "remember_cmc", "set_ca_ref"}
+           "revoke_admin_token", "end_admin_session", "escrow_key", "remember_cmc", "set_ca_ref",
+           "brski_register", "brski_decide", "brski_voucher_delivered", "brski_telemetry", "record_ldevid",
+           "link_ldevid", "add_brski_rule", "delete_brski_rule"}
 
 
 class AsyncStore:
