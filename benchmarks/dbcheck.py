@@ -35,6 +35,7 @@ def check_database(dep: Deployment, ok_responses: int, in_flight: int = 0) -> di
         one = lambda q: con.execute(text(q)).one()  # noqa: E731
         certs = one("SELECT count(*) FROM certificates")[0]
         by_auth = {a: n for a, n in con.execute(text("SELECT auth, count(*) FROM certificates GROUP BY auth"))}
+        by_ca = {a: n for a, n in con.execute(text("SELECT ca_id, count(*) FROM certificates GROUP BY ca_id"))}
         distinct = one("SELECT count(DISTINCT serial), count(DISTINCT fingerprint_sha256) FROM certificates")
         audit = {f"{e}/{o}": n for e, o, n in con.execute(text(
             "SELECT event, outcome, count(*) FROM audit GROUP BY event, outcome ORDER BY event, outcome"))}
@@ -57,7 +58,7 @@ def check_database(dep: Deployment, ok_responses: int, in_flight: int = 0) -> di
           and integrity in ("ok", "n/a (PostgreSQL)"))
     return {"database": engine.dialect.name, "ok_responses": ok_responses, "certificates_rows": certs,
             "certs_list_rows": rows_cli, "redelivered": redelivered, "unanswered_in_flight": surplus,
-            "by_auth": by_auth, "distinct_serials": distinct[0], "distinct_fingerprints": distinct[1],
+            "by_auth": by_auth, "by_ca": by_ca, "distinct_serials": distinct[0], "distinct_fingerprints": distinct[1],
             "audit": audit, "otps": otps, "otp_uses_spent": spent, "otps_spent_not_matching_certs": otp_mismatch,
             "integrity_check": integrity, "audit_chain": chain.strip() or "ok", "db_bytes": size,
             "files": {p.name: p.stat().st_size for p in Path(dep.dir).glob("kipuka.db*")}, "consistent": ok}

@@ -80,6 +80,14 @@ class Code:
         return cls(ref, dest / "src", sha[:7])
 
 
+    def verify(self) -> None:
+        """Exit unless `python -m kipuka` with this PYTHONPATH really imports from `src`."""
+        r = subprocess.run([PY, "-c", "import kipuka; print(kipuka.__file__)"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(self.src)}, cwd=tempfile.gettempdir())
+        if not r.stdout.strip().startswith(str(self.src)):
+            sys.exit(f"{self.name}: kipuka imports from {r.stdout.strip() or r.stderr[-300:]}, not from {self.src}")
+
+
 @dataclass(frozen=True)
 class Database:
     """`sqlite`, or `postgresql[=URL]`: each deployment gets a fresh database on that server."""

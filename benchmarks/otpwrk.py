@@ -53,23 +53,23 @@ def csr_file(count: int) -> Path:
     return path
 
 
-def slices(csrs: Path, parts: int, tail: int, out: Path) -> tuple[list[Path], Path]:
+def slices(csrs: Path, parts: int, tail: int, out: Path) -> tuple[list[Path], list[Path]]:
     """The CSR file cut into `parts` (one per node, so that no two nodes post the same CSR with the same
-    OTP) and a warm-up file of its last `tail` lines; every cut on a multiple of 60, so that line i still
-    belongs to entity load<i mod 60>."""
+    OTP), and its last `tail` lines cut the same way for the warm-up; every cut on a multiple of 60, so
+    that line i still belongs to entity load<i mod 60>."""
     lines = csrs.read_text().splitlines(keepends=True)
+
+    def cut(chunk: list[str], name: str) -> list[Path]:
+        size = len(chunk) // parts // ENTITIES * ENTITIES
+        files = []
+        for i in range(parts):
+            f = out / f"csrs-{name}-{i + 1}.txt"
+            f.write_text("".join(chunk[i * size:(i + 1) * size]))
+            files.append(f)
+        return files
+
     tail -= tail % ENTITIES
-    warm = out / "csrs-warmup.txt"
-    warm.write_text("".join(lines[len(lines) - tail:]))
-    if parts == 1:
-        return [csrs], warm
-    size = len(lines) // parts // ENTITIES * ENTITIES
-    files = []
-    for i in range(parts):
-        f = out / f"csrs-node{i + 1}.txt"
-        f.write_text("".join(lines[i * size:(i + 1) * size]))
-        files.append(f)
-    return files, warm
+    return ([csrs] if parts == 1 else cut(lines, "node")), cut(lines[len(lines) - tail:], "warmup")
 
 
 class Credentials:

@@ -1,7 +1,7 @@
 """py-spy profiles of one worker under load, summarised by benchmarks/profile_summary.py.
 
 Two views per mode, each from its own load run:
-  gil      `--gil`: only samples of the thread holding the GIL, i.e. where the worker's Python
+  gil      `--gil --threads`: only samples of the thread holding the GIL, i.e. where the worker's Python
            CPU goes (idle waits and threads blocked on the database drop out);
   threads  `--threads` (all threads, idle ones left out by py-spy): where time is spent waiting,
            e.g. the event loop against the database writer thread.
@@ -19,7 +19,7 @@ from typing import Callable
 from machine import log
 from profile_summary import summarize
 
-VIEWS = {"gil": ["--gil"], "threads": ["--threads"]}
+VIEWS = {"gil": ["--gil", "--threads"], "threads": ["--threads"]}
 
 
 def pyspy() -> str:

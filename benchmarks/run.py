@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def run_one(setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: 
             files, warm = slices(csr_file(args.csrs), len(dep.nodes), args.warmup_csrs, root)
             creds = Credentials(dep, root, setup.label)
             if args.warmup > 0:
-                warmup = run_wrk(dep, [warm] * len(dep.nodes), creds.renew(), cell.mode, cell.connections,
+                warmup = run_wrk(dep, warm, creds.renew(), cell.mode, cell.connections,
                                  args.warmup, out / f"{tag}.warmup.txt", setup.label)
                 ok_total, in_flight = ok_total + warmup["total_ok"], in_flight + cell.connections
             quiet(args)
@@ -147,6 +148,7 @@ def run_one(setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: 
     finally:
         dep.stop()
     db = check_database(dep, ok_total, in_flight)
+    cas = tomllib.loads(dep.config.read_text()).get("ca", {})
     log(f"{tag}: database: {describe(db)}")
     log(f"{tag}: {result['rps']:.0f} enrollments/s, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}, "
         f"server CPU {result['server_cpu_ms_per_req']:.2f} ms/req (+ database backends "
@@ -158,7 +160,7 @@ def run_one(setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: 
         log(f"{tag}: deployment kept in {root}")
     else:
         shutil.rmtree(root, ignore_errors=True)
-    return {**result, "database_check": db,
+    return {**result, "database_check": db, "ca_types": {k: v.get("type") for k, v in cas.items()},
             "profiles": {v: {k: x for k, x in p.items() if k != "load_output"} for v, p in profiles.items()}}
 
 
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary deployments")
     args = ap.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.devices, args.no_profile, args.quiet_wait = 3.0, 1.0, 64, True, 0
+        args.duration, args.warmup, args.no_profile, args.quiet_wait = 3.0, 1.0, True, 0
+        args.devices = min(args.devices, 64)
         args.csrs, args.warmup_csrs = min(args.csrs, 12000), min(args.warmup_csrs, 3000)
     args.floor_done = None
     cells = parse_cells(args)
@@ -251,12 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['python_ssl']}, {info['wrk']}; kipuka {info['git']}")
     scratch = Path(tempfile.mkdtemp(prefix="kipuka-bench-"))
     variants = [Code.current()] + ([Code.resolve(args.compare, scratch)] if args.compare else [])
+    for code in variants:
+        code.verify()
     if len(variants) > 1:
         log(f"A = {variants[0].src} ({variants[0].rev}), B = {variants[1].src} ({variants[1].rev})")
     runs: list[dict] = []
     try:
         for rep in range(args.repeat):
             for (db, (nodes, workers), ca, cell) in itertools.product(databases, layouts, cas, cells):
+                # A B, then B A: neither variant always runs first (the box drifts during a session)
                 order = list(enumerate(variants)) if rep % 2 == 0 else list(reversed(list(enumerate(variants))))
                 for v, code in order:
                     setup = Setup(code, db, workers, nodes, ca)
@@ -267,22 +273,29 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"--- {tag}")
                     prof = not args.no_profile and v == 0 and rep == 0
                     runs.append({**key, "result": run_one(setup, cell, args, out, tag, scratch, prof)})
+                    table = write_results(out, info, args, variants, runs)  # after every run: a crash keeps them
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    summary = summarize_runs(runs)
-    table = markdown(runs, summary, variants, info)
-    if args.floor_done:
-        table += "\nFloors: " + json.dumps(args.floor_done.get("tls")) + "\n"
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({
-        "machine": info, "args": {k: str(v) for k, v in vars(args).items() if k != "floor_done"},
-        "variants": [{"name": c.name, "src": str(c.src), "rev": c.rev} for c in variants],
-        "runs": runs, "summary": summary, "floors": args.floor_done}, indent=2, default=str))
     print("\n" + table)
     consistent = all(r["result"]["database_check"]["consistent"] for r in runs)
     print(f"database checks: {'all consistent' if consistent else 'INCONSISTENT (see results.json)'}")
     print(f"results in {out}")
     return 0 if consistent else 1
+
+
+def write_results(out: Path, info: dict, args: argparse.Namespace, variants: list[Code], runs: list[dict]) -> str:
+    summary = summarize_runs(runs)
+    table = markdown(runs, summary, variants, info)
+    if args.floor_done:
+        table += "\nFloor (floor_server.py, 32 clients), estload:\n\n" + "\n".join(
+            f"- {r['mode']}: {r['rps']:,.0f}/s, p99 {r['p99_ms']:.1f} ms, server CPU {r['server_cpu_ms_per_req']:.2f} "
+            "ms/req" for r in args.floor_done["floor"]) + f"\n\nOpenSSL s_server/s_time: {json.dumps(args.floor_done['tls'])}\n"
+    (out / "results.md").write_text(table)
+    (out / "results.json").write_text(json.dumps({
+        "machine": info, "args": {k: str(v) for k, v in vars(args).items() if k != "floor_done"},
+        "variants": [{"name": c.name, "src": str(c.src), "rev": c.rev} for c in variants],
+        "runs": runs, "summary": summary, "floors": args.floor_done}, indent=2, default=str))
+    return table
 
 
 if __name__ == "__main__":
