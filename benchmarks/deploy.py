@@ -50,6 +50,11 @@ class Code:
     name: str
     src: Path
     rev: str
+    pycache: Path | None = None  # another checkout's tree gets no __pycache__ of ours
+
+    def env(self) -> dict[str, str]:
+        extra = {"PYTHONPYCACHEPREFIX": str(self.pycache)} if self.pycache else {}
+        return {"PYTHONPATH": str(self.src), **extra}
 
     @classmethod
     def current(cls) -> "Code":
@@ -67,7 +72,7 @@ class Code:
             src = path / "src" if (path / "src" / "kipuka").is_dir() else path
             if not (src / "kipuka" / "__init__.py").exists():
                 sys.exit(f"--compare {ref}: no src/kipuka in that folder")
-            return cls(ref, src.resolve(), git("rev-parse", "--short", "HEAD", repo=path) or "?")
+            return cls(ref, src.resolve(), git("rev-parse", "--short", "HEAD", repo=path) or "?", scratch / "pycache")
         sha = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
         if not sha:
             sys.exit(f"--compare {ref}: neither a folder nor a git ref of {REPO}")
@@ -83,7 +88,7 @@ class Code:
     def verify(self) -> None:
         """Exit unless `python -m kipuka` with this PYTHONPATH really imports from `src`."""
         r = subprocess.run([PY, "-c", "import kipuka; print(kipuka.__file__)"], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(self.src)}, cwd=tempfile.gettempdir())
+                           env={**os.environ, **self.env()}, cwd=tempfile.gettempdir())
         if not r.stdout.strip().startswith(str(self.src)):
             sys.exit(f"{self.name}: kipuka imports from {r.stdout.strip() or r.stderr[-300:]}, not from {self.src}")
 
@@ -234,7 +239,7 @@ class Deployment:
 
     def env(self) -> dict[str, str]:
         base = self.hsm.env() if self.hsm else dict(os.environ)
-        return {**base, "PYTHONPATH": str(self.code.src)}
+        return {**base, **self.code.env()}
 
     def cli(self, *args: str, stderr: bool = False) -> str:
         """Run `kipuka ARGS` with this deployment's code; its stdout (and stderr), or exit on failure."""

@@ -210,6 +210,8 @@ def combine(results: list[dict]) -> dict:
         for k, v in r.get("error_detail", {}).items():
             detail[k] = detail.get(k, 0) + v
     out["error_detail"] = detail
+    if "socket_errors" in out:
+        out["socket_errors"] = {k: sum(r["socket_errors"][k] for r in results) for k in out["socket_errors"]}
     out["clients"] = sum(r.get("clients", 0) for r in results)
     out["nodes"] = len(results)
     return out

@@ -108,11 +108,11 @@ def run_one(setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: 
             if args.warmup > 0:
                 warmup = run_wrk(dep, warm, creds.renew(), cell.mode, cell.connections,
                                  args.warmup, out / f"{tag}.warmup.txt", setup.label)
-                ok_total, in_flight = ok_total + warmup["total_ok"], in_flight + cell.connections
+                ok_total, in_flight = ok_total + warmup["total_ok"], in_flight + unanswered(warmup, cell)
             quiet(args)
             result = run_wrk(dep, files, creds.renew(), cell.mode, cell.connections, args.duration,
                              out / f"{tag}.txt", setup.label)
-            ok_total, in_flight = ok_total + result["total_ok"], in_flight + cell.connections
+            ok_total, in_flight = ok_total + result["total_ok"], in_flight + unanswered(result, cell)
             if result["completed"] > sum(1 for _ in files[0].open()):
                 log("WARNING: wrk went past the end of the CSR file (re-deliveries counted): raise --csrs")
             if with_profile:
@@ -123,8 +123,8 @@ def run_one(setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: 
                 profiles = profile(dep.nodes[0].workers()[0], start, args.profile_seconds, out, tag,
                                    tuple(args.profile_views.split(",")))
                 for p in profiles.values():
-                    ok_total += parse_wrk(p["load_output"])["total_ok"]
-                    in_flight += cell.connections
+                    load = parse_wrk(p["load_output"])
+                    ok_total, in_flight = ok_total + load["total_ok"], in_flight + unanswered(load, cell)
         else:
             manifest = enroll_devices(dep, root / "devices", args.devices, dep.ca_file, setup.label)
             ok_total += args.devices + 1  # the OTP enrollments and the Python mTLS check
@@ -162,6 +162,12 @@ def run_one(setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: 
         shutil.rmtree(root, ignore_errors=True)
     return {**result, "database_check": db, "ca_types": {k: v.get("type") for k, v in cas.items()},
             "profiles": {v: {k: x for k, x in p.items() if k != "load_output"} for v, p in profiles.items()}}
+
+
+def unanswered(wrk: dict, cell: Cell) -> int:
+    """Requests of a wrk run the server may have completed without wrk counting the 200: those in flight
+    when it stopped (one per connection at most) and those it gave up on (timeouts, read errors)."""
+    return cell.connections + sum(wrk["socket_errors"].values())
 
 
 def quiet(args: argparse.Namespace) -> None:
