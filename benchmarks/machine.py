@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import resource
 import sqlite3
 import ssl
@@ -154,42 +155,16 @@ class Meter:
 
 # --- listening sockets ------------------------------------------------------------------
 
-def listeners(port: int) -> set[int]:
-    """Socket inodes listening on TCP `port` (IPv4 and IPv6)."""
-    inodes: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                inodes.add(int(f[9]))
-    return inodes
-
-
-def socket_inodes(pids: list[int]) -> set[int]:
-    found: set[int] = set()
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    found.add(int(target[8:-1]))
-        except OSError:
-            pass
-    return found
-
-
 def foreign_listeners(port: int, pids: list[int]) -> set[int]:
-    """Listening sockets on `port` that none of `pids` holds.
+    """PIDs other than `pids` that listen on TCP `port` (from `ss -ltnp`).
 
     kipuka's workers bind with SO_REUSEPORT, so a second server of the same user on
     the same port (another job on a shared box) binds silently and takes part of
     the connections: its answers (401s for OTPs it does not know) would be counted
     as ours."""
-    return listeners(port) - socket_inodes(pids)
+    r = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True)
+    holders = {int(p) for p in re.findall(r"pid=(\d+)", r.stdout)}
+    return holders - set(pids)
 
 
 def combine(results: list[dict]) -> dict:
