@@ -216,7 +216,8 @@ class Deployment:
         self.config.write_text(text)
         self.nodes = [Node(self.config, free_port(), self.dir / "serve.log")]
         for i in range(1, nodes):
-            self.nodes.append(Node(self.dir / f"kipuka-node{i + 1}.toml", free_port(), self.dir / f"serve-node{i + 1}.log"))
+            name = f"node{i + 1}"
+            self.nodes.append(Node(self.dir / f"kipuka-{name}.toml", free_port(), self.dir / f"serve-{name}.log"))
         self._token = ""
 
     # the node-1 view, as the former run.Server had it

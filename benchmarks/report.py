@@ -70,7 +70,7 @@ def markdown(runs: list[dict], summary: list[dict], variants: list, info: dict) 
         lines.append(f"{letter}: {code.name} at {code.rev} ({code.src})")
     lines += ["", "Medians per configuration (enrollments/s count 2xx answers; CPU in ms per request, "
               "other processes in % of one core):", "",
-              "| variant | database | nodes x workers | CA | cell | runs | enrollments/s (min–max) | p50 ms | p99 ms "
+              "| variant | database | nodes x workers (0: per core) | CA | cell | runs | enrollments/s (min–max) | p50 ms | p99 ms "
               "| max ms | errors | server CPU | database CPU | load generator | other | database check |",
               "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in summary:
@@ -86,7 +86,8 @@ def markdown(runs: list[dict], summary: list[dict], variants: list, info: dict) 
         for r in rat:
             lines.append(f"| {r['axis']} {r['of']} / {r['over']} | {r['where']} | {r['rps']:,.0f} | "
                          f"{r['ref_rps']:,.0f} | {r['ratio']:.2f} | {r['p99_ms']:.1f} ({r['ref_p99_ms']:.1f}) |")
-    lines += ["", "Every run:", "", "| run | enrollments/s | p99 ms | errors | server CPU ms/req | other | certificates |",
+    lines += ["", "Every run:", "",
+              "| run | enrollments/s | p99 ms | errors | server CPU ms/req | other | certificates |",
               "|---|---:|---:|---|---:|---:|---:|"]
     for run in runs:
         r = run["result"]
@@ -95,4 +96,11 @@ def markdown(runs: list[dict], summary: list[dict], variants: list, info: dict) 
                      f"#{run['repeat']} | {r['rps']:,.0f} | {r['p99_ms']:.1f} | {errs} | "
                      f"{r['server_cpu_ms_per_req']:.2f} | {r['other_cpu_pct']:.0f}% | "
                      f"{r['database_check']['certificates_rows']} |")
+    profiled = [(run, view, p) for run in runs for view, p in run["result"].get("profiles", {}).items()]
+    if profiled:
+        lines += ["", "Profiles (one worker; own time by area, the full summaries in profile-*.summary.txt):", ""]
+        for run, view, p in profiled:
+            areas = ", ".join(f"{a['area']} {a['pct']:.0f}%" for a in p["summary"]["areas"][:6])
+            lines.append(f"- {run['database']} {run['nodes']}x{run['workers']} {run['ca']} {run['cell']}, {view}: "
+                         f"{areas} ({p['raw']})")
     return "\n".join(lines) + "\n"

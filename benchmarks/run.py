@@ -93,75 +93,99 @@ def parse_nodes(spec: str, workers: int) -> list[tuple[int, int]]:
 
 # --- one run ----------------------------------------------------------------------------
 
+@dataclass
+class Measured:
+    """What a run measured, and what the database must hold afterwards."""
+    result: dict
+    ok_total: int  # 200s counted by every load generator and the setup
+    in_flight: int  # requests the server may have answered without a load generator counting them
+    profiles: dict
+
+
 def run_one(setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: str, scratch: Path,
             with_profile: bool) -> dict:
+    """Deploy, load, (profile,) stop, check the database, clean up: one run of one cell."""
     root = Path(tempfile.mkdtemp(prefix="run-", dir=scratch))
     dep = setup.deploy(root)
-    ok_total = in_flight = 0
-    profiles: dict = {}
     try:
-        dep.start()
-        log(f"{tag}: kipuka serve on ports {[n.port for n in dep.nodes]}, workers {dep.workers()}")
-        if cell.mode.startswith("otp"):
-            files, warm = slices(csr_file(args.csrs), len(dep.nodes), args.warmup_csrs, root)
-            creds = Credentials(dep, root, setup.label)
-            if args.warmup > 0:
-                warmup = run_wrk(dep, warm, creds.renew(), cell.mode, cell.connections,
-                                 args.warmup, out / f"{tag}.warmup.txt", setup.label)
-                ok_total, in_flight = ok_total + warmup["total_ok"], in_flight + unanswered(warmup, cell)
-            quiet(args)
-            result = run_wrk(dep, files, creds.renew(), cell.mode, cell.connections, args.duration,
-                             out / f"{tag}.txt", setup.label)
-            ok_total, in_flight = ok_total + result["total_ok"], in_flight + unanswered(result, cell)
-            if result["completed"] > sum(1 for _ in files[0].open()):
-                log("WARNING: wrk went past the end of the CSR file (re-deliveries counted): raise --csrs")
-            if with_profile:
-                def start(seconds: float) -> subprocess.Popen:
-                    return subprocess.Popen(wrk_cmd(dep.url(dep.nodes[0], setup.label), cell.connections, seconds),
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                            env=wrk_env(files[0], creds.renew(), cell.mode == "otp-close"))
-                profiles = profile(dep.nodes[0].workers()[0], start, args.profile_seconds, out, tag,
-                                   tuple(args.profile_views.split(",")))
-                for p in profiles.values():
-                    load = parse_wrk(p["load_output"])
-                    ok_total, in_flight = ok_total + load["total_ok"], in_flight + unanswered(load, cell)
-        else:
-            manifest = enroll_devices(dep, root / "devices", args.devices, dep.ca_file, setup.label)
-            ok_total += args.devices + 1  # the OTP enrollments and the Python mTLS check
-            quiet(args)
-            result = run_estload(dep, manifest, cell.mode, cell.connections, args.duration, args.warmup,
-                                 out / f"{tag}.txt", args.threads, args.verify, label=setup.label)
-            ok_total += result["total_ok"]
-            if with_profile:
-                def start(seconds: float) -> subprocess.Popen:
-                    return subprocess.Popen(estload_cmd(dep.nodes[0], manifest, dep.ca_file, cell.mode,
-                                                        cell.connections, seconds, 1, args.threads, args.verify,
-                                                        label=setup.label),
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                profiles = profile(dep.nodes[0].workers()[0], start, args.profile_seconds, out, tag,
-                                   tuple(args.profile_views.split(",")))
-                for p in profiles.values():
-                    ok_total += (parse_estload(p["load_output"]) or {}).get("total_ok", 0)
-            if args.floor and not args.floor_done:
-                from floors import FloorServer, tls_floor
-                args.floor_done = run_floors(dep, manifest, args, out, FloorServer, tls_floor, root)
+        try:
+            dep.start()
+            log(f"{tag}: kipuka serve on ports {[n.port for n in dep.nodes]}, workers {dep.workers()}")
+            measure = run_otp if cell.mode.startswith("otp") else run_mtls
+            m = measure(dep, setup, cell, args, out, tag, with_profile, root)
+        finally:
+            dep.stop()
+        db = check_database(dep, m.ok_total, m.in_flight)
+        cas = tomllib.loads(dep.config.read_text()).get("ca", {})
+        tail = dep.log.read_text(errors="replace").splitlines()[-200:]
+        (out / f"{tag}.serve-tail.log").write_text("\n".join(tail) + "\n")
     finally:
-        dep.stop()
-    db = check_database(dep, ok_total, in_flight)
-    cas = tomllib.loads(dep.config.read_text()).get("ca", {})
+        setup.database.drop(dep.database_url)
+        if args.keep:
+            log(f"{tag}: deployment kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    r = m.result
     log(f"{tag}: database: {describe(db)}")
-    log(f"{tag}: {result['rps']:.0f} enrollments/s, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}, "
-        f"server CPU {result['server_cpu_ms_per_req']:.2f} ms/req (+ database backends "
-        f"{result['db_cpu_ms_per_req']:.2f}), other processes {result['other_cpu_pct']:.0f}% of a core")
-    setup.database.drop(dep.database_url)
-    tail = dep.log.read_text(errors="replace").splitlines()[-200:]
-    (out / f"{tag}.serve-tail.log").write_text("\n".join(tail) + "\n")
-    if args.keep:
-        log(f"{tag}: deployment kept in {root}")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
-    return {**result, "database_check": db, "ca_types": {k: v.get("type") for k, v in cas.items()},
-            "profiles": {v: {k: x for k, x in p.items() if k != "load_output"} for v, p in profiles.items()}}
+    log(f"{tag}: {r['rps']:.0f} enrollments/s, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}, server CPU "
+        f"{r['server_cpu_ms_per_req']:.2f} ms/req (+ database backends {r['db_cpu_ms_per_req']:.2f}), "
+        f"other processes {r['other_cpu_pct']:.0f}% of a core")
+    return {**r, "database_check": db, "ca_types": {k: v.get("type") for k, v in cas.items()},
+            "profiles": {v: {k: x for k, x in p.items() if k != "load_output"} for v, p in m.profiles.items()}}
+
+
+def run_otp(dep: Deployment, setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: str,
+            with_profile: bool, root: Path) -> Measured:
+    """wrk: a warm-up on the last CSRs, the measured run, then the profile runs; fresh OTPs for each."""
+    files, warm = slices(csr_file(args.csrs), len(dep.nodes), args.warmup_csrs, root)
+    creds = Credentials(dep, root, setup.label)
+    ok_total = in_flight = 0
+    if args.warmup > 0:
+        warmup = run_wrk(dep, warm, creds.renew(), cell.mode, cell.connections, args.warmup,
+                         out / f"{tag}.warmup.txt", setup.label)
+        ok_total, in_flight = warmup["total_ok"], unanswered(warmup, cell)
+    quiet(args)
+    result = run_wrk(dep, files, creds.renew(), cell.mode, cell.connections, args.duration, out / f"{tag}.txt",
+                     setup.label)
+    ok_total, in_flight = ok_total + result["total_ok"], in_flight + unanswered(result, cell)
+    if result["completed"] > sum(1 for _ in files[0].open()) * len(files):
+        log("WARNING: wrk went past the end of the CSR file (re-deliveries, not enrollments): raise --csrs")
+    profiles: dict = {}
+    if with_profile:
+        def start(seconds: float) -> subprocess.Popen:
+            return subprocess.Popen(wrk_cmd(dep.url(dep.nodes[0], setup.label), cell.connections, seconds),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=wrk_env(files[0], creds.renew(), cell.mode == "otp-close"))
+        profiles = profile(dep.nodes[0].workers()[0], start, args.profile_seconds, out, tag,
+                           tuple(args.profile_views.split(",")))
+        for p in profiles.values():
+            load = parse_wrk(p["load_output"])
+            ok_total, in_flight = ok_total + load["total_ok"], in_flight + unanswered(load, cell)
+    return Measured(result, ok_total, in_flight, profiles)
+
+
+def run_mtls(dep: Deployment, setup: Setup, cell: Cell, args: argparse.Namespace, out: Path, tag: str,
+             with_profile: bool, root: Path) -> Measured:
+    """estload: device enrollment, the measured run with its own warm-up, the profile runs, the floors."""
+    manifest = enroll_devices(dep, root / "devices", args.devices, dep.ca_file, setup.label)
+    ok_total = args.devices + 1  # the OTP enrollments and the Python mTLS check
+    quiet(args)
+    result = run_estload(dep, manifest, cell.mode, cell.connections, args.duration, args.warmup,
+                         out / f"{tag}.txt", args.threads, args.verify, label=setup.label)
+    ok_total += result["total_ok"]
+    profiles: dict = {}
+    if with_profile:
+        def start(seconds: float) -> subprocess.Popen:
+            return subprocess.Popen(estload_cmd(dep.nodes[0], manifest, dep.ca_file, cell.mode, cell.connections,
+                                                seconds, 1, args.threads, args.verify, label=setup.label),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        profiles = profile(dep.nodes[0].workers()[0], start, args.profile_seconds, out, tag,
+                           tuple(args.profile_views.split(",")))
+        for p in profiles.values():
+            ok_total += (parse_estload(p["load_output"]) or {}).get("total_ok", 0)
+    if args.floor and not args.floor_done:
+        args.floor_done = run_floors(dep, manifest, args, out, root)
+    return Measured(result, ok_total, 0, profiles)
 
 
 def unanswered(wrk: dict, cell: Cell) -> int:
@@ -177,12 +201,12 @@ def quiet(args: argparse.Namespace) -> None:
             log(f"waited {waited:.0f} s for a quiet machine (last {busy:.0f}% busy)")
 
 
-def run_floors(dep: Deployment, manifest: Path, args: argparse.Namespace, out: Path, floor_cls, tls_floor,
-               root: Path) -> dict:
+def run_floors(dep: Deployment, manifest: Path, args: argparse.Namespace, out: Path, root: Path) -> dict:
     """The floor server on this deployment's files (kipuka stopped first), then OpenSSL's handshakes."""
+    from floors import FloorServer, tls_floor
     workers = len(dep.workers())
     dep.stop()
-    fs = floor_cls(dep, workers)
+    fs = FloorServer(dep, workers)
     floor = []
     try:
         fs.start()
@@ -293,9 +317,10 @@ def write_results(out: Path, info: dict, args: argparse.Namespace, variants: lis
     summary = summarize_runs(runs)
     table = markdown(runs, summary, variants, info)
     if args.floor_done:
-        table += "\nFloor (floor_server.py, 32 clients), estload:\n\n" + "\n".join(
-            f"- {r['mode']}: {r['rps']:,.0f}/s, p99 {r['p99_ms']:.1f} ms, server CPU {r['server_cpu_ms_per_req']:.2f} "
-            "ms/req" for r in args.floor_done["floor"]) + f"\n\nOpenSSL s_server/s_time: {json.dumps(args.floor_done['tls'])}\n"
+        rows = [f"- {r['mode']}: {r['rps']:,.0f}/s, p99 {r['p99_ms']:.1f} ms, server CPU "
+                f"{r['server_cpu_ms_per_req']:.2f} ms/req" for r in args.floor_done["floor"]]
+        table += ("\nFloor (floor_server.py, 32 clients), estload:\n\n" + "\n".join(rows)
+                  + f"\n\nOpenSSL s_server/s_time: {json.dumps(args.floor_done['tls'])}\n")
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(json.dumps({
         "machine": info, "args": {k: str(v) for k, v in vars(args).items() if k != "floor_done"},
