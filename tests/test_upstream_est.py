@@ -8,7 +8,6 @@ port where nothing listens, or at both as a replica pool.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import shutil
 import signal
@@ -23,9 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.helpers import (Server, admin_call, admin_token, b64, certs_from, db_execute, edit_config, free_port,
-                           fresh_database_url, make_csr, make_server, make_test_ca, new_key, sign_certificate,
-                           unique, write_identity)
+from tests.helpers import (Server, admin_call, admin_token, b64, certs_from, certs_in_body, db_execute, edit_config,
+                           free_port, fresh_database_url, make_csr, make_server, make_test_ca, new_key,
+                           sign_certificate, unique, write_identity)
 
 CMC_RA = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.28")
 
@@ -151,8 +150,7 @@ def _enroll_at_ra(ra, label: str, key=None, entity: str | None = None):
 
 def _upstream_certs(r) -> list[x509.Certificate]:
     assert r.status_code == 200, r.text
-    from cryptography.hazmat.primitives.serialization import pkcs7
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(r.content))
+    return certs_in_body(r.content)
 
 
 # --- enrollment through the RA ------------------------------------------------------------

@@ -97,7 +97,7 @@ class EstFrontEnd:
     async def cacerts(self, request: web.Request, authority: Authority, label: str) -> web.Response:
         body = self._cached(authority, label, "cacerts",
                             lambda: codec.encode_body(
-                                codec.certs_only_in_order(authority.runtime(label).ca.ca_certificates())))
+                                codec.certs_only(authority.runtime(label).ca.ca_certificates())))
         assert body is not None
         return web.Response(body=body, headers={"Content-Type": codec.CERTS_ONLY, **BASE64_HEADERS})
 
