@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kipuka import keydelivery as kd
-from tests.helpers import Server, b64, certs_from, new_key, unique, write_identity
+from tests.helpers import Server, b64, certs_from, certs_in_der, new_key, unique, write_identity
 from tests.test_serverkeygen import (ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, KEK, KEK_ID, SGK, keygen_csr,
                                      keygen_server, octet_string, post, split)
 from tests.interop.jvm import compile_or_skip
@@ -47,7 +47,7 @@ import org.bouncycastle.operator.jcajce.JcaContentSignerBuilder;
 import org.bouncycastle.pkcs.PKCS10CertificationRequest;
 import org.bouncycastle.pkcs.jcajce.JcaPKCS10CertificationRequestBuilder;
 
-/** HOST:PORT LABEL CA-PEM USER OTP CN OUT-KEY OUT-CERT MODE: /serverkeygen with BC's EST client.
+/** HOST:PORT LABEL CA-PEM USER OTP CN OUT-KEY OUT-CERT MODE: /serverkeygen with BC's EST client, no KEK.
  *  MODE "preemptive": Basic credentials on the request (an ESTAuth that sets the header);
  *  "challenge": BC's own JcaHttpAuthBuilder, which answers the 401 challenge. */
 public class BcServerKeygen {
@@ -58,7 +58,7 @@ public class BcServerKeygen {
                 .generateCertificates(new FileInputStream(a[2])))
             anchors.add(new TrustAnchor((X509Certificate) c, null));
         JsseESTServiceBuilder builder = new JsseESTServiceBuilder(a[0], JcaJceUtils.getCertPathTrustManager(anchors, null));
-        builder.withLabel(a[1]);
+        if (!a[1].isEmpty()) builder.withLabel(a[1]);  // "": the unlabeled path
         ESTService est = builder.build();
         KeyPairGenerator kpg = KeyPairGenerator.getInstance("EC", "BC");
         kpg.initialize(new ECGenParameterSpec("P-256"));
@@ -130,14 +130,12 @@ def test_bouncy_castle_est_client_with_its_challenge_driven_basic_auth(srv: Serv
 
 def _bc_open(java, parts: dict[str, bytes], alg: str, key: str, tmp_path: Path) -> None:
     """CMSEnvelopedData decrypts, CMSSignedData verifies; the key inside matches the certificate part."""
-    from cryptography.hazmat.primitives.serialization import pkcs7
-
     (tmp_path / "sgk.der").write_bytes(parts[SGK])
     out = java("KdCheck", "open", alg, str(tmp_path / "sgk.der"), key, str(tmp_path / "pkg.der"))
     assert "encryptedContentType 1.2.840.113549.1.7.2" in out and "verified 1" in out
     assert "eContentType 2.16.840.1.101.2.1.2.78.5" in out
     (key_der,) = kd.read_asymmetric_key_package((tmp_path / "pkg.der").read_bytes())
-    (cert,) = pkcs7.load_der_pkcs7_certificates(parts["application/pkcs7-mime; smime-type=certs-only"])
+    (cert,) = certs_in_der(parts["application/pkcs7-mime; smime-type=certs-only"])
     assert _spki(kd.load_private_key(key_der).public_key()) == _spki(cert.public_key())
 
 

@@ -84,7 +84,8 @@ class Policy:
     # /serverkeygen (RFC 7030 4.4); on when this or [est] serverkeygen is true
     serverkeygen: bool = False
     serverkeygen_key_types: tuple[str, ...] = ("ec-p256",)  # the first is the default
-    serverkeygen_deliveries: tuple[str, ...] = ("csr-key", "asymmetric", "symmetric")
+    # RFC 7030 4.4.2: application/pkcs8 unless the CSR names a key; "csr-key" is kipuka's opt-in
+    serverkeygen_deliveries: tuple[str, ...] = ("pkcs8", "asymmetric", "symmetric")
     escrow: bool = False
     escrow_cert: Path | None = None
     # /fullcmc (RFC 5272); on when this or [est] fullcmc is true
