@@ -1,7 +1,7 @@
 """EST wire encodings (RFC 7030 with RFC 8951).
 
-Requests: base64 of DER, tolerating CR, LF, space and tab anywhere, ignoring
-Content-Transfer-Encoding; PEM armour and raw DER are accepted too, since
+Requests: base64 of DER, tolerating CR, LF, space and tab anywhere and missing
+padding, ignoring Content-Transfer-Encoding; PEM armour and raw DER are accepted too, since
 clients in the field send both. Responses: base64 wrapped at 64 columns with
 LF (CRLF breaks GNU `base64 -d`).
 """
@@ -40,6 +40,11 @@ def decode_body(body: bytes, what: str = "CSR") -> bytes:
             raise BadRequest(f"PEM body is not a {what} (expected BEGIN CERTIFICATE REQUEST)")
         stripped = m.group(2)
     text = _WS.sub(b"", stripped)
+    if b"=" not in text and len(text) % 4 in (2, 3):
+        # Unpadded base64 (some clients strip the "="): the length says how much padding is
+        # missing, so the bytes are unambiguous (RFC 8951's tolerance). A length of 1 mod 4
+        # cannot be base64 at all and stays an error, as does wrong padding.
+        text += b"=" * (4 - len(text) % 4)
     try:
         der = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

@@ -129,8 +129,9 @@ class Authority:
         op = "reenroll"
         cert = who.client_cert
         if cert is None:
-            await self.trail.reject(rt, op, who, who.basic.entity if who.basic else "",
-                               Unauthenticated("re-enrollment requires the current certificate as TLS client certificate"))
+            await self.trail.reject(rt, op, who, who.basic.entity if who.basic else "", Unauthenticated(
+                "re-enrollment needs the current certificate, presented as the TLS client certificate; "
+                "HTTP authentication cannot replace it"))
         entity = cert.subject.rfc4514_string()
         await self.check_dates(rt, op, who, entity, cert)
         if not rt.ca.is_issuer_of(cert):
