@@ -54,15 +54,21 @@ def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
+def csr_public_key(csr: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:
+    """The CSR's public key, or 400 when it is not one cryptography can load."""
+    try:
+        return csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise BadRequest("CSR public key is not supported (unnamed or unknown curve, or unknown algorithm)") from None
+
+
 def check_proof_of_possession(csr: x509.CertificateSigningRequest, policy: Policy) -> None:
-    """Signature algorithm, signature and key: the checks every operation shares."""
+    """Signature algorithm, signature and key: the checks every operation shares (but /serverkeygen,
+    whose CSR key and signature are ignored, RFC 7030 §4.4.1, unless kipuka encrypts to that key)."""
     if csr.signature_algorithm_oid not in ALLOWED_SIGNATURES:
         name = getattr(csr.signature_algorithm_oid, "_name", csr.signature_algorithm_oid.dotted_string)
         raise BadRequest(f"CSR signature algorithm {name} is not accepted (use SHA-256 or stronger)")
-    try:
-        key = csr.public_key()
-    except (ValueError, UnsupportedAlgorithm):
-        raise BadRequest("CSR public key is not supported (unnamed or unknown curve, or unknown algorithm)") from None
+    key = csr_public_key(csr)
     check_key(key, policy)
     try:
         valid = csr.is_signature_valid
