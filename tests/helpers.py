@@ -203,6 +203,11 @@ def certs_in_der(der: bytes) -> list[x509.Certificate]:
     return certs
 
 
+def spki(public_key) -> bytes:
+    """The DER SubjectPublicKeyInfo of a key: compares keys of any type."""
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def unique(prefix: str = "device") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -40,13 +40,12 @@ from kipuka.client import CSR_KEY, PKCS8, CsrSpec, EstClient, generate_key
 from kipuka.cmc import CMCStatus, CmsSigner
 from tests import der_strict
 from tests.helpers import (CERTS_ONLY, KIPUKA, Server, admin_call, b64, certs_from, certs_in_der, enroll_identity,
-                           free_port, make_csr, make_server, new_key, public_url, unique, write_identity)
+                           free_port, make_csr, make_server, new_key, public_url, spki, unique, write_identity)
 from tests.test_serverkeygen import ASYMMETRIC_DECRYPT_KEY_ID, keygen_csr, octet_string
 
 ROOT = Path(__file__).resolve().parent.parent
 PKCS8_TYPE = "application/pkcs8"
 SGK = "application/pkcs7-mime; smime-type=server-generated-key"
-SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 LABELS = ["", "iot-fleet"]  # the unlabeled path and a demo label, neither with serverkeygen_deliveries set
 LABEL_IDS = ["unlabeled", "iot-fleet"]
 
@@ -66,10 +65,6 @@ def pool(srv: Server) -> tuple[str, str]:
     """One many-use OTP for the tests that are not about OTPs."""
     entity = unique("stock")
     return entity, srv.otp(entity, "--uses", "1000")
-
-
-def _spki(public_key) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, SPKI)
 
 
 def _openssl(*args: str, cwd: Path) -> str:
@@ -121,7 +116,7 @@ def test_bouncy_castle_serverkeygen_without_a_kek_on_the_stock_deployment(srv: S
     assert "key 1.2.840.10045.2.1" in out
     key = serialization.load_der_private_key((tmp_path / "key.der").read_bytes(), None)
     cert = x509.load_der_x509_certificate((tmp_path / "cert.der").read_bytes())
-    assert _spki(key.public_key()) == _spki(cert.public_key())
+    assert spki(key.public_key()) == spki(cert.public_key())
 
 
 def test_csr_key_is_an_opt_in_that_kipukas_client_asks_for_by_name(srv: Server, pool):
@@ -143,7 +138,7 @@ def test_csr_key_is_an_opt_in_that_kipukas_client_asks_for_by_name(srv: Server, 
         encrypted = c.serverkeygen(CsrSpec.for_names(generate_key(), f"{entity}.example.com"), delivery=CSR_KEY)
         assert encrypted.encrypted and encrypted.signed and encrypted.key_media_type == SGK
     for result in (plain, encrypted):
-        assert _spki(result.private_key.public_key()) == _spki(result.certificate.public_key())
+        assert spki(result.private_key.public_key()) == spki(result.certificate.public_key())
 
 
 def _asking_for_csr_key(cn: str) -> tuple[object, bytes]:
@@ -170,7 +165,7 @@ def test_serverkeygen_ignores_the_csr_key_and_signature_unless_it_encrypts_to_th
         parts = _serverkeygen(srv, pool, "", der)
         assert [t for t, _ in parts] == [PKCS8_TYPE, CERTS_ONLY]
         made = serialization.load_der_private_key(parts[0][1], None)
-        assert _spki(made.public_key()) == _spki(certs_in_der(parts[1][1])[0].public_key())
+        assert spki(made.public_key()) == spki(certs_in_der(parts[1][1])[0].public_key())
     _, asked = _asking_for_csr_key(f"{entity}.example.com")
     r = srv.post("serverkeygen", b64(_bad_signature(asked)), label="corp-devices", auth=pool)
     assert r.status_code == 400 and "signature does not verify" in r.text
