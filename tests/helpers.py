@@ -203,6 +203,21 @@ def certs_in_der(der: bytes) -> list[x509.Certificate]:
     return certs
 
 
+def ordered_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The CA certificates of a certs-only set in chain order (issuing CA first, root last), by name.
+
+    A PKCS#7 certificate set has no order, and DER sorts it by encoding: tests that mean
+    "the issuing CA" find it by who issued whom, never by position in the set.
+    """
+    issuers = {c.issuer for c in certs if c.issuer != c.subject}
+    (first,) = [c for c in certs if c.subject not in issuers]  # the one that signed none of the others
+    chain = [first]
+    while chain[-1].issuer != chain[-1].subject:
+        chain.append(next(c for c in certs if c.subject == chain[-1].issuer))
+    assert len(chain) == len(certs), "the set is not one chain"
+    return chain
+
+
 def spki(public_key) -> bytes:
     """The DER SubjectPublicKeyInfo of a key: compares keys of any type."""
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
