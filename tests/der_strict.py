@@ -11,6 +11,7 @@ own specification where the caller gives one).
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
@@ -75,3 +76,17 @@ def certs_only(der: bytes, what: str = "certs-only") -> list[x509.Certificate]:
     assert str(sd["encapContentInfo"]["eContentType"]) == ID_DATA
     assert not sd["encapContentInfo"]["eContent"].isValue, f"{what}: a certs-only message has no content"
     return signed_data_certificates(sd)
+
+
+def chain_ordered_certs_only(certs: list[x509.Certificate]) -> bytes:
+    """A certs-only PKCS#7 with its certificate set in the given order: BER whenever that is not
+    the DER order. What /cacerts sent before issue #15, and what some other servers send; written
+    by hand because every library sorts the set. Lengths are written in two bytes, which is the
+    minimal form for anything holding a certificate (256 bytes to 64 kB)."""
+    def tlv(tag: int, content: bytes) -> bytes:
+        return bytes([tag, 0x82]) + len(content).to_bytes(2, "big") + content
+
+    id_data, id_signed_data = bytes.fromhex("06092a864886f70d010701"), bytes.fromhex("06092a864886f70d010702")
+    certificates = tlv(0xA0, b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs))
+    signed = tlv(0x30, b"\x02\x01\x01" + b"\x31\x00" + b"\x30\x0b" + id_data + certificates + b"\x31\x00")
+    return tlv(0x30, id_signed_data + tlv(0xA0, signed))

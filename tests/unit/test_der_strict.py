@@ -11,7 +11,7 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
@@ -42,19 +42,6 @@ def _cert(cn: str, issuer: tuple[x509.Certificate, object] | None = None) -> tup
     return cert, key
 
 
-def _chain_ordered_certs_only(certs: list[x509.Certificate]) -> bytes:
-    """A certs-only PKCS#7 with the certificate set in the given order (what /cacerts used to send)."""
-    body = b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
-    n = len(body)
-    certificates = bytes([0xA0, 0x82]) + n.to_bytes(2, "big") + body
-    inner = (b"\x02\x01\x01" + b"\x31\x00" + b"\x30\x0b\x06\x09" + bytes.fromhex("2a864886f70d010701")
-             + certificates + b"\x31\x00")
-    sd = bytes([0x30, 0x82]) + len(inner).to_bytes(2, "big") + inner
-    content = bytes([0xA0, 0x82]) + len(sd).to_bytes(2, "big") + sd
-    ci = b"\x06\x09" + bytes.fromhex("2a864886f70d010702") + content
-    return bytes([0x30, 0x82]) + len(ci).to_bytes(2, "big") + ci
-
-
 def test_pyasn1s_der_decoder_alone_accepts_an_unsorted_set_of_and_a_long_length():
     unsorted = _tlv(0x31, _tlv(0x02, b"\x05") + _tlv(0x02, b"\x03"))
     value, rest = der_decoder.decode(unsorted, asn1Spec=Integers())
@@ -76,7 +63,7 @@ def test_a_chain_ordered_certificate_set_is_ber_and_fails_both_checks():
     root = _cert("root")
     issuing = _cert("an issuing CA with a longer name", root)
     chain = [issuing[0], root[0]]
-    ordered = _chain_ordered_certs_only(chain)
+    ordered = der_strict.chain_ordered_certs_only(chain)
     der = codec.certs_only(chain)
     assert ordered != der  # the chain order is not the DER order here
     with pytest.raises(der_strict.NotDer, match="not DER"):
