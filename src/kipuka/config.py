@@ -84,7 +84,8 @@ class Policy:
     # /serverkeygen (RFC 7030 4.4); on when this or [est] serverkeygen is true
     serverkeygen: bool = False
     serverkeygen_key_types: tuple[str, ...] = ("ec-p256",)  # the first is the default
-    serverkeygen_deliveries: tuple[str, ...] = ("csr-key", "asymmetric", "symmetric")
+    # RFC 7030 4.4.2: application/pkcs8 unless the CSR names a key; "csr-key" is kipuka's opt-in
+    serverkeygen_deliveries: tuple[str, ...] = ("pkcs8", "asymmetric", "symmetric")
     escrow: bool = False
     escrow_cert: Path | None = None
     # /fullcmc (RFC 5272); on when this or [est] fullcmc is true
@@ -219,6 +220,34 @@ class Config:
 
     def label(self, name: str) -> Label | None:
         return self.labels.get(name)
+
+
+@dataclass(frozen=True)
+class ListenOverrides:
+    """`kipuka serve --listen / --admin-listen / --revocation-listen`: addresses that replace
+    [server] listen, [admin] listen and [revocation] listen (None keeps the file's; "" turns the
+    admin or revocation listener off, as in the file). Applied again after every reload."""
+
+    listen: str | None = None
+    admin: str | None = None
+    revocation: str | None = None
+
+    def check(self) -> None:
+        for key, value, may_be_off in (("--listen", self.listen, False), ("--admin-listen", self.admin, True),
+                                       ("--revocation-listen", self.revocation, True)):
+            if value is None or (may_be_off and value == ""):
+                continue
+            if not re.match(r"^.+:\d+$", value):
+                raise ConfigError(key, "expected HOST:PORT" + (' (or "" to disable)' if may_be_off else ""))
+
+    def apply(self, config: "Config") -> "Config":
+        self.check()
+        return replace(
+            config,
+            server=config.server if self.listen is None else replace(config.server, listen=self.listen),
+            admin=config.admin if self.admin is None else replace(config.admin, listen=self.admin),
+            revocation=(config.revocation if self.revocation is None
+                        else replace(config.revocation, listen=self.revocation)))
 
 
 # --- loading -----------------------------------------------------------------

@@ -131,9 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serverkeygen", parents=[common, names], help="certificate with a server-generated key")
     p.add_argument("--out-cert", required=True, metavar="PEM")
     p.add_argument("--out-key", required=True, metavar="PEM", help="where to write the returned key (0600)")
-    p.add_argument("--delivery", choices=(PKCS8, CSR_KEY), default=CSR_KEY,
-                   help="csr-key (default, kipuka's default too): key encrypted to the CSR's throwaway key; "
-                        "pkcs8: key protected by TLS only (labels that allow it, and other EST servers)")
+    p.add_argument("--delivery", choices=(PKCS8, CSR_KEY), default=PKCS8,
+                   help="pkcs8 (default, RFC 7030's): key protected by TLS only; csr-key: key encrypted "
+                        "to the CSR's throwaway key (kipuka's extension, on labels that allow it)")
     p.add_argument("--chain", metavar="PEM")
 
     p = sub.add_parser("renew", parents=[common, names], help="re-enroll --cert when it expires soon (for timers)")

@@ -94,22 +94,25 @@ class Authority:
         return await self.issuance.issue(rt, a.op, who, a.entity, a.auth, a.csr, a.san, otp=a.otp,
                                          pubkey=a.pubkey, credential=a.credential)
 
-    async def authorize(self, rt: LabelRuntime, op: str, csr_der: bytes, who: Requester) -> Authorized:
+    async def authorize(self, rt: LabelRuntime, op: str, csr_der: bytes, who: Requester, *,
+                        proof_of_possession: bool = True) -> Authorized:
         """The checks every enrollment shares (simpleenroll, serverkeygen): the credential, then the CSR.
 
         OTP: lockout, the OTP itself, the CSR against the label policy and the entity's names.
         mTLS: the certificate's dates, the CSR, and that the certificate may enroll here.
-        Whether an OTP still has a use left is checked by `check_otp_usable`.
+        Whether an OTP still has a use left is checked by `check_otp_usable`. Without
+        `proof_of_possession` (serverkeygen, RFC 7030 §4.4.1) the CSR's signature and the
+        policy's key rules are not checked; its key must only be one that loads.
         """
         if who.basic is not None:
-            return await self._authorize_otp(rt, op, csr_der, who)
+            return await self._authorize_otp(rt, op, csr_der, who, proof_of_possession)
         if who.client_cert is None:
             await self.trail.reject(rt, op, who, "", Unauthenticated(
                 "authentication required: HTTP Basic with an OTP, or a client certificate"))
         cert = who.client_cert
         entity = cert.subject.rfc4514_string()
         await self.check_dates(rt, op, who, entity, cert)
-        csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
+        csr, san = await self._valid_csr(rt, op, who, entity, csr_der, proof_of_possession)
         credential = await self.mtls_credential(rt, op, who, entity, cert, csr.subject, san)
         return Authorized(rt, op, entity, "mtls", csr, san, csrcheck.public_key_sha256(csr), credential=credential)
 
@@ -137,8 +140,9 @@ class Authority:
         op = "reenroll"
         cert = who.client_cert
         if cert is None:
-            await self.trail.reject(rt, op, who, who.basic.entity if who.basic else "",
-                               Unauthenticated("re-enrollment requires the current certificate as TLS client certificate"))
+            await self.trail.reject(rt, op, who, who.basic.entity if who.basic else "", Unauthenticated(
+                "re-enrollment needs the current certificate, presented as the TLS client certificate; "
+                "HTTP authentication cannot replace it"))
         entity = cert.subject.rfc4514_string()
         await self.check_dates(rt, op, who, entity, cert)
         if not rt.ca.is_issuer_of(cert):
@@ -186,10 +190,11 @@ class Authority:
 
     # --- OTP ------------------------------------------------------------------------
 
-    async def _authorize_otp(self, rt: LabelRuntime, op: str, csr_der: bytes, who: Requester) -> Authorized:
+    async def _authorize_otp(self, rt: LabelRuntime, op: str, csr_der: bytes, who: Requester,
+                             proof_of_possession: bool) -> Authorized:
         entity = who.basic.entity  # type: ignore[union-attr]
         otp = await self.authenticate_otp(rt, op, who)
-        csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
+        csr, san = await self._valid_csr(rt, op, who, entity, csr_der, proof_of_possession)
         await self.trail.guard(rt, op, who, entity,
                           lambda: csrcheck.check_names_for_entity(csr.subject, san, entity,
                                                                   rt.label.policy.otp_name_rule))
@@ -255,12 +260,16 @@ class Authority:
         exc.audited = True  # type: ignore[attr-defined]  # record_auth_failure wrote the event
         raise exc
 
-    async def _valid_csr(self, rt: LabelRuntime, op: str, who: Requester, entity: str, der: bytes
+    async def _valid_csr(self, rt: LabelRuntime, op: str, who: Requester, entity: str, der: bytes,
+                         proof_of_possession: bool = True
                          ) -> tuple[x509.CertificateSigningRequest, x509.SubjectAlternativeName | None]:
         """Parse, proof of possession, key and name shape: everything that makes a CSR a 400."""
         def check() -> tuple[x509.CertificateSigningRequest, x509.SubjectAlternativeName | None]:
             csr = csrcheck.parse_csr(der)
-            csrcheck.check_proof_of_possession(csr, rt.label.policy)
+            if proof_of_possession:
+                csrcheck.check_proof_of_possession(csr, rt.label.policy)
+            else:
+                csrcheck.csr_public_key(csr)
             check_linking(csr, lambda: who.channel_binding, rt.label.policy, exempt=lambda: self._is_ra(rt, who))
             san = csrcheck.requested_san(csr)
             csrcheck.check_names(csr.subject, san, rt.label.policy)

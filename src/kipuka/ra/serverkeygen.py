@@ -1,11 +1,13 @@
 """Server-side key generation (RFC 7030 4.4): policy, key making, delivery and escrow.
 
-The request is authorized exactly like /simpleenroll (`Authority.authorize`:
-OTP or mTLS, the same label policy and name rules); the CSR gives the subject,
-names and delivery attributes, and its public key only says which key type
-the client would like (when the label allows that type) and, for the csr-key
-delivery, whom to encrypt to. Then, in this order, so that a failure never
-leaves a certificate without its key or a key outside its archive:
+The request is authorized like /simpleenroll (`Authority.authorize`: OTP or
+mTLS, the same label policy and name rules); the CSR gives the subject, names
+and delivery attributes. Its signature and key are ignored (RFC 7030 §4.4.1),
+except that the key's type says which key type the client would like (when the
+label allows that type) and, for kipuka's csr-key delivery, the key is whom to
+encrypt to: then it must meet the label's key rules and the signature must
+verify. Then, in this order, so that a failure never leaves a certificate
+without its key or a key outside its archive:
 
 1. the key is made (off the event loop, or taken from the in-memory pool);
 2. the key part is built: PKCS#8, or EnvelopedData(SignedData(key)) signed by
@@ -40,6 +42,7 @@ from kipuka.config import Config, Label
 from kipuka.ca.base import IssueRequest, Issued, forwards_requests
 from kipuka.errors import Disabled, Forbidden, InternalError
 from kipuka.keydelivery import one_asymmetric_key, server_generated_key_cms
+from kipuka.ra import csr as csrcheck
 from kipuka.ra import delivery as deliveries
 from kipuka.ra.escrow import EscrowTarget
 from kipuka.ra.kek import KekTable
@@ -111,10 +114,16 @@ class ServerKeygen:
             await a.trail.reject(rt, OP, who, entity, Forbidden(
                 "this label holds enrollments for approval; serverkeygen cannot wait for approval "
                 "(the server does not keep generated keys)"))
-        auth = await a.authorize(rt, OP, csr_der, who)
+        # RFC 7030 §4.4.1: the server MUST ignore the CSR's public key values and signature ...
+        auth = await a.authorize(rt, OP, csr_der, who, proof_of_possession=False)
         ask = await a.trail.guard(rt, OP, who, auth.entity, lambda: read_ask(csr_der))
         how = await a.trail.guard(rt, OP, who, auth.entity, lambda: deliveries.choose(
             policy, ask, auth.csr, who.client_cert, self.keks, rt.label.name, auth.entity))
+        if how.kind == deliveries.CSR_KEY:
+            # ... but kipuka's csr-key delivery encrypts to that key: then it must be a key the
+            # policy accepts, held by the requester (the CSR's signature proves it).
+            await a.trail.guard(rt, OP, who, auth.entity,
+                                lambda: csrcheck.check_proof_of_possession(auth.csr, policy))
         if auth.otp is not None:
             await a.check_otp_usable(auth, who, redeliver=False)
         key_type = choose_key_type(policy.serverkeygen_key_types, auth.csr)

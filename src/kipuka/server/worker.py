@@ -20,7 +20,7 @@ from aiohttp import web
 from kipuka.admin.api import AdminApi
 from kipuka.brski.routes import BrskiFrontEnd
 from kipuka.ca.registry import build_ca
-from kipuka.config import Config, TLSConfig, load_config
+from kipuka.config import Config, ListenOverrides, TLSConfig, load_config
 from kipuka.est.app import BODY_TIMEOUT, EstFrontEnd
 from kipuka.publish.app import PublishFrontEnd
 from kipuka.ra.authority import Authority
@@ -56,10 +56,11 @@ def listen_socket(listen: str) -> socket.socket:
 
 
 class Worker:
-    def __init__(self, config_path: Path, listen: str | None) -> None:
+    def __init__(self, config_path: Path, overrides: ListenOverrides | None = None) -> None:
         self.config_path = config_path
-        self.config = load_config(config_path)
-        self.listen = listen or self.config.server.listen
+        self.overrides = overrides or ListenOverrides()
+        self.config = self.overrides.apply(load_config(config_path))
+        self.listen = self.config.server.listen
         store = Store(self.config.database.url)
         store.defer_checkpoints()  # background.py checkpoints every second instead
         self.store = AsyncStore(store)
@@ -110,7 +111,7 @@ class Worker:
             self._swap(config, authority)
 
     def _build(self) -> tuple[Config, Authority]:
-        config = load_config(self.config_path)
+        config = self.overrides.apply(load_config(self.config_path))
         return config, build_authority(config, self.store)
 
     def _swap(self, config: Config, authority: Authority) -> None:
@@ -242,8 +243,8 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
     response.headers["Server"] = "kipuka"
 
 
-def run_worker(config_path: Path, listen: str | None) -> None:
-    worker = Worker(config_path, listen)
+def run_worker(config_path: Path, overrides: ListenOverrides | None = None) -> None:
+    worker = Worker(config_path, overrides)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
