@@ -22,6 +22,8 @@ AREAS = [  # first match wins; matched against the file of the innermost (own-ti
     ("kipuka", ("kipuka/",)),
     ("SQLAlchemy", ("sqlalchemy/",)),
     ("sqlite3 driver", ("sqlite3/",)),
+    ("psycopg (PostgreSQL driver)", ("psycopg/", "psycopg_pool/", "psycopg_binary/")),
+    ("python-pkcs11", ("pkcs11/",)),
     ("cryptography (x509, ECDSA)", ("cryptography/",)),
     ("aiohttp", ("aiohttp/",)),
     ("multidict/yarl", ("multidict/", "yarl/")),

@@ -58,5 +58,5 @@ KIPUKA_TEST_DATABASE="$pg_url" .venv/bin/python -m pytest -q "${parallel[@]}" \
     tests/test_smoke.py tests/test_wire.py tests/test_otp.py tests/test_mtls.py tests/test_csr_policy.py \
     tests/test_approval.py tests/test_admin_api.py tests/test_revocation.py tests/test_audit_chain.py \
     tests/test_concurrency.py tests/test_crash_recovery.py tests/test_reference_page.py tests/test_migrations.py \
-    tests/test_dogtag.py tests/console tests/fuzz/test_ratelimit.py \
+    tests/test_dogtag.py tests/console tests/fuzz/test_ratelimit.py tests/unit/test_issuance_sql.py tests/test_brski.py \
     $(ls tests/test_serverkeygen*.py tests/test_fullcmc*.py tests/test_upstream_est.py 2>/dev/null)

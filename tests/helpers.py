@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
+from tests import der_strict
+
 KIPUKA = [sys.executable, "-m", "kipuka"]
 PKCS10 = {"Content-Type": "application/pkcs10"}
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
@@ -81,7 +83,7 @@ class Server:
         if not path.exists():
             r = requests.get(self.url("cacerts"), verify=False, timeout=10)
             r.raise_for_status()
-            certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(r.content))
+            certs = certs_from(r)
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # atomic: threads read it at once
             tmp.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
             tmp.replace(path)
@@ -182,9 +184,43 @@ def b64(der: bytes, width: int = 64) -> bytes:
 
 
 def certs_from(response: requests.Response) -> list[x509.Certificate]:
+    """The certificates of a 200 certs-only response, after checking that its PKCS#7 is DER."""
     assert response.status_code == 200, (response.status_code, response.text)
     assert response.headers["Content-Type"] == CERTS_ONLY
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(response.content))
+    return certs_in_body(response.content)
+
+
+def certs_in_body(body: bytes) -> list[x509.Certificate]:
+    """The certificates of a base64 certs-only body, after checking that its PKCS#7 is DER."""
+    return certs_in_der(base64.b64decode(body))
+
+
+def certs_in_der(der: bytes) -> list[x509.Certificate]:
+    """The certificates of a DER certs-only PKCS#7, checked to be DER (an unsorted SET OF fails)."""
+    strict = der_strict.certs_only(der)
+    certs = pkcs7.load_der_pkcs7_certificates(der)  # and cryptography reads it without its BER warning
+    assert certs == strict
+    return certs
+
+
+def ordered_chain(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The CA certificates of a certs-only set in chain order (issuing CA first, root last), by name.
+
+    A PKCS#7 certificate set has no order, and DER sorts it by encoding: tests that mean
+    "the issuing CA" find it by who issued whom, never by position in the set.
+    """
+    issuers = {c.issuer for c in certs if c.issuer != c.subject}
+    (first,) = [c for c in certs if c.subject not in issuers]  # the one that signed none of the others
+    chain = [first]
+    while chain[-1].issuer != chain[-1].subject:
+        chain.append(next(c for c in certs if c.subject == chain[-1].issuer))
+    assert len(chain) == len(certs), "the set is not one chain"
+    return chain
+
+
+def spki(public_key) -> bytes:
+    """The DER SubjectPublicKeyInfo of a key: compares keys of any type."""
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def unique(prefix: str = "device") -> str:

@@ -7,16 +7,14 @@ server recorded (`kipuka certs list --entity ... --json`).
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.helpers import CERTS_ONLY, Server, b64, make_csr, unique
+from tests.helpers import CERTS_ONLY, Server, b64, certs_in_body, make_csr, unique
 
 
 def fire(server: Server, bodies: list[bytes], auth: tuple[str, str]) -> list[requests.Response | Exception]:
@@ -48,7 +46,7 @@ def recorded(server: Server, entity: str) -> list[dict]:
 
 def cert_of(response: requests.Response) -> x509.Certificate:
     assert response.headers["Content-Type"] == CERTS_ONLY, response.headers
-    certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(response.content))
+    certs = certs_in_body(response.content)
     assert len(certs) == 1
     return certs[0]
 

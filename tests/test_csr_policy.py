@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.helpers import b64, certs_from, make_csr, new_key, unique
+from tests.helpers import b64, certs_from, certs_in_body, make_csr, new_key, unique
 
 
 def _enroll(server, der: bytes, label: str | None = None, entity: str | None = None):
@@ -187,10 +187,8 @@ def test_issued_certificate_is_recorded_with_its_facts(server):
 
 
 def test_cacerts_returns_issuing_ca_and_root(server):
-    import base64
-    from cryptography.hazmat.primitives.serialization import pkcs7
     for label, ca_id in ((None, "default"), ("iot-fleet", "iot-fleet")):
-        certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(server.get("cacerts", label=label).content))
+        certs = certs_in_body(server.get("cacerts", label=label).content)
         root = x509.load_pem_x509_certificate((server.dir / "ca" / "root.pem").read_bytes())
         assert set(certs) == {_ca(server, ca_id), root}
 

@@ -24,7 +24,6 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from kipuka import keydelivery as kd
 from kipuka.ca.base import IssuancePending, IssuanceRejected, IssueRequest
@@ -34,7 +33,8 @@ from kipuka.cmc import CmsSigner, PKIDataBuilder, parse_pki_response, sign_pki_d
 from kipuka.config import CAConfig, ConfigError
 from kipuka.errors import InternalError, NotFound, NotImplementedYet, Unavailable
 from tests.dogtag_server import DogtagTestServer
-from tests.helpers import CERTS_ONLY, admin_call, admin_token, b64, certs_from, make_csr, make_server, unique
+from tests.helpers import (CERTS_ONLY, admin_call, admin_token, b64, certs_from, certs_in_body, certs_in_der, make_csr,
+                           make_server, unique)
 
 SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 DER = serialization.Encoding.DER
@@ -413,7 +413,7 @@ def enroll(srv, label: str, key=None, entity: str | None = None, otp: str | None
 
 def test_simpleenroll_is_forwarded_to_dogtag(kipuka, dogtag):
     cacerts = requests.get(kipuka.url("cacerts", "dt"), verify=kipuka.ca_bundle, timeout=10)
-    chain = pkcs7.load_der_pkcs7_certificates(base64.b64decode(cacerts.content))
+    chain = certs_in_body(cacerts.content)
     assert dogtag.state.ca_cert in chain
     r, (_, _, key) = enroll(kipuka, "dt")
     cert = certs_from(r)[0]
@@ -465,7 +465,7 @@ def test_serverkeygen_key_comes_from_dogtags_kra(kipuka, dogtag):
     r = kipuka.post("serverkeygen", b64(der), label="dt-keygen", auth=(entity, otp))
     assert r.status_code == 200, r.text
     parts = dict(kd.parse_multipart_mixed(r.headers["Content-Type"], r.content))
-    cert = pkcs7.load_der_pkcs7_certificates(parts[CERTS_ONLY])[0]
+    cert = certs_in_der(parts[CERTS_ONLY])[0]
     key = serialization.load_der_private_key(parts["application/pkcs8"], None)
     assert key.public_key() == cert.public_key()
     archived = agent(dogtag, "GET", "/kra/rest/agent/keys").json()["entries"]

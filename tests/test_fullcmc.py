@@ -28,6 +28,7 @@ from kipuka import cmc
 from kipuka.client import EstClient
 from kipuka.cmc import CMCFailInfo, CMCStatus, CmsSigner, der, oids
 from kipuka.config import ConfigError, load_config
+from tests import der_strict
 from tests.helpers import (admin_call, admin_token, b64, enroll_identity, make_server, make_test_ca, new_key,
                            public_url, run_cli, sign_certificate, unique, write_identity)
 
@@ -144,6 +145,7 @@ def answer(env: Env, r: requests.Response, status: int = 200, *openssl_extra: st
     lines = r.content.split(b"\n")
     assert lines[-1] == b"" and all(len(line) <= 64 for line in lines) and b"\r" not in r.content
     resp_der = base64.b64decode(r.content)
+    der_strict.assert_der_signed_data(resp_der, "Full PKI Response")  # DER down to the PKIResponse
     p = openssl_verify(env, resp_der, *openssl_extra)
     assert p.returncode == 0, p.stderr.decode()
     parsed = cmc.parse_pki_response(resp_der)

@@ -3,7 +3,6 @@ exhaustion (503 + Retry-After), a token that goes away (500) and comes back (no 
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import threading
 import time
@@ -13,10 +12,9 @@ from pathlib import Path
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.helpers import (KIPUKA, admin_call, admin_token, b64, certs_from, enroll_identity, make_csr,
-                           public_url, run_cli, unique)
+from tests.helpers import (KIPUKA, admin_call, admin_token, b64, certs_from, certs_in_body, enroll_identity, make_csr,
+                           ordered_chain, public_url, run_cli, unique)
 from tests.softhsm import PIN_ENV, softhsm  # noqa: F401  (fixture)
 
 HSM_LABEL = "iot-fleet"
@@ -31,7 +29,7 @@ def hsm_server(fresh_server, softhsm, **kwargs):  # noqa: F811
 def chain_of(server, label: str) -> list[x509.Certificate]:
     r = server.get("cacerts", label=label)
     assert r.status_code == 200, r.text
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(r.content))
+    return ordered_chain(certs_in_body(r.content))
 
 
 def openssl_verify(tmp: Path, leaf: x509.Certificate, chain: list[x509.Certificate]) -> None:

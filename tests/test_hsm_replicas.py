@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import queue
 import threading
 import time
@@ -14,7 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kipuka.ca.setup import make_issuing
-from tests.helpers import admin_call, admin_token, b64, certs_from, db_execute, make_csr, make_server, new_key, unique
+from tests.helpers import (admin_call, admin_token, b64, certs_from, certs_in_body, db_execute, make_csr, make_server,
+                           new_key, unique)
 from tests.softhsm import PIN_ENV, softhsm  # noqa: F401  (fixture)
 
 LABEL = "pooled"
@@ -174,5 +174,4 @@ def test_replica_killed_during_1000_enrollments(tmp_path, softhsm):  # noqa: F81
 
 
 def _leaf_der(body: bytes) -> bytes:
-    from cryptography.hazmat.primitives.serialization import pkcs7
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))[0].public_bytes(serialization.Encoding.DER)
+    return certs_in_body(body)[0].public_bytes(serialization.Encoding.DER)

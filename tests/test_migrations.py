@@ -6,9 +6,14 @@ from pathlib import Path
 from sqlalchemy import inspect
 
 from kipuka.store import Store
-from kipuka.store.migrations import LATEST
+from kipuka.store.migrations import LATEST, MIGRATIONS
 
 V1_DUMP = Path(__file__).parent / "fixtures" / "schema-v1.sql"
+
+
+def steps_after(version: int) -> list[int]:
+    """The step numbers an upgrade from `version` runs (numbers may jump: branches reserve them)."""
+    return [number for number, _, _ in MIGRATIONS if number > version]
 
 
 def test_a_version_1_database_upgrades_to_the_latest_and_keeps_its_rows(tmp_path):
@@ -18,7 +23,7 @@ def test_a_version_1_database_upgrades_to_the_latest_and_keeps_its_rows(tmp_path
         before = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("certificates", "otps", "audit")}
     store = Store(f"sqlite:///{db}")
     assert store.schema_version() == 1
-    assert store.migrate() == list(range(2, LATEST + 1))
+    assert store.migrate() == steps_after(1)
     assert store.schema_version() == LATEST
     assert store.migrate() == []
     with sqlite3.connect(db) as conn:
@@ -62,9 +67,25 @@ def test_a_version_3_database_gains_the_remote_ca_request_id_and_keeps_its_pendi
                      "'pending', '', '2026-01-01 00:00:00', '2036-01-01 00:00:00')")
         conn.execute("UPDATE schema_version SET version = 3")
     old = Store(f"sqlite:///{db}")
-    assert old.migrate() == list(range(4, LATEST + 1))
+    assert old.migrate() == steps_after(3)
     [row] = old.pending_requests()
     assert row.subject == "CN=dev" and row.ca_ref is None
+    assert old.migrate() == []
+
+
+def test_a_version_5_database_gains_the_brski_tables_and_keeps_its_rows(tmp_path):
+    """v7 adds the BRSKI tables (pledges, LDevID links, ownership rules) beside existing data."""
+    db = tmp_path / "v5.db"
+    store = Store(f"sqlite:///{db}")
+    store.migrate()
+    store.close()
+    with sqlite3.connect(db) as conn:
+        for table in ("brski_pledges", "brski_ldevids", "brski_ownership"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("UPDATE schema_version SET version = 5")
+    old = Store(f"sqlite:///{db}")
+    assert old.migrate() == steps_after(5)
+    assert old.brski_rules() == []
     assert old.migrate() == []
 
 
@@ -109,7 +130,7 @@ def test_postgresql_upgrades_from_version_1_to_the_latest_schema():
                 conn.execute(text(f"ALTER TABLE audit DROP COLUMN {column}"))
             conn.execute(text("UPDATE schema_version SET version = 1"))
         assert old.schema_version() == 1
-        assert old.migrate() == list(range(2, LATEST + 1))
+        assert old.migrate() == steps_after(1)
         new = Store(new_url)
         assert new.migrate() == [LATEST]
 
@@ -150,7 +171,7 @@ def test_postgresql_audit_keeps_an_admin_name_longer_than_16_characters():
             from sqlalchemy import text
             conn.execute(text("ALTER TABLE audit ALTER COLUMN auth TYPE VARCHAR(16)"))
             conn.execute(text("UPDATE schema_version SET version = 4"))
-        assert store.migrate() == [5]
+        assert store.migrate() == steps_after(4)
         actor = "cert:CN=admin-ops.example.com"
         store.add_audit(AuditEvent(event="otp.create", outcome="success", auth=actor,
                                    at=dt.datetime.now(dt.timezone.utc)))

@@ -53,6 +53,7 @@ def test_expired_client_certificate_is_401_with_reason(server, tmp_path):
     assert r.status_code == 401 and "expired" in r.text
     r = server.post("simplereenroll", _csr_from_cert(cert, key), cert=(crt, k))
     assert r.status_code == 401 and "expired" in r.text
+    assert "WWW-Authenticate" not in r.headers  # a certificate-only operation: no Basic challenge
 
 
 def test_not_yet_valid_client_certificate_is_401(server, tmp_path):
@@ -135,12 +136,17 @@ def test_reenroll_with_a_new_key_rekeys(server, tmp_path):
     assert renewed.public_key() == new.public_key()
 
 
-def test_reenroll_without_client_certificate_is_401(server):
+def test_reenroll_without_client_certificate_is_401_without_a_basic_challenge(server):
+    """Only the current certificate, as TLS client certificate, can authenticate a re-enrollment:
+    a `WWW-Authenticate: Basic` challenge would invite credentials that can never succeed."""
     entity = unique()
     otp = server.otp(entity)
-    r = server.post("simplereenroll", b64(make_csr(f"{entity}.example.com")[1]), auth=(entity, otp))
-    assert r.status_code == 401 and "client certificate" in r.text
-    assert r.headers["WWW-Authenticate"] == 'Basic realm="est"'
+    csr = b64(make_csr(f"{entity}.example.com")[1])
+    for auth in (None, (entity, otp)):  # no credentials at all, and Basic credentials
+        r = server.post("simplereenroll", csr, auth=auth)
+        assert r.status_code == 401 and r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert "WWW-Authenticate" not in r.headers
+        assert "current certificate" in r.text and "TLS client certificate" in r.text
 
 
 def test_reenroll_with_another_subject_is_403(server, tmp_path):

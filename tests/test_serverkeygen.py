@@ -35,7 +35,8 @@ from pyasn1.type import univ
 from pyasn1_modules import rfc2986, rfc5280, rfc5652, rfc5751
 
 from kipuka import keydelivery as kd
-from tests.helpers import CERTS_ONLY, Server, b64, certs_from, make_server, new_key, unique, write_identity
+from tests.helpers import (CERTS_ONLY, Server, b64, certs_from, certs_in_der, make_server, new_key, unique,
+                           write_identity)
 
 pytestmark = pytest.mark.skipif(not (shutil.which("openssl") and shutil.which("curl")),
                                 reason="needs the openssl and curl CLIs")
@@ -185,6 +186,9 @@ def split(response: requests.Response) -> dict[str, bytes]:
         payloads.append((part.get_content_type(), part.get_payload(decode=True)))
     strict = kd.parse_multipart_mixed(ctype, body)  # the exact shape strict clients need, too
     assert [(t.split(";")[0], b) for t, b in strict] == payloads
+    # RFC 7030 Appendix A.4: the key part first, then the certificate (some clients take part 1 as the key)
+    assert [t for t, _ in strict][1:] == [CERTS_ONLY], [t for t, _ in strict]
+    certs_in_der(strict[1][1])  # the certs-only PKCS#7 is DER
     parts = dict(strict)
     return parts
 
@@ -283,7 +287,7 @@ def test_reference_page_example_csr_key_delivery_opened_with_openssl(srv: Server
     fake.status_code, fake._content = 200, body
     fake.headers["Content-Type"], fake.headers["Content-Length"] = ctype, str(length)
     parts = split(fake)
-    assert list(parts) == [CERTS_ONLY, SGK]
+    assert list(parts) == [SGK, CERTS_ONLY]
     certificate_of(parts, tmp_path)
     key_der = open_cms_with_openssl(srv, parts, tmp_path, "-inkey", "throwaway.key")
     assert_key_matches_certificate(tmp_path, key_der)
@@ -323,8 +327,7 @@ def test_csr_key_type_not_offered_falls_back_to_the_labels_first_type(srv: Serve
 
 
 def _cert_der(parts: dict[str, bytes]) -> bytes:
-    from cryptography.hazmat.primitives.serialization import pkcs7
-    (cert,) = pkcs7.load_der_pkcs7_certificates(parts[CERTS_ONLY])
+    (cert,) = certs_in_der(parts[CERTS_ONLY])
     return cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -395,7 +398,7 @@ def test_pkcs8_delivery_on_a_label_that_lists_only_pkcs8(srv: Server, pool, tmp_
     entity, otp = pool
     _, der = keygen_csr(f"{entity}.example.com")
     parts = split(post(srv, der, label="keygen-pkcs8", auth=(entity, otp)))
-    assert list(parts) == [CERTS_ONLY, "application/pkcs8"]
+    assert list(parts) == ["application/pkcs8", CERTS_ONLY]
     certificate_of(parts, tmp_path)
     (tmp_path / "key.der").write_bytes(parts["application/pkcs8"])
     assert_key_matches_certificate(tmp_path, tmp_path / "key.der")

@@ -22,13 +22,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from kipuka import keydelivery as kd
-from tests.helpers import Server, b64, certs_from, new_key, unique, write_identity
+from tests.helpers import Server, b64, certs_from, certs_in_der, new_key, spki, unique, write_identity
 from tests.test_serverkeygen import (ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, KEK, KEK_ID, SGK, keygen_csr,
                                      keygen_server, octet_string, post, split)
 from tests.interop.jvm import compile_or_skip
 from tests.unit.test_keydelivery import JAVA_SOURCE
 
-SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
 EST_CLIENT = r"""
 import java.io.*;
@@ -47,7 +46,7 @@ import org.bouncycastle.operator.jcajce.JcaContentSignerBuilder;
 import org.bouncycastle.pkcs.PKCS10CertificationRequest;
 import org.bouncycastle.pkcs.jcajce.JcaPKCS10CertificationRequestBuilder;
 
-/** HOST:PORT LABEL CA-PEM USER OTP CN OUT-KEY OUT-CERT MODE: /serverkeygen with BC's EST client.
+/** HOST:PORT LABEL CA-PEM USER OTP CN OUT-KEY OUT-CERT MODE: /serverkeygen with BC's EST client, no KEK.
  *  MODE "preemptive": Basic credentials on the request (an ESTAuth that sets the header);
  *  "challenge": BC's own JcaHttpAuthBuilder, which answers the 401 challenge. */
 public class BcServerKeygen {
@@ -58,7 +57,7 @@ public class BcServerKeygen {
                 .generateCertificates(new FileInputStream(a[2])))
             anchors.add(new TrustAnchor((X509Certificate) c, null));
         JsseESTServiceBuilder builder = new JsseESTServiceBuilder(a[0], JcaJceUtils.getCertPathTrustManager(anchors, null));
-        builder.withLabel(a[1]);
+        if (!a[1].isEmpty()) builder.withLabel(a[1]);  // "": the unlabeled path
         ESTService est = builder.build();
         KeyPairGenerator kpg = KeyPairGenerator.getInstance("EC", "BC");
         kpg.initialize(new ECGenParameterSpec("P-256"));
@@ -105,10 +104,6 @@ def pool(srv: Server) -> tuple[str, str]:
     return entity, srv.otp(entity, "--uses", "100")
 
 
-def _spki(public_key) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, SPKI)
-
-
 def _bc_est_client(srv: Server, pool, java, tmp_path: Path, mode: str) -> None:
     entity, otp = pool
     out = java("BcServerKeygen", f"localhost:{srv.port}", "keygen-pkcs8", srv.ca_bundle, entity, otp,
@@ -116,7 +111,7 @@ def _bc_est_client(srv: Server, pool, java, tmp_path: Path, mode: str) -> None:
     assert "key 1.2.840.10045.2.1" in out
     key = serialization.load_der_private_key((tmp_path / "key.der").read_bytes(), None)
     cert = x509.load_der_x509_certificate((tmp_path / "cert.der").read_bytes())
-    assert _spki(key.public_key()) == _spki(cert.public_key())
+    assert spki(key.public_key()) == spki(cert.public_key())
     assert cert.subject.rfc4514_string() == f"CN={entity}.example.com"
 
 
@@ -130,15 +125,13 @@ def test_bouncy_castle_est_client_with_its_challenge_driven_basic_auth(srv: Serv
 
 def _bc_open(java, parts: dict[str, bytes], alg: str, key: str, tmp_path: Path) -> None:
     """CMSEnvelopedData decrypts, CMSSignedData verifies; the key inside matches the certificate part."""
-    from cryptography.hazmat.primitives.serialization import pkcs7
-
     (tmp_path / "sgk.der").write_bytes(parts[SGK])
     out = java("KdCheck", "open", alg, str(tmp_path / "sgk.der"), key, str(tmp_path / "pkg.der"))
     assert "encryptedContentType 1.2.840.113549.1.7.2" in out and "verified 1" in out
     assert "eContentType 2.16.840.1.101.2.1.2.78.5" in out
     (key_der,) = kd.read_asymmetric_key_package((tmp_path / "pkg.der").read_bytes())
-    (cert,) = pkcs7.load_der_pkcs7_certificates(parts["application/pkcs7-mime; smime-type=certs-only"])
-    assert _spki(kd.load_private_key(key_der).public_key()) == _spki(cert.public_key())
+    (cert,) = certs_in_der(parts["application/pkcs7-mime; smime-type=certs-only"])
+    assert spki(kd.load_private_key(key_der).public_key()) == spki(cert.public_key())
 
 
 def test_bouncy_castle_opens_the_csr_key_form(srv: Server, pool, java, tmp_path: Path):

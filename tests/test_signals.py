@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.helpers import CERTS_ONLY, Server, b64, certs_from, edit_config, make_csr, unique
+from tests.helpers import CERTS_ONLY, Server, b64, certs_from, certs_in_body, edit_config, make_csr, unique
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -251,7 +250,7 @@ def load_loop(srv: Server, entity: str, otp: str, stop: threading.Event, log: li
             if resp.status == 200:
                 try:
                     assert resp.getheader("Content-Type") == CERTS_ONLY
-                    pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
+                    certs_in_body(body)
                 except Exception:  # noqa: BLE001
                     complete = False
             entry = (t_sent, resp.status, complete)
@@ -333,7 +332,7 @@ def test_sigterm_lets_a_request_still_uploading_its_body_finish(fresh_server, wo
         status, headers, body = slow.finish(timeout=5)
         assert status == 200, (status, body[:200])
         assert headers["content-type"] == CERTS_ONLY
-        cert = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))[0]
+        cert = certs_in_body(body)[0]
         assert cert.public_key() == slow.key.public_key()
         assert srv.proc.wait(timeout=10) == 0, srv.log.read_text()[-2000:]
         assert time.monotonic() - t_sig < 5

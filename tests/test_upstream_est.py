@@ -8,7 +8,6 @@ port where nothing listens, or at both as a replica pool.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import shutil
 import signal
@@ -23,9 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.helpers import (Server, admin_call, admin_token, b64, certs_from, db_execute, edit_config, free_port,
-                           fresh_database_url, make_csr, make_server, make_test_ca, new_key, sign_certificate,
-                           unique, write_identity)
+from tests.helpers import (Server, admin_call, admin_token, b64, certs_from, certs_in_body, db_execute, edit_config,
+                           free_port, fresh_database_url, make_csr, make_server, make_test_ca, new_key, ordered_chain,
+                           sign_certificate, unique, write_identity)
 
 CMC_RA = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.28")
 
@@ -88,7 +87,7 @@ ca = "dead-end"
     if (database := fresh_database_url()) is not None:  # PostgreSQL runs of the suite
         edit_config(twin.config, {r'^url = "postgres[^"]*"': f'url = "{database}"'})
     up.start()
-    up_chain = [c for c in x509.load_pem_x509_certificates(Path(up.ca_bundle).read_bytes())]
+    up_chain = ordered_chain(x509.load_pem_x509_certificates(Path(up.ca_bundle).read_bytes()))
     (root / "upstream-chain.pem").write_bytes(_pem(up_chain))
 
     # Basic credentials of the RA at the upstream: an OTP of many uses, from a file.
@@ -128,7 +127,8 @@ ca = "dead-end"
         ("down", "up-down"), ("pool", "up-pool"), ("revoking", "up-cmc"), ("failover", "up-failover"),
         ("hung", "up-hung"), ("hung-pool", "up-hung-pool")])
     ra_labels += '\n[labels.held-twice]\nca = "up-held"\nrequire_approval = true\n'
-    ra = make_server(root, append=ra_cas + ra_labels + '\n[labels.keygen]\nca = "up"\nserverkeygen = true\n')
+    ra = make_server(root, append=ra_cas + ra_labels + '\n[labels.keygen]\nca = "up"\nserverkeygen = true\n'
+                   'serverkeygen_deliveries = ["csr-key", "asymmetric", "symmetric"]\n')
     # Devices holding upstream-issued certificates re-enroll at the RA over mTLS.
     with open(ra.dir / "tls" / "client-ca.pem", "ab") as fh:
         fh.write(_pem(up_chain))
@@ -151,8 +151,7 @@ def _enroll_at_ra(ra, label: str, key=None, entity: str | None = None):
 
 def _upstream_certs(r) -> list[x509.Certificate]:
     assert r.status_code == 200, r.text
-    from cryptography.hazmat.primitives.serialization import pkcs7
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(r.content))
+    return certs_in_body(r.content)
 
 
 # --- enrollment through the RA ------------------------------------------------------------
@@ -192,9 +191,10 @@ def test_curl_enrolls_at_the_ra_and_gets_a_certificate_from_the_upstream_ca(chai
 def test_ra_cacerts_is_the_upstreams_cacerts(chain):
     ra, up = chain.ra, chain.up
     mine, theirs = ra.get("cacerts", label="via"), up.get("cacerts")
-    assert _upstream_certs(mine) == _upstream_certs(theirs) == chain.up_chain
+    assert _upstream_certs(mine) == _upstream_certs(theirs)  # the same bytes, in the same (DER) order
+    assert ordered_chain(_upstream_certs(mine)) == chain.up_chain
     # The RA's own labels keep their own CA.
-    assert _upstream_certs(ra.get("cacerts"))[0] != chain.up_chain[0]
+    assert ordered_chain(_upstream_certs(ra.get("cacerts")))[0] != chain.up_chain[0]
 
 
 def test_reenroll_at_the_ra_with_an_upstream_certificate(chain, tmp_path):

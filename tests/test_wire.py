@@ -187,7 +187,9 @@ def test_unknown_operation_is_404(server):
 
 def test_wrong_method_is_405_with_allow(server):
     r = server.post("cacerts", b"")
-    assert r.status_code == 405 and r.headers["Allow"] == "GET"
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+    r = requests.put(server.url("simpleenroll"), data=b"", verify=server.ca_bundle, timeout=10)
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
 
 
 def test_serverkeygen_while_off_is_a_plain_404(server):

@@ -85,7 +85,8 @@ class Policy:
     # /serverkeygen (RFC 7030 4.4); on when this or [est] serverkeygen is true
     serverkeygen: bool = False
     serverkeygen_key_types: tuple[str, ...] = ("ec-p256",)  # the first is the default
-    serverkeygen_deliveries: tuple[str, ...] = ("csr-key", "asymmetric", "symmetric")
+    # RFC 7030 4.4.2: application/pkcs8 unless the CSR names a key; "csr-key" is kipuka's opt-in
+    serverkeygen_deliveries: tuple[str, ...] = ("pkcs8", "asymmetric", "symmetric")
     escrow: bool = False
     escrow_cert: Path | None = None
     # /fullcmc (RFC 5272); on when this or [est] fullcmc is true
@@ -216,9 +217,38 @@ class Config:
     revocation: RevocationConfig = RevocationConfig()
     audit: AuditConfig = AuditConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
+    brski: Any = None  # kipuka.brski.settings.BrskiConfig when [brski] is present (BRSKI registrar, RFC 8995)
 
     def label(self, name: str) -> Label | None:
         return self.labels.get(name)
+
+
+@dataclass(frozen=True)
+class ListenOverrides:
+    """`kipuka serve --listen / --admin-listen / --revocation-listen`: addresses that replace
+    [server] listen, [admin] listen and [revocation] listen (None keeps the file's; "" turns the
+    admin or revocation listener off, as in the file). Applied again after every reload."""
+
+    listen: str | None = None
+    admin: str | None = None
+    revocation: str | None = None
+
+    def check(self) -> None:
+        for key, value, may_be_off in (("--listen", self.listen, False), ("--admin-listen", self.admin, True),
+                                       ("--revocation-listen", self.revocation, True)):
+            if value is None or (may_be_off and value == ""):
+                continue
+            if not re.match(r"^.+:\d+$", value):
+                raise ConfigError(key, "expected HOST:PORT" + (' (or "" to disable)' if may_be_off else ""))
+
+    def apply(self, config: "Config") -> "Config":
+        self.check()
+        return replace(
+            config,
+            server=config.server if self.listen is None else replace(config.server, listen=self.listen),
+            admin=config.admin if self.admin is None else replace(config.admin, listen=self.admin),
+            revocation=(config.revocation if self.revocation is None
+                        else replace(config.revocation, listen=self.revocation)))
 
 
 # --- loading -----------------------------------------------------------------
@@ -242,7 +272,7 @@ def load_config(path: str | Path) -> Config:
 def _build(path: Path, data: dict[str, Any]) -> Config:
     base = path.parent
     known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels", "admin", "revocation", "audit",
-                 "ratelimit"}
+                 "ratelimit", "brski"}
     for key in data:
         if key not in known_top:
             raise ConfigError(key, "unknown section")
@@ -319,7 +349,12 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
             raise ConfigError(f"{key}.ca", f"no [ca.{ca_id}] table")
         rest = {k: v for k, v in table.items() if k != "ca"}
         labels[name] = Label(name, ca_id, _policy(rest, key, base, default_policy))
-    return Config(path, server, tls, database, otp, est, cas, labels, admin, revocation, audit, ratelimit=ratelimit)
+    brski = None
+    if "brski" in data:
+        from kipuka.brski.settings import parse_brski  # it builds on this module's helpers
+        brski = parse_brski(data["brski"], base, set(labels))
+    return Config(path, server, tls, database, otp, est, cas, labels, admin, revocation, audit, ratelimit=ratelimit,
+                  brski=brski)
 
 
 def _check_limits(server: ServerConfig) -> None:

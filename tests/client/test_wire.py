@@ -14,6 +14,7 @@ from kipuka.client.client import _split_url, wire_body
 from kipuka.client.files import parse_duration, write_atomic
 from kipuka.client.verify import bootstrap_set, fingerprint, normalise_fingerprint
 from kipuka.client import wire
+from tests import der_strict
 from tests.client.fakes import b64_lines, certs_only
 
 DER = bytes(range(256)) * 3
@@ -183,6 +184,18 @@ def test_certs_only_from_pem_certificates(replay_ca):
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM).replace(b"\n", b"\r\n") for c in replay_ca.chain)
     assert wire.certificates(pem, "t") == replay_ca.chain
     assert wire.certificates(b64_lines(certs_only(replay_ca.chain)), "t")[0] in replay_ca.chain
+
+
+def test_a_certificate_set_out_of_der_order_is_read_without_a_warning(replay_ca):
+    """Other servers (and kipuka before issue #15) send the set in chain order, which is BER unless
+    it happens to be the DER order: the client reads it, and cryptography's warning (an error in
+    this test suite) stays inside the client."""
+    from cryptography.hazmat.primitives import serialization
+    unsorted = sorted(replay_ca.chain, key=lambda c: c.public_bytes(serialization.Encoding.DER), reverse=True)
+    ber = der_strict.chain_ordered_certs_only(unsorted)
+    with pytest.raises(der_strict.NotDer):
+        der_strict.certs_only(ber)
+    assert wire.certificates(b64_lines(ber), "t") == unsorted
 
 
 def test_certificates_fall_back_to_a_ber_reader(replay_ca, monkeypatch):

@@ -7,7 +7,6 @@ the public CRL, an enrollment with a downloaded OTP.
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import re
@@ -16,9 +15,8 @@ import time
 
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.helpers import admin_call, b64, enroll_identity, make_csr, public_url, unique
+from tests.helpers import admin_call, b64, certs_in_body, enroll_identity, make_csr, public_url, unique
 
 CURL_UNTIL_ISSUED = r"""
 for attempt in $(seq 1 60); do
@@ -35,7 +33,7 @@ exit 2
 
 
 def _certs_in(path) -> list[x509.Certificate]:
-    return pkcs7.load_der_pkcs7_certificates(base64.b64decode(path.read_bytes()))
+    return certs_in_body(path.read_bytes())
 
 
 def _curl_waiting_for_approval(srv, tmp_path, entity: str, otp: str) -> tuple[subprocess.Popen, object]:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1_modules import rfc7030
 
-from tests.helpers import KIPUKA, Server, unique
+from tests.helpers import KIPUKA, Server, spki, unique
 from tests.interop.jvm import compile_or_skip
 
 DRIVER = Path(__file__).parent / "java" / "EstDriver.java"
@@ -41,7 +41,6 @@ CA_OF = {"": "default", "iot-fleet": "iot-fleet"}
 VALIDITY_DAYS = {"": 365, "iot-fleet": 90}
 EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
-SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
 
 @dataclass
@@ -99,10 +98,6 @@ def _cert(b64: str) -> x509.Certificate:
 
 def _pem(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
-
-
-def _spki(public_key) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, SPKI)
 
 
 def _label_ca(m: Matrix, label: str) -> x509.Certificate:
@@ -192,7 +187,7 @@ def test_bc_enroll_with_basic_after_the_401_challenge(matrix: Matrix, label: str
     c = matrix.cell("enroll", label, tls)
     _tls(c, tls, challenge=True)
     cert = _issued(matrix, c, label, cn=_cn(matrix, label, tls), auth="otp")
-    assert _spki(cert.public_key()) == _der(c["spki"])
+    assert spki(cert.public_key()) == _der(c["spki"])
     statuses = [a["status"] for a in matrix.access if a["path"] == _path(label, "simpleenroll")]
     assert statuses == [401, 200] * len(TLS), statuses
 
@@ -205,7 +200,7 @@ def test_bc_reenroll_over_mtls(matrix: Matrix, label: str, tls: str):
     previous = _cert(c["previous"])
     cert = _issued(matrix, c, label, cn=_cn(matrix, label, tls), auth="mtls")
     assert cert.serial_number != previous.serial_number
-    assert _spki(cert.public_key()) == _der(c["spki"]) == _spki(previous.public_key())
+    assert spki(cert.public_key()) == _der(c["spki"]) == spki(previous.public_key())
     statuses = [a["status"] for a in matrix.access if a["path"] == _path(label, "simplereenroll")]
     assert statuses == [200] * len(TLS), statuses
 
@@ -217,8 +212,8 @@ def test_bc_serverkeygen(matrix: Matrix, label: str, tls: str):
     cert = _issued(matrix, c, label, cn=_cn(matrix, label, tls, "-keygen"), auth="otp")
     key = serialization.load_der_private_key(_der(c["key"]), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
-    assert _spki(key.public_key()) == _spki(cert.public_key())
-    assert _spki(cert.public_key()) != _der(c["throwaway_spki"]), "the server certified the CSR's key"
+    assert spki(key.public_key()) == spki(cert.public_key())
+    assert spki(cert.public_key()) != _der(c["throwaway_spki"]), "the server certified the CSR's key"
     statuses = [a["status"] for a in matrix.access if a["path"] == _path(label, "serverkeygen")]
     assert statuses == [401, 200] * len(TLS), statuses
 

@@ -147,11 +147,12 @@ def test_serverkeygen_without_label(interop_server: Server, work: Path):
     body = (work / "serverkeygen-response.mime").read_bytes()
     assert int(headers["content-length"]) == len(body)
     parts = split_multipart(headers, body)
+    # RFC 7030 Appendix A.4: the key part first, then the certificate
     assert [(t, h.get("Content-Transfer-Encoding")) for t, h, _ in parts] == \
-        [("application/pkcs7-mime", "base64"), ("application/pkcs8", "base64")], parts
-    assert parts[0][1]["Content-Type"] == CERTS_ONLY
-    (work / "cert.p7").write_bytes(parts[0][2])
-    (work / "key.der").write_bytes(parts[1][2])
+        [("application/pkcs8", "base64"), ("application/pkcs7-mime", "base64")], parts
+    assert parts[1][1]["Content-Type"] == CERTS_ONLY
+    (work / "key.der").write_bytes(parts[0][2])
+    (work / "cert.p7").write_bytes(parts[1][2])
     openssl(work, "pkcs7", "-inform", "DER", "-in", "cert.p7", "-print_certs", "-out", "keygen.crt")
     # an unencrypted PrivateKeyInfo, whose public half is the certified key
     assert openssl(work, "pkcs8", "-inform", "DER", "-in", "key.der", "-nocrypt").startswith("-----BEGIN PRIVATE KEY")

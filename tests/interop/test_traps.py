@@ -5,8 +5,10 @@ Already tested elsewhere, on the operation named (not repeated here):
 * requiring Content-Transfer-Encoding on requests, base64 on one long line or with
   CR/LF/space/tab, PEM-armoured CSRs, chunked requests: test_wire.py, /simpleenroll;
 * a PKCS#1 key labelled PKCS#8: test_serverkeygen.py::test_pkcs8_delivery_on_a_label_that_lists_only_pkcs8;
-* no WWW-Authenticate challenge: test_wire.py (simpleenroll), test_mtls.py (simplereenroll),
-  test_serverkeygen.py, test_fullcmc.py; and Bouncy Castle's own client in test_bouncycastle.py.
+* no WWW-Authenticate challenge: test_wire.py (simpleenroll), test_serverkeygen.py,
+  test_fullcmc.py; and Bouncy Castle's own client in test_bouncycastle.py. /simplereenroll
+  answers 401 without a Basic challenge on purpose, since only a client certificate can
+  satisfy it: test_mtls.py::test_reenroll_without_client_certificate_is_401_without_a_basic_challenge.
 
 test_wire.py checks the response traps on /cacerts and /simpleenroll; here every response
 kipuka sends (cacerts, csrattrs, simpleenroll, simplereenroll, serverkeygen in both its
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1_modules import rfc5652
 
+from tests import der_strict
 from tests.helpers import CERTS_ONLY, Server, b64, enroll_identity, make_csr, unique
 from tests.interop.der import CMC_REQUEST, CMC_RESPONSE, openssl_signed
 
@@ -82,7 +85,8 @@ def request(srv: Server, device: Identity, op: str, body_of=b64, headers: dict |
 RESPONSE_OPS = ["cacerts", "csrattrs", "simpleenroll", "simplereenroll", "serverkeygen", "serverkeygen-cms", "fullcmc"]
 EXACT_TYPE = {"cacerts": CERTS_ONLY, "csrattrs": "application/csrattrs", "simpleenroll": CERTS_ONLY,
               "simplereenroll": CERTS_ONLY, "fullcmc": CMC_RESPONSE}
-PART_TYPES = {"serverkeygen": [CERTS_ONLY, "application/pkcs8"], "serverkeygen-cms": [CERTS_ONLY, SGK]}
+# RFC 7030 Appendix A.4: the key part first, the certificate second
+PART_TYPES = {"serverkeygen": ["application/pkcs8", CERTS_ONLY], "serverkeygen-cms": [SGK, CERTS_ONLY]}
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +209,7 @@ def test_raw_der_certificate_instead_of_certs_only_pkcs7(answers, op: str):
     assert signed["encapContentInfo"]["eContentType"] == rfc5652.id_data
     assert not signed["encapContentInfo"]["eContent"].isValue
     assert len(signed["certificates"]) >= 1
+    assert der_strict.certs_only(der)  # and DER: the certificate SET OF sorted (X.690 §11.6)
 
 
 @pytest.mark.parametrize("op", ["serverkeygen", "serverkeygen-cms"])

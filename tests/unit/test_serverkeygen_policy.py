@@ -73,8 +73,19 @@ def test_capabilities_choose_key_transport_and_content_key():
 
 # --- delivery ---------------------------------------------------------------------------------------
 
+def test_no_attribute_gets_pkcs8_by_default_as_rfc7030_says():
+    """RFC 7030 4.4.2: a CSR that names no decryption key gets application/pkcs8; csr-key is opt-in."""
+    assert Policy().serverkeygen_deliveries == ("pkcs8", "asymmetric", "symmetric")
+    assert choose(Policy(), csr()).kind == "pkcs8"
+    with pytest.raises(BadRequest, match="'csr-key' is not allowed"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        choose(Policy(), csr(key, [(ASYMMETRIC_DECRYPT_KEY_ID, key_identifier(key.public_key()))]))
+
+
 def test_no_attribute_gets_the_first_unasked_delivery_of_the_policy():
-    assert choose(Policy(), csr()).kind == "csr-key"
+    """An explicit list keeps meaning what it says: the first of csr-key / pkcs8 it names."""
+    assert choose(Policy(serverkeygen_deliveries=("csr-key", "asymmetric", "symmetric")), csr()).kind == "csr-key"
+    assert choose(Policy(serverkeygen_deliveries=("csr-key", "pkcs8")), csr()).kind == "csr-key"
     assert choose(Policy(serverkeygen_deliveries=("pkcs8", "csr-key")), csr()).kind == "pkcs8"
     assert choose(Policy(serverkeygen_deliveries=("asymmetric", "pkcs8")), csr()).kind == "pkcs8"
     with pytest.raises(BadRequest, match="only to a key the CSR names"):
@@ -83,9 +94,11 @@ def test_no_attribute_gets_the_first_unasked_delivery_of_the_policy():
 
 def test_csr_key_delivery_names_the_csr_key_by_its_key_identifier():
     key = ec.generate_private_key(ec.SECP256R1())
-    d = choose(Policy(), csr(key))
+    opted_in = Policy(serverkeygen_deliveries=("csr-key", "asymmetric", "symmetric"))
+    d = choose(opted_in, csr(key))
     assert d.recipient.key_id == key_identifier(key.public_key())
-    asked = choose(Policy(), csr(key, [(ASYMMETRIC_DECRYPT_KEY_ID, key_identifier(key.public_key()))]))
+    asked = choose(Policy(serverkeygen_deliveries=("pkcs8", "csr-key")),
+                   csr(key, [(ASYMMETRIC_DECRYPT_KEY_ID, key_identifier(key.public_key()))]))
     assert asked.kind == "csr-key"
 
 

@@ -79,6 +79,8 @@ class AdminApi:
             web.get("/admin/stats/issuance", self.issuance_stats),
             web.get("/admin/labels", self.list_labels),
         ])
+        from kipuka.admin.brski import BrskiAdmin  # it builds on this module's helpers
+        app.add_routes(BrskiAdmin(self._authority).routes())  # BRSKI pledges and ownership (RFC 8995)
         Console(self._authority, self._config).add_to(app)  # the web console, same listener
         return app
 
@@ -272,6 +274,8 @@ class AdminApi:
         record = await self._one_cert(request)
         body = _cert_json(record, pem=True)
         body["decoded"] = decoded(x509.load_der_x509_certificate(record.der))
+        from kipuka.admin.brski import idevid_of
+        body["idevid"] = await idevid_of(self._authority(), record)  # the BRSKI pledge of an LDevID, or null
         return web.json_response(body)
 
     async def revoke_cert(self, request: web.Request) -> web.Response:

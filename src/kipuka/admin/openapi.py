@@ -69,10 +69,36 @@ SCHEMAS: dict[str, Any] = {
                          "auth": STR, "not_before": TIME, "not_after": TIME, "issued_at": TIME,
                          "status": {"type": "string", "enum": ["valid", "revoked", "expired"]},
                          "revoked_at": NTIME, "revocation_reason": NSTR, "sha256": STR,
-                         "pem": STR, "decoded": _ref("DecodedCertificate")}, ["serial", "ca", "label", "subject", "sans", "entity", "auth", "not_before",
+                         "pem": STR, "decoded": _ref("DecodedCertificate"),
+                         "idevid": {"oneOf": [_ref("Pledge"), {"type": "null"}],
+                                    "description": "the BRSKI pledge (IDevID) this LDevID was issued to"}},
+                        ["serial", "ca", "label", "subject", "sans", "entity", "auth", "not_before",
                                        "not_after", "issued_at", "status", "revoked_at", "revocation_reason",
                                        "sha256"]),
     "CertificatePage": _page("Certificate"),
+    # BRSKI (RFC 8995): devices known by their IDevID, and which of them this domain owns
+    "Pledge": _obj({"id": INT, "manufacturer": STR, "serial_number": STR, "idevid_subject": STR,
+                    "idevid_sha256": STR,
+                    "status": {"type": "string", "enum": ["owned", "pending", "approved", "rejected"]},
+                    "label": STR, "reason": STR, "decided_by": NSTR, "created_at": TIME, "decided_at": NTIME,
+                    "client_addr": STR, "masa_url": STR, "voucher_at": NTIME, "voucher_status": NSTR,
+                    "enroll_status": NSTR,
+                    "ldevids": {"type": "array", "items": _obj({"ca": STR, "serial": STR})},
+                    "voucher": {**NSTR, "description": "the last voucher, base64 of its CMS"}},
+                   ["id", "manufacturer", "serial_number", "idevid_subject", "idevid_sha256", "status", "label",
+                    "reason", "decided_by", "created_at", "decided_at", "client_addr", "masa_url", "voucher_at",
+                    "voucher_status", "enroll_status"]),
+    "PledgePage": _page("Pledge"),
+    "PledgeApprove": _obj({"label": {**STR, "description": "the EST label its LDevID comes from"}}, []),
+    "OwnershipRule": _obj({"id": {"type": ["integer", "null"], "description": "null for a configuration rule"},
+                           "manufacturer": STR, "pattern": STR, "label": STR,
+                           "source": {"type": "string", "enum": ["config", "api"]}, "created_by": NSTR,
+                           "created_at": NTIME}),
+    "OwnershipRuleList": _obj({"items": {"type": "array", "items": _ref("OwnershipRule")}}),
+    "OwnershipRuleRequest": _obj({"manufacturer": {**STR, "maxLength": 64},
+                                  "pattern": {**STR, "minLength": 1, "maxLength": 128,
+                                              "description": "serial-number pattern (fnmatch: * ? [...])"},
+                                  "label": STR}, ["manufacturer", "pattern"]),
     "DecodedCertificate": _obj({"version": STR, "serial_hex": STR, "subject": STR, "issuer": STR, "not_before": TIME,
                                 "not_after": TIME, "public_key": STR, "signature_algorithm": STR, "sha1": STR,
                                 "sha256": STR, "extensions": {"type": "array", "items": _obj({
@@ -208,6 +234,25 @@ def document() -> dict[str, Any]:
             "/admin/stats/issuance": {"get": _op("certificates issued and requests failed per UTC hour", {
                 "200": _json("IssuanceStats", "one item per hour, the current hour last"), **_errors(400)},
                 [_q("hours", {"type": "integer", "minimum": 1, "maximum": 168}, "how many hours (default 24)")])},
+            "/admin/brski/pledges": {"get": _op("BRSKI pledges (devices known by their IDevID)", {
+                "200": _json("PledgePage", "a page"), **_errors(400, 404)},
+                [_q("status", {"type": "string", "enum": ["owned", "pending", "approved", "rejected", "all"]}),
+                 *PAGING])},
+            "/admin/brski/pledges/{id}": {"get": _op("one pledge, its LDevIDs and last voucher", {
+                "200": _json("Pledge", "the pledge"), **_errors(400, 404)}, [ID])},
+            "/admin/brski/pledges/{id}/approve": {"post": _op("let a held pledge get a voucher", {
+                "200": _json("Pledge", "approved"), **_errors(400, 403, 404, 409, 413)}, [ID],
+                body="PledgeApprove", body_required=False)},
+            "/admin/brski/pledges/{id}/reject": {"post": _op("refuse a pledge its voucher and enrollment", {
+                "200": _json("Pledge", "rejected"), **_errors(400, 403, 404, 409, 413)}, [ID], body="Reject")},
+            "/admin/brski/ownership": {
+                "get": _op("ownership rules: from the configuration and from this API", {
+                    "200": _json("OwnershipRuleList", "rules"), **_errors(404)}),
+                "post": _op("add an ownership rule", {"201": _json("OwnershipRule", "added"),
+                                                      **_errors(400, 403, 404, 409, 413)},
+                            body="OwnershipRuleRequest")},
+            "/admin/brski/ownership/{id}": {"delete": _op("remove an ownership rule", {
+                "204": {"description": "removed"}, **_errors(400, 403, 404)}, [ID])},
             "/admin/audit": {"get": _op("the audit trail, newest first", {
                 "200": _json("AuditPage", "a page"), **_errors(400)},
                 [_q("event", FILTER), _q("outcome", FILTER), _q("entity", FILTER), _q("label", FILTER),

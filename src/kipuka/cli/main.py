@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from kipuka.config import ConfigError, load_config, parse_duration
+from kipuka.config import ConfigError, ListenOverrides, load_config, parse_duration
 from kipuka.errors import KipukaError
 
 DEFAULT_CONFIG = os.environ.get("KIPUKA_CONFIG", "kipuka.toml")
@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = with_config(cmd("serve", _serve, "serve EST"))
     sp.add_argument("--listen", help="HOST:PORT (default: [server] listen, 0.0.0.0:9443)")
+    sp.add_argument("--admin-listen", help='HOST:PORT of the admin API, "" to turn it off '
+                    "(default: [admin] listen, 127.0.0.1:9444)")
+    sp.add_argument("--revocation-listen", help='HOST:PORT of the CRL/OCSP listener, "" to turn it off '
+                    "(default: [revocation] listen, 0.0.0.0:9080; certificates keep naming [revocation] base_url)")
 
     otp = cmd("otp", None, "one-time passwords").add_subparsers(metavar="ACTION")
     sp = with_config(cmd("create", _otp_create, "create an OTP and print it once", otp))
@@ -161,7 +165,7 @@ def _init(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from kipuka.server.supervisor import serve
 
-    return serve(args.config, args.listen)
+    return serve(args.config, ListenOverrides(args.listen, args.admin_listen, args.revocation_listen))
 
 
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -382,6 +386,9 @@ def _config_check(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"labels.{name}" if name else "policy", str(exc)) from None
     _check_serverkeygen(config)
+    if config.brski is not None:
+        from kipuka.brski.settings import check_files
+        check_files(config.brski)
     print(f"kipuka: {args.config}: OK ({len(config.cas)} CAs, {len(config.labels) - 1} labels)", file=sys.stderr)
     return 0
 

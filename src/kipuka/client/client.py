@@ -277,16 +277,24 @@ class EstClient:
     def serverkeygen(self, csr: CsrInput, delivery: Delivery = PKCS8) -> ServerKeygenResult:
         """POST /serverkeygen; returns the certificate and the (decrypted) server-generated key.
 
-        delivery: PKCS8 (plain application/pkcs8 over TLS), CSR_KEY (CMS encrypted to the
-        CSR's key; needs a CsrSpec so the client holds that key), or an AsymmetricDecryptKey /
+        delivery: PKCS8 (plain application/pkcs8 over TLS, RFC 7030's default), CSR_KEY (CMS
+        encrypted to the CSR's key, kipuka's extension, asked for with an AsymmetricDecryptKeyIdentifier
+        naming that key; needs a CsrSpec so the client holds that key), or an AsymmetricDecryptKey /
         SymmetricDecryptKey, whose identifier is added to the CSR when it is a CsrSpec.
         """
         source = CsrSource.of(csr)
         if isinstance(delivery, (AsymmetricDecryptKey, SymmetricDecryptKey)) and source.spec is not None:
             oid = ASYMMETRIC_DECRYPT_KEY_ID if isinstance(delivery, AsymmetricDecryptKey) else DECRYPT_KEY_ID
             source = CsrSource(spec=source.spec.with_attribute(oid, delivery.key_id, _ASN1Type.OctetString))
-        if delivery == CSR_KEY and source.spec is None:
-            raise EstError("delivery 'csr-key' needs a CsrSpec: the client must hold the CSR's private key")
+        if delivery == CSR_KEY:
+            if source.spec is None:
+                raise EstError("delivery 'csr-key' needs a CsrSpec: the client must hold the CSR's private key")
+            # Asked for by name (AsymmetricDecryptKeyIdentifier = the CSR key's identifier): a server
+            # whose default for a CSR that names no key is application/pkcs8 (RFC 7030 4.4.2) still
+            # encrypts to the CSR's key where it allows that, instead of sending the key in clear.
+            kid = x509.SubjectKeyIdentifier.from_public_key(source.spec.key.public_key()).digest
+            source = CsrSource(spec=source.spec.with_attribute(ASYMMETRIC_DECRYPT_KEY_ID, kid,
+                                                               _ASN1Type.OctetString))
         resp = self._call("POST", "serverkeygen", body=self._csr_body(source), content_type=wire.PKCS10)
         media = wire.parse_media_type(resp.header("content-type"))
         if media.type != wire.MULTIPART_MIXED:

@@ -31,6 +31,8 @@ STATUS = {BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, 
 BASE64_HEADERS = {"Content-Transfer-Encoding": "base64"}
 
 
+# Operations only a TLS client certificate can authenticate: their 401 has no Basic challenge.
+CERTIFICATE_ONLY = frozenset({"simplereenroll"})
 AUDITED = {"simpleenroll": "enroll", "simplereenroll": "reenroll", "serverkeygen": "serverkeygen",
            "fullcmc": "fullcmc"}
 
@@ -77,12 +79,20 @@ class EstFrontEnd:
             if op not in self._operations:
                 raise NotFound(f"unknown EST operation {op!r}")
             method, handler = self._operations[op]
-            if request.method != method:
-                return _text(405, f"{op} takes {method}", {"Allow": method})
+            if request.method != method and not (method == "GET" and request.method == "HEAD"):
+                allow = "GET, HEAD" if method == "GET" else method
+                return _text(405, f"{op} takes {allow}", {"Allow": allow})
+            # HEAD (RFC 9110 9.3.2) runs the GET handler: the same status and headers
+            # (Content-Type, Content-Length, Content-Transfer-Encoding); aiohttp sends no body.
             return await handler(request, authority, label)
         except KipukaError as exc:
             if request.method == "POST" and op in AUDITED:
                 await authority.record_rejection(label, AUDITED[op], _requester_or_anonymous(request), exc)
+            if isinstance(exc, Unauthenticated) and op in CERTIFICATE_ONLY:
+                # Only the current certificate, as the TLS client certificate, authenticates a
+                # re-enrollment (RFC 7030 4.2.2): a Basic challenge would invite credentials that
+                # can never succeed, so the 401 carries the reason and no challenge.
+                return _text(401, exc.reason)
             if isinstance(exc, Unauthenticated) and _no_credentials(request):
                 # The pure challenge: Bouncy Castle's and libest's clients send credentials only
                 # after a 401, and Bouncy Castle fails on a challenge that has a body.
@@ -97,7 +107,7 @@ class EstFrontEnd:
     async def cacerts(self, request: web.Request, authority: Authority, label: str) -> web.Response:
         body = self._cached(authority, label, "cacerts",
                             lambda: codec.encode_body(
-                                codec.certs_only_in_order(authority.runtime(label).ca.ca_certificates())))
+                                codec.certs_only(authority.runtime(label).ca.ca_certificates())))
         assert body is not None
         return web.Response(body=body, headers={"Content-Type": codec.CERTS_ONLY, **BASE64_HEADERS})
 

@@ -1,7 +1,7 @@
 """EST wire encodings (RFC 7030 with RFC 8951).
 
-Requests: base64 of DER, tolerating CR, LF, space and tab anywhere, ignoring
-Content-Transfer-Encoding; PEM armour and raw DER are accepted too, since
+Requests: base64 of DER, tolerating CR, LF, space and tab anywhere and missing
+padding, ignoring Content-Transfer-Encoding; PEM armour and raw DER are accepted too, since
 clients in the field send both. Responses: base64 wrapped at 64 columns with
 LF (CRLF breaks GNU `base64 -d`).
 """
@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from kipuka.errors import BadRequest
-from kipuka.keydelivery._der import tlv as _tlv
 
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 CSRATTRS = "application/csrattrs"
@@ -41,6 +40,11 @@ def decode_body(body: bytes, what: str = "CSR") -> bytes:
             raise BadRequest(f"PEM body is not a {what} (expected BEGIN CERTIFICATE REQUEST)")
         stripped = m.group(2)
     text = _WS.sub(b"", stripped)
+    if b"=" not in text and len(text) % 4 in (2, 3):
+        # Unpadded base64 (some clients strip the "="): the length says how much padding is
+        # missing, so the bytes are unambiguous (RFC 8951's tolerance). A length of 1 mod 4
+        # cannot be base64 at all and stays an error, as does wrong padding.
+        text += b"=" * (4 - len(text) % 4)
     try:
         der = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -56,29 +60,14 @@ def encode_body(der: bytes) -> bytes:
 
 
 def certs_only(certs: list[x509.Certificate]) -> bytes:
-    """A degenerate PKCS#7 SignedData carrying only certificates (DER)."""
-    return pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+    """A degenerate PKCS#7 SignedData carrying only certificates, in DER (RFC 5652 5.1, RFC 8951 3).
 
-
-def certs_only_in_order(certs: list[x509.Certificate]) -> bytes:
-    """Certs-only PKCS#7 that keeps the given order (issuing CA first, root last).
-
-    The reference page promises /cacerts "in order from the issuing CA to the
-    root". cryptography (rightly, for DER) sorts the SET OF certificates, so the
-    root may come first; OpenSSL, curl users and EST clients read the set in
-    stored order. Only the certificate set differs from DER's canonical order;
-    the structure is the RFC 5652 degenerate SignedData, written out here as
-    fixed TLVs because no library offers an unsorted certificate set.
+    DER (X.690 11.6) puts the SET OF certificates in ascending order of their
+    encodings, so the order of `certs` is not kept: a PKCS#7 certificate set has
+    no order, and a client builds the chain from names and signatures. /cacerts
+    used to write the chain in order (issuing CA first), which is BER and which
+    pyca/cryptography only reads with a warning it says will become an error.
+    pyca/cryptography sorts the set as DER requires; tests/der_strict.py checks
+    every response kipuka sends with an independent DER re-encoding.
     """
-    signed_data = _tlv(0x30, b"".join([
-        _tlv(0x02, b"\x01"),                                   # version 1
-        _tlv(0x31, b""),                                       # digestAlgorithms: none
-        _tlv(0x30, _tlv(0x06, _ID_DATA)),                      # encapContentInfo: id-data, no content
-        _tlv(0xA0, b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)),  # [0] certificates
-        _tlv(0x31, b""),                                       # signerInfos: none
-    ]))
-    return _tlv(0x30, _tlv(0x06, _ID_SIGNED_DATA) + _tlv(0xA0, signed_data))
-
-
-_ID_DATA = bytes.fromhex("2a864886f70d010701")         # 1.2.840.113549.1.7.1
-_ID_SIGNED_DATA = bytes.fromhex("2a864886f70d010702")  # 1.2.840.113549.1.7.2
+    return pkcs7.serialize_certificates(certs, serialization.Encoding.DER)

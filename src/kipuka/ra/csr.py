@@ -23,6 +23,7 @@ from kipuka.ca.base import IssueRequest
 from kipuka.config import Policy, rdn_type_oid
 from kipuka.errors import BadRequest, Forbidden
 from kipuka.keys import key_type_of
+from kipuka.ra import name_match
 
 # SHA-1 and MD5 signatures prove nothing today; DSA is not offered by any EST client we know.
 ALLOWED_SIGNATURES = frozenset({
@@ -53,15 +54,21 @@ def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
+def csr_public_key(csr: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:
+    """The CSR's public key, or 400 when it is not one cryptography can load."""
+    try:
+        return csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise BadRequest("CSR public key is not supported (unnamed or unknown curve, or unknown algorithm)") from None
+
+
 def check_proof_of_possession(csr: x509.CertificateSigningRequest, policy: Policy) -> None:
-    """Signature algorithm, signature and key: the checks every operation shares."""
+    """Signature algorithm, signature and key: the checks every operation shares (but /serverkeygen,
+    whose CSR key and signature are ignored, RFC 7030 §4.4.1, unless kipuka encrypts to that key)."""
     if csr.signature_algorithm_oid not in ALLOWED_SIGNATURES:
         name = getattr(csr.signature_algorithm_oid, "_name", csr.signature_algorithm_oid.dotted_string)
         raise BadRequest(f"CSR signature algorithm {name} is not accepted (use SHA-256 or stronger)")
-    try:
-        key = csr.public_key()
-    except (ValueError, UnsupportedAlgorithm):
-        raise BadRequest("CSR public key is not supported (unnamed or unknown curve, or unknown algorithm)") from None
+    key = csr_public_key(csr)
     check_key(key, policy)
     try:
         valid = csr.is_signature_valid
@@ -173,14 +180,16 @@ def check_names_for_entity(subject: x509.Name, san: x509.SubjectAlternativeName 
 
 
 def same_names(cert: x509.Certificate, subject: x509.Name, san: x509.SubjectAlternativeName | None) -> bool:
-    """RFC 7030 4.2.2: Subject and SubjectAltName equal the certificate's (SAN order ignored)."""
-    if cert.subject != subject:
+    """RFC 7030 4.2.2: Subject and SubjectAltName equal the certificate's, compared as RFC 5280 §7
+    compares names (ra/name_match.py: DNS names and caseIgnoreMatch attributes such as CN without
+    regard to case; SAN order ignored)."""
+    if not name_match.same_name(cert.subject, subject):
         return False
     try:
-        current = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        current = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
-        current = set()
-    return current == set(san or [])
+        current = []
+    return name_match.same_general_names(current, list(san or []))
 
 
 def template(csr: x509.CertificateSigningRequest, san: x509.SubjectAlternativeName | None,

@@ -8,7 +8,8 @@
 |   CSR's own key                                    |              |                                 |
 | DecryptKeyIdentifier = a key in [est] kek_file     | symmetric    | that pre-shared AES key         |
 | neither                                            | the first of "csr-key" / "pkcs8" in the label's  |
-|                                                    | serverkeygen_deliveries                         |
+|                                                    | serverkeygen_deliveries: "pkcs8" by default      |
+|                                                    | (RFC 7030 4.4.2); "csr-key" is kipuka's opt-in   |
 
 A delivery the label does not list, an identifier the server does not know,
 or both identifiers at once, is a 400 with the reason: the server never falls

@@ -57,11 +57,14 @@ from kipuka.ra import cmc_requests
 from kipuka.ra.cmc_requests import Candidate
 from kipuka.ra.cmc_signer import ca_signer, configured_signer, sign_response
 from kipuka.ra.requester import Requester
+from kipuka.ra.runtime import Authorized, Held
+from kipuka.ra.trail import stored
 from kipuka.store import OtpRecord, StoreUnavailable
 from kipuka.store.records import AuditEvent, utcnow
 
 if TYPE_CHECKING:
-    from kipuka.ra.authority import Authority, LabelRuntime
+    from kipuka.ra.authority import Authority
+    from kipuka.ra.runtime import LabelRuntime
 
 log = logging.getLogger("kipuka.ra.fullcmc")
 
@@ -192,7 +195,7 @@ class FullCmc:
             await self._audit_refusal(rt, who, entity, f"CA {rt.ca.id}: {exc.reason}", exc)
             exc.audited = True  # type: ignore[attr-defined]
             raise
-        await self.authority.store.add_audit(self.authority._event(
+        await self.authority.store.add_audit(self.authority.trail.event(
             rt, OP + ".forward", "success", who, entity, f"forwarded to CA {rt.ca.id}"))
         return CmcAnswer(der)
 
@@ -241,15 +244,15 @@ class FullCmc:
             raise Refusal(CMCFailInfo.badIdentity, (), "the signer certificate has expired" if
                           cert.not_valid_after_utc < now else "the signer certificate is not yet valid", Unauthenticated)
         requester = "cert:" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-        if has_cmc_ra_eku(cert) and a._issued_by_any(cert, rt.ra_anchors):
-            issuer = a._kipuka_issuer(cert)
+        if has_cmc_ra_eku(cert) and a.issued_by_any(cert, rt.ra_anchors):
+            issuer = a.kipuka_issuer(cert)
             credential = (issuer.id, format(cert.serial_number, "x")) if issuer is not None else None
-            if credential and await a._db(a.store.is_revoked(*credential)):
+            if credential and await stored(a.store.is_revoked(*credential)):
                 raise Refusal(CMCFailInfo.badIdentity, (), "the RA certificate has been revoked", Unauthenticated)
             return Principal("ra", "cmc-ra", entity, requester, spki, cert, credential=credential)
         if rt.ca.is_issuer_of(cert):
             credential = (rt.ca.id, format(cert.serial_number, "x"))
-            if await a._db(a.store.is_revoked(*credential)):
+            if await stored(a.store.is_revoked(*credential)):
                 raise Refusal(CMCFailInfo.badIdentity, (), "the signer certificate has been revoked", Unauthenticated)
             return Principal("holder", "cmc-cert", entity, requester, spki, cert, credential=credential)
         raise Refusal(CMCFailInfo.badIdentity, (), "the signer certificate is neither an RA certificate of this "
@@ -292,7 +295,7 @@ class FullCmc:
                           "credential: an OTP as HTTP Basic credentials, or a TLS client certificate",
                           Unauthenticated)
         entity = cert.subject.rfc4514_string()[:255]
-        await a._check_dates(rt, OP, who, entity, cert)
+        await a.check_dates(rt, OP, who, entity, cert)
         requester = "cert:" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
         return Principal("mtls", "cmc-mtls", entity, requester, spki, cert=cert, request_bpid=bpid)
 
@@ -307,7 +310,7 @@ class FullCmc:
         starts = bool(pki.requests or pki.revoke_requests() or pki.batch_requests())
         if txid is not None and starts:
             entries.append(("transaction", hashlib.sha256(scope + b"transaction:" + str(txid).encode()).hexdigest()))
-        seen = await a._db(a.store.remember_cmc(entries, utcnow()))
+        seen = await stored(a.store.remember_cmc(entries, utcnow()))
         if seen == "nonce":
             raise Refusal(CMCFailInfo.badRequest, _ids(pki, oids.ID_CMC_SENDER_NONCE),
                           "replayed message: this senderNonce was used before")
@@ -377,7 +380,7 @@ class FullCmc:
             return principal.entity, principal.credential
         if principal.kind == "otp":
             rule = rt.label.policy.otp_name_rule
-            await a._guard(rt, OP, who, principal.entity,
+            await a.trail.guard(rt, OP, who, principal.entity,
                            lambda: csrcheck.check_names_for_entity(cand.subject, cand.san, principal.entity, rule))
             return principal.entity, None
         assert principal.cert is not None
@@ -386,14 +389,12 @@ class FullCmc:
 
     async def _issue_or_hold(self, rt: "LabelRuntime", who: Requester, principal: Principal, cand: Candidate,
                              entity: str, credential: tuple[str, str] | None) -> Part:
-        from kipuka.ra.authority import Authorized, Held
-
         a = self.authority
         policy = rt.label.policy
         approval = policy.reenroll_requires_approval if principal.kind == "holder" else policy.require_approval
         otp = principal.otp
         if approval:
-            result = await a._hold(rt, OP, who, entity, principal.auth, cand.der, None, cand.pubkey_sha256,
+            result = await a.approvals.hold(rt, OP, who, entity, principal.auth, cand.der, None, cand.pubkey_sha256,
                                    otp_id=otp.id if otp else None, credential=credential, subject=cand.subject,
                                    san=cand.san, requester=principal.requester)
         else:
@@ -402,7 +403,7 @@ class FullCmc:
                 result = await a.check_otp_usable(Authorized(rt, OP, entity, principal.auth, None, cand.san,  # type: ignore[arg-type]
                                                              cand.pubkey_sha256, otp=otp), who, redeliver=True)
             if result is None:
-                result = await a._issue(rt, OP, who, entity, principal.auth, None, cand.san, otp=otp,
+                result = await a.issuance.issue(rt, OP, who, entity, principal.auth, None, cand.san, otp=otp,
                                         pubkey=cand.pubkey_sha256, credential=credential,
                                         template=a.template_for(rt, cand.subject, cand.public_key, cand.san))
         if isinstance(result, Held):
@@ -428,7 +429,7 @@ class FullCmc:
                 raise Refusal(CMCFailInfo.badRequest, ids, "a certificate holder may revoke only the certificate "
                               "it signs with", Forbidden)
             serial = format(rr.serial_number, "x")
-            record = await a._db(a.store.certificate_status(rt.ca.id, serial))
+            record = await stored(a.store.certificate_status(rt.ca.id, serial))
             if record is None or (principal.kind == "ra" and record.label != rt.label.name):
                 raise Refusal(CMCFailInfo.badCertId, ids, f"no certificate with serial {serial} was issued "
                               f"through this label")
@@ -442,7 +443,7 @@ class FullCmc:
                 await a.revocation.revoke(serial, reason, principal.auth, rt.ca.id)
             except StoreUnavailable as exc:
                 raise InternalError(f"database error: {exc}") from None
-            await a._db(a.store.add_audit(AuditEvent(
+            await stored(a.store.add_audit(AuditEvent(
                 event=OP + ".revoke", outcome="success", reason=f"serial {serial} revoked ({reason})",
                 label=rt.label.name, entity=principal.entity, client_addr=who.client_addr, auth=principal.auth,
                 ca_id=rt.ca.id, serial=serial)))
@@ -456,7 +457,7 @@ class FullCmc:
         ids = [bpid]
         try:
             request_id = cmc_requests.pending_id(token)
-            pending = await a._db(a.store.pending(request_id)) if request_id is not None else None
+            pending = await stored(a.store.pending(request_id)) if request_id is not None else None
             if pending is None or pending.label != rt.label.name:
                 raise Refusal(CMCFailInfo.badRequest, ids, "no pending request of this label has this pendToken")
             if principal.kind != "ra" and pending.requester != principal.requester:
@@ -464,14 +465,14 @@ class FullCmc:
                               Forbidden)
             now = utcnow()
             if pending.status == "pending" and pending.expires_at <= now:
-                await a._db(a.store.expire_pending(now))
-                pending = await a._db(a.store.pending(pending.id))
+                await stored(a.store.expire_pending(now))
+                pending = await stored(a.store.pending(pending.id))
                 assert pending is not None
             if pending.status == "pending":
                 return Part(bpid, CMCStatus.pending, f"still waiting for approval (request {pending.id})",
                             pend_token=token, pend_time=now + dt.timedelta(seconds=a.config.est.retry_after))
             if pending.status == "issued" and pending.serial:
-                record = await a._db(a.store.certificate_status(pending.ca_id, pending.serial))
+                record = await stored(a.store.certificate_status(pending.ca_id, pending.serial))
                 if record is not None:
                     return Part(bpid, CMCStatus.success, "issued",
                                 certificate=x509.load_der_x509_certificate(record.der))
@@ -489,7 +490,7 @@ class FullCmc:
             serial = format(cert_id.serial_number, "x")
             record = None
             if cert_id.issuer_der == rt.ca.ca_certificates()[0].subject.public_bytes():
-                record = await a._db(a.store.certificate_status(rt.ca.id, serial))
+                record = await stored(a.store.certificate_status(rt.ca.id, serial))
             if record is None:
                 raise Refusal(CMCFailInfo.badCertId, ids, f"this label's CA issued no certificate with serial "
                               f"{serial}")
@@ -554,7 +555,7 @@ class FullCmc:
                              exc: Exception) -> None:
         if getattr(exc, "audited", False):
             return  # the Authority step that refused it wrote the audit row
-        await self.authority._audit_rejection(rt.label.name, rt.ca.id, OP, who, entity, reason[:500])
+        await self.authority.trail.rejection(rt.label.name, rt.ca.id, OP, who, entity, reason[:500])
 
     def _retry_after(self, kind: type[Exception] | None, exc: Exception | None = None) -> int | None:
         if kind is Unavailable:

@@ -1,18 +1,20 @@
 """Server-side key generation (RFC 7030 4.4): policy, key making, delivery and escrow.
 
-The request is authorized exactly like /simpleenroll (`Authority.authorize`:
-OTP or mTLS, the same label policy and name rules); the CSR gives the subject,
-names and delivery attributes, and its public key only says which key type
-the client would like (when the label allows that type) and, for the csr-key
-delivery, whom to encrypt to. Then, in this order, so that a failure never
-leaves a certificate without its key or a key outside its archive:
+The request is authorized like /simpleenroll (`Authority.authorize`: OTP or
+mTLS, the same label policy and name rules); the CSR gives the subject, names
+and delivery attributes. Its signature and key are ignored (RFC 7030 §4.4.1),
+except that the key's type says which key type the client would like (when the
+label allows that type) and, for kipuka's csr-key delivery, the key is whom to
+encrypt to: then it must meet the label's key rules and the signature must
+verify. Then, in this order, so that a failure never leaves a certificate
+without its key or a key outside its archive:
 
 1. the key is made (off the event loop, or taken from the in-memory pool);
 2. the key part is built: PKCS#8, or EnvelopedData(SignedData(key)) signed by
    the label's CA;
 3. with escrow, the key is encrypted to the escrow certificate;
 4. the certificate is signed and recorded in one transaction with the OTP
-   spend and the escrow row (`Authority._issue`).
+   spend and the escrow row (`ra.issuance`).
 
 Nothing keeps a reference to the private key after the request returns: the
 only copy that survives is the escrow ciphertext. Keys are never logged.
@@ -40,6 +42,7 @@ from kipuka.config import Config, Label
 from kipuka.ca.base import IssueRequest, Issued, forwards_requests
 from kipuka.errors import Disabled, Forbidden, InternalError
 from kipuka.keydelivery import one_asymmetric_key, server_generated_key_cms
+from kipuka.ra import csr as csrcheck
 from kipuka.ra import delivery as deliveries
 from kipuka.ra.escrow import EscrowTarget
 from kipuka.ra.kek import KekTable
@@ -51,7 +54,8 @@ from kipuka.store.escrow import Escrow, EscrowRecord
 from kipuka.store.records import utcnow
 
 if TYPE_CHECKING:
-    from kipuka.ra.authority import Authority, Authorized, LabelRuntime
+    from kipuka.ra.authority import Authority
+    from kipuka.ra.runtime import Authorized, LabelRuntime
 
 OP = "serverkeygen"
 
@@ -107,13 +111,19 @@ class ServerKeygen:
                            + (f"label ({label})" if label else "path"))
         if policy.require_approval:
             entity = who.basic.entity if who.basic else ""
-            await a._reject(rt, OP, who, entity, Forbidden(
+            await a.trail.reject(rt, OP, who, entity, Forbidden(
                 "this label holds enrollments for approval; serverkeygen cannot wait for approval "
                 "(the server does not keep generated keys)"))
-        auth = await a.authorize(rt, OP, csr_der, who)
-        ask = await a._guard(rt, OP, who, auth.entity, lambda: read_ask(csr_der))
-        how = await a._guard(rt, OP, who, auth.entity, lambda: deliveries.choose(
+        # RFC 7030 §4.4.1: the server MUST ignore the CSR's public key values and signature ...
+        auth = await a.authorize(rt, OP, csr_der, who, proof_of_possession=False)
+        ask = await a.trail.guard(rt, OP, who, auth.entity, lambda: read_ask(csr_der))
+        how = await a.trail.guard(rt, OP, who, auth.entity, lambda: deliveries.choose(
             policy, ask, auth.csr, who.client_cert, self.keks, rt.label.name, auth.entity))
+        if how.kind == deliveries.CSR_KEY:
+            # ... but kipuka's csr-key delivery encrypts to that key: then it must be a key the
+            # policy accepts, held by the requester (the CSR's signature proves it).
+            await a.trail.guard(rt, OP, who, auth.entity,
+                                lambda: csrcheck.check_proof_of_possession(auth.csr, policy))
         if auth.otp is not None:
             await a.check_otp_usable(auth, who, redeliver=False)
         key_type = choose_key_type(policy.serverkeygen_key_types, auth.csr)
@@ -125,7 +135,7 @@ class ServerKeygen:
         key_part, ciphertext = await asyncio.get_running_loop().run_in_executor(
             executor(), self._seal, rt.ca, key, how, target)
         archive = self._archiver(rt.label.name, rt.ca.id, target, ciphertext, auth, who)
-        enrolled = await a._issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
+        enrolled = await a.issuance.issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
                                   pubkey=_spki_sha256(key), credential=auth.credential, public_key=key.public_key(),
                                   archive=archive, reason=f"key {key_type}, delivery {how.kind}"
                                   + (", escrowed" if archive else ""),
@@ -148,7 +158,7 @@ class ServerKeygen:
             made.append(key)
             return issued
 
-        enrolled = await a._issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
+        enrolled = await a.issuance.issue(rt, OP, who, auth.entity, auth.auth, auth.csr, auth.san, otp=auth.otp,
                                   credential=auth.credential, sign=sign,
                                   reason=f"key {key_type} generated and archived by the CA, delivery {how.kind}")
         key_part, _ = await asyncio.get_running_loop().run_in_executor(executor(), self._seal, rt.ca, made[-1],

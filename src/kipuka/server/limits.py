@@ -26,6 +26,7 @@ The body deadline lives where the body is read (kipuka.est.app.read_bounded).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -43,6 +44,7 @@ from kipuka.config import ServerConfig
 log = logging.getLogger("kipuka.limits")
 
 
+@functools.lru_cache(maxsize=65536)  # parsed on every request otherwise; addresses repeat
 def client_key(address: str) -> str:
     """The unit a limit counts: an IPv4 address, or the /64 of an IPv6 one.
 

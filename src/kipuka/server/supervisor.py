@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kipuka.config import load_config
+from kipuka.config import ListenOverrides, load_config
 from kipuka.server.logs import configure_logging
 from kipuka.ra.otp import OtpKeyring
 from kipuka.server.worker import run_worker
@@ -24,8 +24,9 @@ log = logging.getLogger("kipuka.server")
 EARLY_EXIT = 3.0  # a worker that dies this soon after starting will not do better on restart
 
 
-def serve(config_path: Path, listen: str | None = None) -> int:
-    config = load_config(config_path)
+def serve(config_path: Path, overrides: ListenOverrides | None = None) -> int:
+    overrides = overrides or ListenOverrides()
+    config = overrides.apply(load_config(config_path))
     configure_logging(config.server.log_format)
     OtpKeyring.load(config.otp.key_file)
     store = Store(config.database.url)
@@ -40,12 +41,12 @@ def serve(config_path: Path, listen: str | None = None) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="kipuka-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if workers == 1:
-        run_worker(config_path, listen)
+        run_worker(config_path, overrides)
         return 0
-    return _supervise(config_path, listen, workers)
+    return _supervise(config_path, overrides, workers)
 
 
-def _supervise(config_path: Path, listen: str | None, count: int) -> int:
+def _supervise(config_path: Path, overrides: ListenOverrides, count: int) -> int:
     children: dict[int, float] = {}
     stopping = False
 
@@ -56,7 +57,7 @@ def _supervise(config_path: Path, listen: str | None, count: int) -> int:
                 signal.signal(sig, signal.SIG_DFL)
             code = 0
             try:
-                run_worker(config_path, listen)
+                run_worker(config_path, overrides)
             except BaseException:
                 log.exception("worker failed")
                 code = 1

@@ -10,21 +10,26 @@ a 401 with a reason rather than an opaque TLS alert.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 from kipuka.config import TLSConfig
 
 X509_V_FLAG_NO_CHECK_TIME = 0x200000  # OpenSSL x509_vfy.h; not exported by Python's ssl
 
 
-def server_context(cfg: TLSConfig) -> ssl.SSLContext:
+def server_context(cfg: TLSConfig, extra_client_cas: tuple[Path, ...] = ()) -> ssl.SSLContext:
+    """`extra_client_cas` are accepted at the handshake beside [tls] client_ca (BRSKI's manufacturer
+    CAs); what a certificate may do is the RA's decision, not the handshake's."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if cfg.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.load_cert_chain(str(cfg.cert), str(cfg.key))
-    if cfg.client_ca is not None:
-        ctx.load_verify_locations(cafile=str(cfg.client_ca))
+    anchors = ((cfg.client_ca,) if cfg.client_ca is not None else ()) + tuple(extra_client_cas)
+    if anchors:
+        for path in anchors:
+            ctx.load_verify_locations(cafile=str(path))
         ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.verify_flags |= X509_V_FLAG_NO_CHECK_TIME
     else:
@@ -41,13 +46,13 @@ class ReloadableContext:
     existing connections keep theirs.
     """
 
-    def __init__(self, cfg: TLSConfig) -> None:
-        self.current = server_context(cfg)
-        self.listener = server_context(cfg)
+    def __init__(self, cfg: TLSConfig, extra_client_cas: tuple[Path, ...] = ()) -> None:
+        self.current = server_context(cfg, extra_client_cas)
+        self.listener = server_context(cfg, extra_client_cas)
         self.listener.sni_callback = self._select
 
-    def reload(self, cfg: TLSConfig) -> None:
-        self.current = server_context(cfg)
+    def reload(self, cfg: TLSConfig, extra_client_cas: tuple[Path, ...] = ()) -> None:
+        self.current = server_context(cfg, extra_client_cas)
 
     def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         ssl_object.context = self.current

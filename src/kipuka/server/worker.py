@@ -18,8 +18,9 @@ from pathlib import Path
 from aiohttp import web
 
 from kipuka.admin.api import AdminApi
+from kipuka.brski.routes import BrskiFrontEnd
 from kipuka.ca.registry import build_ca
-from kipuka.config import Config, TLSConfig, load_config
+from kipuka.config import Config, ListenOverrides, TLSConfig, load_config
 from kipuka.est.app import BODY_TIMEOUT, EstFrontEnd
 from kipuka.publish.app import PublishFrontEnd
 from kipuka.ra.authority import Authority
@@ -55,15 +56,16 @@ def listen_socket(listen: str) -> socket.socket:
 
 
 class Worker:
-    def __init__(self, config_path: Path, listen: str | None) -> None:
+    def __init__(self, config_path: Path, overrides: ListenOverrides | None = None) -> None:
         self.config_path = config_path
-        self.config = load_config(config_path)
-        self.listen = listen or self.config.server.listen
+        self.overrides = overrides or ListenOverrides()
+        self.config = self.overrides.apply(load_config(config_path))
+        self.listen = self.config.server.listen
         store = Store(self.config.database.url)
         store.defer_checkpoints()  # background.py checkpoints every second instead
         self.store = AsyncStore(store)
         self.authority = build_authority(self.config, self.store)
-        self.tls = ReloadableContext(self.config.tls)
+        self.tls = ReloadableContext(self.config.tls, client_cas(self.config))
         self.admin_tls = ReloadableContext(admin_tls(self.config))
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -78,6 +80,7 @@ class Worker:
         app[BODY_TIMEOUT] = lambda: self.config.server.body_timeout
         est = EstFrontEnd(lambda: self.authority, lambda: self.config.server.max_body)
         app.add_routes(est.routes())
+        app.add_routes(BrskiFrontEnd(lambda: self.authority, lambda: self.config.server.max_body).routes())
         app.on_response_prepare.append(_server_header)
         return app
 
@@ -108,12 +111,12 @@ class Worker:
             self._swap(config, authority)
 
     def _build(self) -> tuple[Config, Authority]:
-        config = load_config(self.config_path)
+        config = self.overrides.apply(load_config(self.config_path))
         return config, build_authority(config, self.store)
 
     def _swap(self, config: Config, authority: Authority) -> None:
         try:
-            self.tls.reload(config.tls)
+            self.tls.reload(config.tls, client_cas(config))
             self.admin_tls.reload(admin_tls(config))
         except Exception as exc:  # keep serving with what we have
             log.error("reload failed, keeping the previous configuration: %s", exc)
@@ -221,6 +224,14 @@ class InFlight:
         log.warning("stopping with %d requests still in flight after %ss", self.count, timeout)
 
 
+def client_cas(config: Config) -> tuple[Path, ...]:
+    """Client certificate anchors beyond [tls] client_ca: BRSKI manufacturers' IDevID CAs (RFC 8995 §5.1).
+
+    Accepted at the handshake only; the RA lets an IDevID do nothing but BRSKI and §5.9 enrollment.
+    """
+    return config.brski.client_cas() if config.brski is not None else ()
+
+
 def admin_tls(config: Config) -> TLSConfig:
     """The admin listener's TLS: its own certificate if given, else the EST one."""
     a = config.admin
@@ -232,8 +243,8 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
     response.headers["Server"] = "kipuka"
 
 
-def run_worker(config_path: Path, listen: str | None) -> None:
-    worker = Worker(config_path, listen)
+def run_worker(config_path: Path, overrides: ListenOverrides | None = None) -> None:
+    worker = Worker(config_path, overrides)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

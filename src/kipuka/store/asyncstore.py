@@ -1,13 +1,25 @@
-"""Runs the synchronous Store on threads: one writer (writes queue up instead of
-fighting over the SQLite lock inside one process) and a few readers."""
+"""Runs the synchronous Store for the event loop.
+
+The enrollment path's writes (OTP spend, certificate, audit rows, audited
+refusals) go through group commit: one writer thread per process, many
+requests per transaction (kipuka.store.groupcommit). Its one read (an entity's
+OTPs and lockout) runs on the event loop itself on SQLite, where a WAL read is
+a few microseconds and never waits for a writer, and on a reader thread on
+PostgreSQL. Every other call runs on a thread: one writer, a few readers.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from kipuka.store.base import Revoked, StoreUnavailable, _sqlite_path, driver_error
+from kipuka.store.groupcommit import GroupCommit
+from kipuka.store.records import AuditEvent, CertRecord, OtpRecord
 from kipuka.store.sql import Store
 
 T = TypeVar("T")
@@ -15,7 +27,9 @@ T = TypeVar("T")
 _WRITES = {"create_otp", "revoke_otp", "record_auth_failure", "issue_with_otp", "record_issuance",
            "revoke_certificate", "add_audit", "migrate", "create_pending", "approve_pending", "reject_pending",
            "expire_pending", "chain_audit", "next_crl_number", "save_crl", "create_admin_token",
-           "revoke_admin_token", "end_admin_session", "escrow_key", "remember_cmc", "set_ca_ref"}
+           "revoke_admin_token", "end_admin_session", "escrow_key", "remember_cmc", "set_ca_ref",
+           "brski_register", "brski_decide", "brski_voucher_delivered", "brski_telemetry", "record_ldevid",
+           "link_ldevid", "add_brski_rule", "delete_brski_rule"}
 
 
 class AsyncStore:
@@ -25,6 +39,8 @@ class AsyncStore:
         self.store = store
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-w")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="store-r")
+        self._group = GroupCommit(store)
+        self._inline = InlineReader(store.url) if store.dialect == "sqlite" else None
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.store, name)
@@ -37,7 +53,72 @@ class AsyncStore:
         call.__name__ = name
         return call
 
+    # --- the enrollment path ------------------------------------------------------------
+
+    async def issue_with_otp(self, otp_id: int, cert: CertRecord, audit: AuditEvent, now: dt.datetime,
+                             recovery_window: dt.timedelta) -> tuple[str, bytes | None]:
+        sql = self.store.sql
+        return await self._group.submit(lambda cur: sql.issue_with_otp(cur, otp_id, cert, audit, now,
+                                                                       recovery_window))
+
+    async def record_issuance(self, cert: CertRecord, audit: AuditEvent,
+                              credential: tuple[str, str] | None = None) -> None:
+        sql = self.store.sql
+        if await self._group.submit(lambda cur: sql.record_issuance(cur, cert, audit, credential)) == "revoked":
+            raise Revoked(credential[1])  # type: ignore[index]
+
+    async def add_audit(self, event: AuditEvent) -> None:
+        sql = self.store.sql
+        await self._group.submit(lambda cur: sql.audit(cur, event))
+
+    async def otp_candidates(self, entity: str, address: str) -> tuple[list[OtpRecord], dt.datetime | None]:
+        if self._inline is not None:
+            found = self._inline.read(lambda cur: self.store.sql.otp_candidates(cur, entity, address))
+            if found is not None:
+                return found
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self.store.otp_candidates, entity, address)
+
     def close(self) -> None:
+        self._group.close()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self.store.close()
+
+
+class InlineReader:
+    """A SQLite connection that only reads, used on the event loop thread.
+
+    It never waits: with busy_timeout 0 a read that would have to wait (a WAL
+    recovery, a schema change) gives up at once and the caller reads on a
+    thread instead.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._path = _sqlite_path(url)
+        self._conn: sqlite3.Connection | None = None
+
+    def read(self, fn: Callable[[sqlite3.Cursor], T]) -> T | None:
+        if self._path is None:
+            return None
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+                self._conn.execute("PRAGMA busy_timeout=0")
+            cur = self._conn.cursor()
+            try:
+                return fn(cur)
+            finally:
+                cur.close()
+        except sqlite3.OperationalError:
+            return None  # busy or locked: the thread pool reads it
+        except sqlite3.Error as exc:
+            raise driver_error(exc) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+__all__ = ["AsyncStore", "StoreUnavailable"]

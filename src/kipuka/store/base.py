@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 
 from kipuka.store import migrations, schema
+from kipuka.store.issuance_sql import Dialect, Statements
 from kipuka.store.records import AuditEvent, CertRecord
 
 
@@ -132,6 +133,7 @@ class StoreBase:
         self._down_until = 0.0
         path = _sqlite_path(url) if self.dialect == "sqlite" else None
         self._write_lock = SqliteWriteLock(path) if path else None
+        self.sql = Statements.of(Dialect(self.dialect))  # the enrollment path's statements, on the driver
 
     def checkpoint(self) -> None:
         """Fold SQLite's WAL into the database, off the request path (PASSIVE: never waits for readers)."""
@@ -172,7 +174,16 @@ class StoreBase:
     def _read(self) -> Any:
         return _guard(self, self._reader)
 
-
+    @staticmethod
+    def _raw(conn: Any, fn: Any) -> Any:
+        """Run `fn` on a DB-API cursor of a SQLAlchemy connection (inside its transaction)."""
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            return fn(cur)
+        except Exception as exc:
+            raise driver_error(exc) from exc
+        finally:
+            cur.close()
 
     @staticmethod
     def _audit(conn: Any, e: AuditEvent) -> None:
@@ -255,6 +266,18 @@ class _guard:
         if getattr(exc, "connection_invalidated", False) or isinstance(exc, OperationalError):
             if self._store.dialect != "sqlite":  # SQLite "errors" are locks and files, not outages
                 self._store._down_until = time.monotonic() + OUTAGE_BACKOFF
+
+
+def driver_error(exc: Exception) -> Exception:
+    """A DB-API driver's exception (sqlite3, psycopg) in the store's own terms."""
+    if isinstance(exc, (StoreUnavailable, SerialCollision, Revoked)):
+        return exc
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "IntegrityError" in names:  # a duplicate serial or fingerprint
+        return SerialCollision(str(exc))
+    if "Error" in names and type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg"):
+        return StoreUnavailable(_short(exc))
+    return exc
 
 
 def _short(exc: BaseException) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -25,13 +24,11 @@ class EnrollmentStore(StoreBase):
             self._audit(conn, audit)
             return int(result.inserted_primary_key[0])
 
-    def otps_for(self, entity: str) -> list[OtpRecord]:
-        """Every unrevoked OTP of an entity, spent ones included (for lost-response recovery)."""
-        t = schema.otps
+    def otp_candidates(self, entity: str, address: str) -> tuple[list[OtpRecord], dt.datetime | None]:
+        """Every unrevoked OTP of an entity (spent ones too, for lost-response recovery), newest
+        first, and the lockout of (entity, address): the one read an OTP check needs."""
         with self._read() as conn:
-            rows = conn.execute(select(t).where(and_(t.c.entity == entity, t.c.revoked_at.is_(None)))
-                                .order_by(t.c.id.desc()).limit(64)).mappings().all()
-        return [OtpRecord(**dict(r)) for r in rows]
+            return self._raw(conn, lambda cur: self.sql.otp_candidates(cur, entity, address))
 
     def list_otps(self, entity: str | None = None) -> list[OtpRecord]:
         t = schema.otps
@@ -52,15 +49,6 @@ class EnrollmentStore(StoreBase):
 
     # --- lockouts -------------------------------------------------------------------
 
-    def locked_until(self, entity: str, address: str, now: dt.datetime) -> dt.datetime | None:
-        t = schema.otp_failures
-        with self._read() as conn:
-            row = conn.execute(select(t.c.locked_until).where(
-                and_(t.c.entity == entity, t.c.address == address))).first()
-        if row and row[0] is not None and row[0] > now:
-            return row[0]
-        return None
-
     def record_auth_failure(self, entity: str, address: str, now: dt.datetime, max_failures: int,
                             window: dt.timedelta, audit: AuditEvent) -> dt.datetime | None:
         """Count a failed OTP attempt; returns the lock expiry once the pair is locked out."""
@@ -80,6 +68,8 @@ class EnrollmentStore(StoreBase):
             return locked
 
     # --- issuance -------------------------------------------------------------------
+    # The statements live in issuance_sql (on the driver, no SQLAlchemy per call); the server
+    # runs them through group commit (AsyncStore), the CLI and tests through these methods.
 
     def issue_with_otp(self, otp_id: int, cert: CertRecord, audit: AuditEvent, now: dt.datetime,
                        recovery_window: dt.timedelta) -> tuple[str, bytes | None]:
@@ -95,34 +85,12 @@ class EnrollmentStore(StoreBase):
     def _issue_with_otp_in(self, conn: Any, otp_id: int, cert: CertRecord, audit: AuditEvent, now: dt.datetime,
                            recovery_window: dt.timedelta) -> tuple[str, bytes | None]:
         """issue_with_otp inside a caller's transaction (escrow adds its row to the same one)."""
-        o = schema.otps
-        earlier = self._recovered(conn, otp_id, cert.pubkey_sha256, now - recovery_window)
-        if earlier is not None:
-            self._audit(conn, dataclasses.replace(audit, event=audit.event + ".redeliver",
-                                                  reason="certificate re-sent for a retried request"))
-            return "recovered", earlier
-        spent = conn.execute(o.update().where(and_(
-            o.c.id == otp_id, o.c.uses_left > 0, o.c.revoked_at.is_(None), o.c.expires_at > now))
-            .values(uses_left=o.c.uses_left - 1)).rowcount
-        if spent != 1:
-            return "spent", None
-        self._insert_cert(conn, cert)
-        self._audit(conn, audit)
-        return "issued", None
+        return self._raw(conn, lambda cur: self.sql.issue_with_otp(cur, otp_id, cert, audit, now, recovery_window))
 
     def recovered_certificate(self, otp_id: int, pubkey_sha256: str, since: dt.datetime) -> bytes | None:
         """The certificate an OTP already gave this public key since `since`, if any."""
         with self._read() as conn:
-            return self._recovered(conn, otp_id, pubkey_sha256, since)
-
-    @staticmethod
-    def _recovered(conn: Any, otp_id: int, pubkey_sha256: str, since: dt.datetime) -> bytes | None:
-        c = schema.certificates
-        row = conn.execute(
-            select(c.c.der).where(and_(c.c.otp_id == otp_id, c.c.pubkey_sha256 == pubkey_sha256,
-                                       c.c.issued_at >= since))
-            .order_by(c.c.id.desc()).limit(1)).first()
-        return bytes(row[0]) if row is not None else None
+            return self._raw(conn, lambda cur: self.sql.recovered_der(cur, otp_id, pubkey_sha256, since))
 
     def record_issuance(self, cert: CertRecord, audit: AuditEvent,
                         credential: tuple[str, str] | None = None) -> None:
@@ -137,7 +105,5 @@ class EnrollmentStore(StoreBase):
     def _record_issuance_in(self, conn: Any, cert: CertRecord, audit: AuditEvent,
                             credential: tuple[str, str] | None) -> None:
         """record_issuance inside a caller's transaction."""
-        if credential is not None and self._revoked(conn, *credential):
-            raise Revoked(credential[1])
-        self._insert_cert(conn, cert)
-        self._audit(conn, audit)
+        if self._raw(conn, lambda cur: self.sql.record_issuance(cur, cert, audit, credential)) == "revoked":
+            raise Revoked(credential[1])  # type: ignore[index]

@@ -55,12 +55,19 @@ def _v5_audit_actor(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE audit ALTER COLUMN auth TYPE TEXT"))
 
 
+def _v7_brski(conn: Connection) -> None:
+    """BRSKI: pledges (devices known by their IDevID), LDevID links, ownership rules (RFC 8995)."""
+    schema.metadata.create_all(conn, tables=[schema.brski_pledges, schema.brski_ldevids, schema.brski_ownership],
+                               checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "baseline: certificates, otps, otp_failures, audit", lambda conn: None),
     (2, "pending requests, CRLs, admin tokens, audit chain", _v2_operations),
     (3, "escrowed keys, CMC replay protection", _v3_keys_and_cmc),
     (4, "pending requests held by a remote CA", _v4_ca_ref),
     (5, "audit actor as long as an admin's name", _v5_audit_actor),
+    (7, "BRSKI pledges, LDevID links and ownership rules", _v7_brski),
 ]
 LATEST = MIGRATIONS[-1][0]
 

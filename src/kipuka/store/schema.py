@@ -194,3 +194,49 @@ cmc_replay = Table(
     Column("seen_at", UTCDateTime, nullable=False),
     UniqueConstraint("kind", "value_sha256", name="uq_cmc_replay"),
 )
+
+
+# --- schema v7: BRSKI (RFC 8995) --------------------------------------------------------
+
+brski_pledges = Table(
+    "brski_pledges", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("idevid_sha256", String(64), nullable=False, unique=True),  # the device is its IDevID
+    Column("manufacturer", String(64), nullable=False),
+    Column("serial_number", String(128), nullable=False),
+    Column("idevid_subject", Text, nullable=False),
+    Column("idevid_der", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # owned | pending | approved | rejected
+    Column("label", String(64), nullable=False),  # the EST label its LDevID comes from
+    Column("reason", Text, nullable=False),
+    Column("decided_by", String(255), nullable=True),  # "policy:<rule>" or the officer
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("client_addr", String(64), nullable=False),
+    Column("masa_url", Text, nullable=False),
+    Column("nonce", String(100), nullable=True),  # base64 of the last voucher request's nonce
+    Column("voucher_at", UTCDateTime, nullable=True),  # when the last voucher was handed to the pledge
+    Column("voucher", LargeBinary, nullable=True),  # that voucher, as the MASA signed it
+    Column("voucher_status", Text, nullable=True),  # the pledge's last telemetry (RFC 8995 §5.7), as JSON
+    Column("enroll_status", Text, nullable=True),  # (§5.9.4), as JSON
+)
+Index("ix_brski_pledges_status", brski_pledges.c.status, brski_pledges.c.id)
+
+brski_ldevids = Table(
+    "brski_ldevids", metadata,
+    Column("ca_id", String(64), primary_key=True),
+    Column("serial", String(42), primary_key=True),
+    Column("pledge_id", BigInteger, nullable=False),
+)
+Index("ix_brski_ldevids_pledge", brski_ldevids.c.pledge_id)
+
+brski_ownership = Table(
+    "brski_ownership", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("manufacturer", String(64), nullable=False),
+    Column("pattern", String(128), nullable=False),  # serial-number pattern (fnmatch)
+    Column("label", String(64), nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("manufacturer", "pattern", name="uq_brski_ownership"),
+)

@@ -97,10 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_enrollment(p, pending=False)
     g = add_files(p, "where to write the certificate", "where to write the returned key (0600)", key_required=True,
                   title="files and delivery")
-    g.add_argument("--delivery", choices=(PKCS8, CSR_KEY), default=CSR_KEY,
-                   help="csr-key (default, kipuka's default too): key encrypted to the CSR's throwaway key; "
-                        "pkcs8: key protected by TLS only (labels that allow it, and other EST servers). "
-                        "A label that encrypts anyway is answered with the CSR's key")
+    g.add_argument("--delivery", choices=(PKCS8, CSR_KEY), default=PKCS8,
+                   help="pkcs8 (default, RFC 7030's): key protected by TLS only; csr-key: key encrypted "
+                        "to the CSR's throwaway key (kipuka's extension, on labels that allow it). A label "
+                        "that encrypts anyway is answered with the CSR's key")
     add_output(p)
     p.set_defaults(func=cmd_serverkeygen)
 

@@ -77,6 +77,8 @@
       ["EST label", c.label || "(unlabeled)"],
       ["CA", c.ca],
       ["Enrolled with", c.auth],
+      // BRSKI (RFC 8995): the pledge's factory IDevID this LDevID was issued to
+      ...(c.idevid ? [["IDevID", `${c.idevid.manufacturer} serial ${c.idevid.serial_number}: ${c.idevid.idevid_subject}`]] : []),
       ["Issued", time(c.issued_at)],
     ]));
     document.getElementById("detail-ext").replaceChildren(table("X.509 v3 extensions", [

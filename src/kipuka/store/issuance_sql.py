@@ -1,0 +1,159 @@
+"""The statements of the enrollment path, run on the database driver directly.
+
+Every enrollment reads an entity's OTPs and its lockout, then spends an OTP use
+and inserts a certificate and an audit row. Through SQLAlchemy each of those
+statements cost more CPU than the database work itself (a py-spy profile of the
+OTP path spent 45% of a worker in SQLAlchemy, docs/benchmarks.md), so these few
+are plain SQL text on the DB-API cursor, for SQLite (sqlite3) and PostgreSQL
+(psycopg 3). Everything else stays on SQLAlchemy Core.
+
+Values are bound exactly as SQLAlchemy binds them (tests/unit/test_issuance_sql.py
+reads rows written here back through SQLAlchemy, and the reverse): on SQLite a
+UTC datetime is the text "YYYY-MM-DD HH:MM:SS.ffffff", on PostgreSQL a
+timestamptz.
+
+Each unit runs inside a transaction the caller owns (group commit puts many in
+one) and reports expected outcomes as values, never as exceptions: an exception
+means the transaction is no longer usable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Any
+
+from kipuka.store.records import AuditEvent, CertRecord, OtpRecord
+
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+_CERT_COLUMNS = tuple(f.name for f in dataclasses.fields(CertRecord))
+_AUDIT_COLUMNS = ("event", "outcome", "reason", "label", "entity", "client_addr", "auth", "ca_id", "serial", "at")
+_OTP_COLUMNS = ("id", "entity", "label", "key_id", "digest", "expires_at", "uses_total", "uses_left", "revoked_at",
+                "created_at")
+_OTP_TIMES = {"expires_at", "revoked_at", "created_at"}
+
+
+class Dialect:
+    """Binds and reads values, and writes parameters, the way one driver wants them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sqlite = name == "sqlite"
+
+    def sql(self, text: str) -> str:
+        """`:name` parameters (sqlite3's named style) as psycopg's `%(name)s` where needed."""
+        return text if self.sqlite else re.sub(r":([a-z_][a-z0-9_]*)", r"%(\1)s", text)
+
+    def time(self, value: dt.datetime | None) -> Any:
+        if value is None or not self.sqlite:
+            return value
+        return value.astimezone(dt.timezone.utc).strftime(_SQLITE_TIME)
+
+    def read_time(self, value: Any) -> dt.datetime | None:
+        if value is None or isinstance(value, dt.datetime):
+            return value.astimezone(dt.timezone.utc) if value is not None else None
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.timezone.utc)  # C speed; strptime is not
+
+
+@dataclasses.dataclass(frozen=True)
+class Statements:
+    """The SQL of one dialect, written once."""
+
+    dialect: Dialect
+    insert_cert: str
+    insert_audit: str
+    spend_otp: str
+    recovered: str
+    revoked: str
+    otps: str
+    locked: str
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> "Statements":
+        q = dialect.sql
+        return cls(
+            dialect=dialect,
+            insert_cert=q(f"INSERT INTO certificates ({', '.join(_CERT_COLUMNS)}) "
+                          f"VALUES ({', '.join(':' + c for c in _CERT_COLUMNS)})"),
+            insert_audit=q(f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
+                           f"VALUES ({', '.join(':' + c for c in _AUDIT_COLUMNS)})"),
+            spend_otp=q("UPDATE otps SET uses_left = uses_left - 1 WHERE id = :id AND uses_left > 0 "
+                        "AND revoked_at IS NULL AND expires_at > :now"),
+            recovered=q("SELECT der FROM certificates WHERE otp_id = :otp_id AND pubkey_sha256 = :pubkey "
+                        "AND issued_at >= :since ORDER BY id DESC LIMIT 1"),
+            revoked=q("SELECT revoked_at FROM certificates WHERE ca_id = :ca_id AND serial = :serial"),
+            otps=q(f"SELECT {', '.join(_OTP_COLUMNS)} FROM otps WHERE entity = :entity AND revoked_at IS NULL "
+                   "ORDER BY id DESC LIMIT 64"),
+            locked=q("SELECT locked_until FROM otp_failures WHERE entity = :entity AND address = :address"),
+        )
+
+    # --- writes (inside the caller's transaction) ------------------------------------
+
+    def audit(self, cur: Any, e: AuditEvent) -> None:
+        row = e.row()
+        row["at"] = self.dialect.time(e.at)
+        cur.execute(self.insert_audit, row)
+
+    def certificate(self, cur: Any, cert: CertRecord) -> None:
+        """Insert a certificate; a duplicate serial or fingerprint raises the driver's IntegrityError."""
+        t = self.dialect.time
+        row = {name: getattr(cert, name) for name in _CERT_COLUMNS}
+        for name in ("not_before", "not_after", "issued_at", "revoked_at"):
+            row[name] = t(row[name])
+        cur.execute(self.insert_cert, row)
+
+    def issue_with_otp(self, cur: Any, otp_id: int, cert: CertRecord, audit: AuditEvent, now: dt.datetime,
+                       recovery_window: dt.timedelta) -> tuple[str, bytes | None]:
+        """Spend one use of the OTP and record its certificate: ("issued", None); ("recovered", der)
+        when the OTP already gave this public key a certificate within the window; ("spent", None)."""
+        earlier = self.recovered_der(cur, otp_id, cert.pubkey_sha256, now - recovery_window)
+        if earlier is not None:
+            self.audit(cur, dataclasses.replace(audit, event=audit.event + ".redeliver",
+                                                reason="certificate re-sent for a retried request"))
+            return "recovered", earlier
+        cur.execute(self.spend_otp, {"id": otp_id, "now": self.dialect.time(now)})
+        if cur.rowcount != 1:
+            return "spent", None
+        self.certificate(cur, cert)
+        self.audit(cur, audit)
+        return "issued", None
+
+    def record_issuance(self, cur: Any, cert: CertRecord, audit: AuditEvent,
+                        credential: tuple[str, str] | None) -> str:
+        """Record a certificate unless the client certificate it was asked with is revoked:
+        "issued" or "revoked". Checked inside the write, so a revocation that lands while
+        the certificate is being signed still wins."""
+        if credential is not None and self.is_revoked(cur, *credential):
+            return "revoked"
+        self.certificate(cur, cert)
+        self.audit(cur, audit)
+        return "issued"
+
+    # --- reads ------------------------------------------------------------------------
+
+    def recovered_der(self, cur: Any, otp_id: int, pubkey: str, since: dt.datetime) -> bytes | None:
+        cur.execute(self.recovered, {"otp_id": otp_id, "pubkey": pubkey, "since": self.dialect.time(since)})
+        row = cur.fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def is_revoked(self, cur: Any, ca_id: str, serial: str) -> bool:
+        cur.execute(self.revoked, {"ca_id": ca_id, "serial": serial})
+        row = cur.fetchone()
+        return row is not None and row[0] is not None
+
+    def otp_candidates(self, cur: Any, entity: str, address: str) -> tuple[list[OtpRecord], dt.datetime | None]:
+        """An entity's unrevoked OTPs (newest first, spent ones too) and its lockout for this address."""
+        read_time = self.dialect.read_time
+        cur.execute(self.locked, {"entity": entity, "address": address})
+        row = cur.fetchone()
+        locked = read_time(row[0]) if row is not None else None
+        cur.execute(self.otps, {"entity": entity})
+        otps = []
+        for values in cur.fetchall():
+            fields = dict(zip(_OTP_COLUMNS, values))
+            for name in _OTP_TIMES:
+                fields[name] = read_time(fields[name])
+            fields["digest"] = bytes(fields["digest"])
+            otps.append(OtpRecord(**fields))
+        return otps, locked

@@ -1,0 +1,140 @@
+"""The enrollment path's driver-level statements (store/issuance_sql.py) and group commit.
+
+Rows written on the driver must read back through SQLAlchemy exactly as rows SQLAlchemy
+wrote (and the reverse), on SQLite and, when KIPUKA_TEST_DATABASE names one, PostgreSQL;
+group commit must keep each request's failure to itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import uuid
+
+import pytest
+
+from kipuka.store import AsyncStore, AuditEvent, CertRecord, Store
+from kipuka.store.base import Revoked, SerialCollision
+from tests.helpers import fresh_database_url
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def store(tmp_path):
+    url = fresh_database_url() or f"sqlite:///{tmp_path / 'k.db'}"
+    s = Store(url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+def _cert(serial: str, otp_id: int | None = None, pubkey: str = "ab" * 32, at: dt.datetime | None = None
+          ) -> CertRecord:
+    now = at or dt.datetime(2026, 12, 7, 10, 11, 12, 345678, tzinfo=UTC)
+    return CertRecord(ca_id="ca", serial=serial, subject="CN=dev-1.example.com", sans="dev-1.example.com",
+                      not_before=now - dt.timedelta(minutes=5), not_after=now + dt.timedelta(days=30),
+                      label="", entity="dev-1", auth="otp", pubkey_sha256=pubkey,
+                      fingerprint_sha256=uuid.uuid4().hex * 2, der=b"\x30\x03\x02\x01" + serial.encode(),
+                      issued_at=now, otp_id=otp_id)
+
+
+def _otp(store: Store, uses: int = 1, ttl: dt.timedelta = dt.timedelta(hours=1)) -> int:
+    return store.create_otp("dev-1", None, "k1", b"\x01" * 32, dt.datetime.now(UTC) + ttl, uses,
+                            AuditEvent(event="otp.create", outcome="success"))
+
+
+def test_rows_written_on_the_driver_read_back_through_sqlalchemy(store):
+    record = _cert("1a2b")
+    store.record_issuance(record, AuditEvent(event="enroll", outcome="success", serial="1a2b"))
+    back = store.certificate_status("ca", "1a2b")
+    assert dataclasses.replace(back, der=bytes(back.der)) == record
+    events = store.audit_events(event="enroll")
+    assert [(e.serial, e.at.tzinfo is not None) for e in events] == [("1a2b", True)]
+
+
+def test_otps_written_through_sqlalchemy_read_back_on_the_driver(store):
+    otp_id = _otp(store, uses=3)
+    otps, locked = store.otp_candidates("dev-1", "127.0.0.1")
+    assert locked is None
+    [otp] = otps
+    assert (otp.id, otp.uses_left, otp.label, otp.digest) == (otp_id, 3, None, b"\x01" * 32)
+    assert otp.expires_at.tzinfo == UTC and otp.expires_at > dt.datetime.now(UTC)
+
+
+def test_an_otp_use_is_spent_once_and_a_retry_with_the_same_key_is_recovered(store):
+    otp_id = _otp(store, uses=1)
+    now = dt.datetime.now(UTC)
+    window = dt.timedelta(minutes=10)
+    first = _cert("aa01", otp_id, at=now)
+    assert store.issue_with_otp(otp_id, first, AuditEvent(event="enroll", outcome="success"), now, window) \
+        == ("issued", None)
+    again = _cert("aa02", otp_id, at=now)
+    assert store.issue_with_otp(otp_id, again, AuditEvent(event="enroll", outcome="success"), now, window) \
+        == ("recovered", first.der)
+    other_key = _cert("aa03", otp_id, pubkey="cd" * 32, at=now)
+    assert store.issue_with_otp(otp_id, other_key, AuditEvent(event="enroll", outcome="success"), now, window) \
+        == ("spent", None)
+    assert store.certificate_status("ca", "aa02") is None and store.certificate_status("ca", "aa03") is None
+
+
+def test_an_expired_otp_is_not_spent(store):
+    otp_id = _otp(store, uses=1, ttl=dt.timedelta(seconds=1))
+    later = dt.datetime.now(UTC) + dt.timedelta(seconds=5)
+    assert store.issue_with_otp(otp_id, _cert("bb01", otp_id, at=later), AuditEvent(event="enroll", outcome="x"),
+                                later, dt.timedelta(0))[0] == "spent"
+
+
+def test_a_revoked_credential_refuses_the_write(store):
+    store.record_issuance(_cert("cc01"), AuditEvent(event="enroll", outcome="success"))
+    store.revoke_certificate("cc01", "keyCompromise", dt.datetime.now(UTC), AuditEvent(event="cert.revoke",
+                                                                                       outcome="success"))
+    with pytest.raises(Revoked):
+        store.record_issuance(_cert("cc02"), AuditEvent(event="enroll", outcome="success"), ("ca", "cc01"))
+    assert store.certificate_status("ca", "cc02") is None
+
+
+def test_a_duplicate_serial_is_a_serial_collision(store):
+    store.record_issuance(_cert("dd01"), AuditEvent(event="enroll", outcome="success"))
+    with pytest.raises(SerialCollision):
+        store.record_issuance(_cert("dd01"), AuditEvent(event="enroll", outcome="success"))
+
+
+def test_group_commit_keeps_a_failure_to_its_own_request(store):
+    """Many writes in one turn of the loop share a transaction; a duplicate serial among them
+    fails only its own request, and every other certificate and audit row is written."""
+    store.record_issuance(_cert("ee00"), AuditEvent(event="enroll", outcome="success"))
+    astore = AsyncStore(store)
+
+    async def burst():
+        writes = [astore.record_issuance(_cert(f"ee{i:02x}"), AuditEvent(event="enroll", outcome="success",
+                                                                          serial=f"ee{i:02x}"))
+                  for i in range(40)]
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    try:
+        results = asyncio.run(burst())
+    finally:
+        astore._group.close()
+    assert isinstance(results[0], SerialCollision)
+    assert results[1:] == [None] * 39
+    serials = {e.serial for e in store.audit_events(limit=100, event="enroll")}
+    assert {f"ee{i:02x}" for i in range(1, 40)} <= serials
+    assert all(store.certificate_status("ca", f"ee{i:02x}") is not None for i in range(40))
+
+
+def test_group_commit_answers_only_after_the_commit(store):
+    """What a request awaited is in the database when its future resolves (read on another connection)."""
+    astore = AsyncStore(store)
+    other = Store(store.url)
+
+    async def one():
+        await astore.record_issuance(_cert("ff01"), AuditEvent(event="enroll", outcome="success"))
+        return other.certificate_status("ca", "ff01")
+
+    try:
+        assert asyncio.run(one()) is not None
+    finally:
+        astore._group.close()
+        other.close()
