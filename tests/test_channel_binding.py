@@ -135,7 +135,7 @@ def test_tls_exporter_matches_an_independent_client(linked, tmp_path):
     assert b"HTTP/1.1 200" in out, out[-500:]
 
 
-@pytest.mark.parametrize("binding", [True, "tls-exporter"], ids=["tls-unique", "tls-exporter"])
+@pytest.mark.parametrize("binding", ["tls-unique", True], ids=["tls-unique", "the-connections-own"])
 def test_kipuka_client_links_its_csr_on_tls_1_2_and_1_3(linked, binding):
     from cryptography import x509 as _x509
     from kipuka import client as est
@@ -147,3 +147,16 @@ def test_kipuka_client_links_its_csr_on_tls_1_2_and_1_3(linked, binding):
                                                                               f"{entity}.example.com")]))
     issued = c.simpleenroll(spec)
     assert issued.certificate.subject.rfc4514_string() == f"CN={entity}.example.com"
+
+
+def test_kipuka_est_links_its_csr_by_itself_when_csrattrs_ask_for_it_on_tls_1_3(linked, tmp_path, capsys):
+    """/csrattrs of a require_linking label names challengePassword (RFC 7030 §3.5): the command line
+    turns channel binding on without being told, on TLS 1.3 (tls-exporter) as well."""
+    from kipuka.client.cli import main
+    entity = unique()
+    code = main(["enroll", "-s", f"https://localhost:{linked.port}", "--trust", linked.ca_bundle, "-u", entity,
+                 "--otp", linked.otp(entity), "--cn", f"{entity}.example.com",
+                 "--out-cert", str(tmp_path / "c.pem"), "--out-key", str(tmp_path / "k.pem")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "csrattrs ask for channel binding" in err

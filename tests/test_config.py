@@ -119,6 +119,11 @@ def test_unknown_key_type_is_a_configuration_error(tmp_path):
     assert "labels.iot-fleet.key_types" in out.stderr and "dsa" in out.stderr
 
 
+def test_a_validity_shorter_than_a_minute_is_a_configuration_error(tmp_path):
+    out, _ = _broken(tmp_path, replacements={r"^validity_days = 90$": 'validity = "30s"'})
+    assert out.returncode == 2 and "labels.iot-fleet.validity" in out.stderr and "1m" in out.stderr
+
+
 def test_invalid_toml_reports_the_line(tmp_path):
     out, _ = _broken(tmp_path, append="\nthis is not toml\n")
     assert out.returncode == 2 and "line" in out.stderr

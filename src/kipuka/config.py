@@ -64,6 +64,7 @@ class Policy:
     key_types: tuple[str, ...] = ("ec-p256", "ec-p384", "rsa")
     rsa_min_bits: int = 2048
     validity_days: int = 365
+    validity: int = 0  # seconds ("10m", "12h"); when set, replaces validity_days (short-lived certificates)
     ekus: tuple[str, ...] = ("clientAuth",)
     otp_name_rule: str = "prefix"
     dns_suffixes: tuple[str, ...] = ()
@@ -441,6 +442,8 @@ def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Poli
         raise ConfigError(f"{key}.rsa_min_bits", "must be at least 2048")
     if not 1 <= policy.validity_days <= 3650:
         raise ConfigError(f"{key}.validity_days", "must be between 1 and 3650")
+    if policy.validity and not 60 <= policy.validity <= 3650 * 86400:
+        raise ConfigError(f"{key}.validity", "must be between 1m and 3650d")
     return policy
 
 
@@ -488,7 +491,7 @@ def _check_subject_rdns(entries: tuple[str, ...], key: str) -> None:
 
 
 _DURATION_FIELDS = {"default_ttl", "lockout", "recovery_window", "shutdown_timeout", "retry_after", "pending_ttl",
-                    "crl_validity", "crl_refresh", "header_timeout", "body_timeout"}
+                    "crl_validity", "crl_refresh", "header_timeout", "body_timeout", "validity"}
 
 
 def _section(cls: type, table: dict[str, Any], key: str, base: Path, defaults: Any = None) -> Any:

@@ -75,3 +75,14 @@ def keygen_server(tmp_path_factory: pytest.TempPathFactory):
     entity = unique("keygen-client")
     yield srv, entity, srv.otp(entity, "--uses", "1000")
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def agent_srv(tmp_path_factory: pytest.TempPathFactory):
+    """A server of the module's own with the agent tests' labels (`tests/client/agent_util.py`):
+    `short` (2-minute certificates), `held` (approval), `idevid` (a bootstrap anchor)."""
+    from tests.client.agent_util import agent_server
+
+    srv = agent_server(tmp_path_factory.mktemp("agent-server")).start()
+    yield srv
+    srv.stop()

@@ -80,18 +80,23 @@ def test_cacerts_bootstrap_with_wrong_fingerprint_exits_8_and_writes_nothing(ser
     assert err.count("\n") == 2 and err.splitlines()[-1].startswith("kipuka-est: error: no certificate")
 
 
-def test_cacerts_without_trust_or_fingerprint_fails_with_advice(run):
+def test_cacerts_without_trust_or_fingerprint_exits_9_tls_trust_with_advice(run):
     code, out, err = run("cacerts", trust=False)
-    assert code == 3
+    assert code == 9
     assert "--fingerprint" in err and err.count("\n") == 1
 
 
-def test_csrattrs(run):
+def test_csrattrs_prints_key_types_curves_sizes_and_extensions_by_name(run):
     code, out, err = run("csrattrs", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["key_type"] == "ec-p256" and "1.2.840.10045.2.1" in doc["csrattrs"]["attributes"]
+    assert set(doc["key_types"]) == {"EC P-256", "EC P-384", "RSA (at least 2048 bits)"}
     code, out, err = run("csrattrs")
-    assert "attribute 1.2.840.10045.2.1" in out
+    lines = out.splitlines()
+    assert lines[0].startswith("key types: ") and "EC P-256" in lines[0] and "RSA (at least 2048 bits)" in lines[0]
+    assert "signature algorithms: ecdsa-with-SHA256, sha256WithRSAEncryption" in lines
+    assert "extensions to include: subjectAltName" in lines
+    assert "1.2.840" not in out and "2.5.29" not in out  # no raw OIDs for what has a name
 
 
 @pytest.mark.parametrize("label", [None, "iot-fleet", "corp-devices"])
@@ -189,12 +194,12 @@ def test_serverkeygen_while_off_exits_4_with_the_404_reason(server, run, tmp_pat
     assert "404: server-side key generation (serverkeygen) is not enabled" in err
 
 
-def test_renew_not_due_when_the_window_is_shorter_than_the_remaining_validity(server, run, tmp_path, otp_pool):
+def test_renew_not_due_exits_10_when_the_window_is_shorter_than_the_remaining_validity(server, run, tmp_path, otp_pool):
     _, crt, key, _, _ = _enroll(otp_pool, run, tmp_path)
     before = crt.read_bytes()
     code, out, err = run("renew", "--cert", str(crt), "--key", str(key), "--if-expiring-within", "30d", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["renewed"] is False and doc["remaining_seconds"] > 360 * 86400
+    assert code == 10 and doc["renewed"] is False and doc["remaining_seconds"] > 360 * 86400
     assert crt.read_bytes() == before
     assert "not due" in err
 
@@ -229,7 +234,7 @@ def test_renew_with_rekey_on_iot_fleet(server, run, tmp_path, otp_pool):
     # iot-fleet issues 90-day certificates: a 100-day window is due, a 60-day one is not
     code, out, err = run("renew", "--label", "iot-fleet", "--cert", str(crt), "--key", str(key),
                          "--if-expiring-within", "60d")
-    assert code == 0 and "not due" in err
+    assert code == 10 and "not due" in err
     code, out, err = run("renew", "--label", "iot-fleet", "--cert", str(crt), "--key", str(key),
                          "--if-expiring-within", "100d", "--rekey")
     assert code == 0, err
@@ -259,3 +264,67 @@ def test_the_module_runs_as_a_command(server):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ok"] is True and proc.stderr == ""
+
+
+# --- UX: version, help, exit codes, pipes --------------------------------------------------------
+
+def test_version(capsys):
+    from kipuka import __version__
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"kipuka-est {__version__}"
+
+
+@pytest.mark.parametrize("command, present, absent", [
+    ("cacerts", ["--fingerprint", "--out"], ["--otp", "--cert", "--max-wait", "--cn", "--rekey", "KIPUKA_EST_OTP"]),
+    ("csrattrs", ["--otp", "--cert"], ["--max-wait", "--cn", "--out-cert"]),
+    ("enroll", ["--otp-file", "--cert", "--cn", "--max-wait", "--channel-binding", "--new-request"], ["--rekey"]),
+    ("reenroll", ["--rekey", "--cert"], ["--otp", "--cn", "--delivery"]),
+    ("renew", ["--if-expiring-within", "--rekey", "--cert"], ["--otp", "--cn", "--out-cert", "--delivery"]),
+    ("serverkeygen", ["--delivery", "--otp"], ["--rekey", "--new-request"]),
+    ("agent", ["--once", "--status", "KIPUKA_EST_AGENT_CONFIG"], ["--otp", "--cert", "--trust"]),
+])
+def test_each_command_help_shows_its_own_options_examples_environment_and_exit_codes(capsys, command, present,
+                                                                                      absent):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "exit codes:" in text and "environment:" in text
+    assert "9   TLS failed" in text and "3   server unreachable" in text
+    usage = text.split("\n\n", 1)[0]  # argparse's usage lists every option the command takes
+    for option in present:
+        assert option in (usage if option.startswith("--") else text), option
+    for option in absent:
+        assert option not in (usage if option.startswith("--") else text), option
+
+
+def test_an_unreachable_server_exits_3_and_an_untrusted_one_9(server, run):
+    from tests.helpers import free_port
+    code, out, err = run("cacerts", "--server", f"https://localhost:{free_port()}")
+    assert code == 3 and "cannot connect" in err
+    code, out, err = run("cacerts", trust=False)
+    assert code == 9 and "not trusted" in err
+
+
+def test_a_closed_stdout_ends_quietly_without_a_traceback(server):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte, as with `| head -0`
+    proc = subprocess.run([sys.executable, "-m", "kipuka.client", "cacerts", "--server",
+                           f"https://localhost:{server.port}", "--trust", server.ca_bundle],
+                          stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write_end)
+    assert proc.returncode == 141 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_serverkeygen_asked_for_pkcs8_on_a_csr_key_label_opens_the_key_with_the_csr_key(keygen_server, capsys,
+                                                                                        monkeypatch, tmp_path):
+    srv, entity, otp = keygen_server
+    crt, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    code = main(["serverkeygen", "-s", f"https://localhost:{srv.port}", "--trust", srv.ca_bundle, "--label", "keygen",
+                 "-u", entity, "--otp", otp, "--cn", f"{entity}.example.com", "--delivery", "pkcs8",
+                 "--out-cert", str(crt), "--out-key", str(key), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["key_encrypted"] is True and "encrypted the key to the CSR's key anyway" in err
+    from kipuka.client.install import pair_matches
+    assert pair_matches(str(crt), str(key)) and _mode(key) == 0o600

@@ -15,7 +15,7 @@ from cryptography.x509.oid import AttributeOID
 
 from kipuka.client import (BadRequest, ChannelBindingError, CsrSpec, EstClient, InvalidResponse, PendingTimeout,
                            ServerError, ServiceUnavailable, TlsError, Unauthorized, generate_key)
-from kipuka.client.client import CSR_KEY
+from kipuka.client.client import CSR_KEY, PKCS8
 from tests.client.fakes import b64_lines, certs_only, csr_of, http_response
 
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
@@ -242,10 +242,12 @@ def test_serverkeygen_key_encrypted_to_the_csr_key(replay, replay_ca):
     c = client(srv, replay_ca, auth=("dev", "pw"))
     result = c.serverkeygen(spec(kind="rsa2048"), delivery=CSR_KEY)
     assert result.encrypted and result.private_key.public_key() == new_key.public_key()
-    # without the decryption key the client says so instead of returning garbage
+    # asked for pkcs8, the key comes encrypted to the CSR's key anyway: opened with it, not thrown away
+    assert c.serverkeygen(spec(kind="rsa2048"), delivery=PKCS8).encrypted
+    # without the decryption key (a ready-made CSR) the client says so instead of returning garbage
     from kipuka.client import DecryptionError
     with pytest.raises(DecryptionError, match="encrypted key"):
-        c.serverkeygen(spec(kind="rsa2048"))
+        c.serverkeygen(spec(kind="rsa2048").build(), delivery=PKCS8)
 
 
 def test_serverkeygen_unencrypted_key_when_encryption_was_asked_is_refused(replay, replay_ca):
@@ -430,7 +432,7 @@ def test_channel_binding_tls_unique_matches_the_servers_view(replay, replay_ca):
     srv = replay()
     srv.route("cacerts", libest_cacerts(replay_ca))
     srv.route("simpleenroll", libest_enroll(replay_ca))
-    c = client(srv, replay_ca, auth=("a", "b"), auth_mode="challenge", channel_binding=True)
+    c = client(srv, replay_ca, auth=("a", "b"), auth_mode="challenge", channel_binding="tls-unique")
     c.simpleenroll(spec())
     for req in (r for r in srv.requests if r.method == "POST"):
         assert req.tls_unique and _challenge_password(csr_of(req)) == base64.b64encode(req.tls_unique).decode()
@@ -446,7 +448,7 @@ def test_channel_binding_across_reconnects_rebinds_the_csr(replay, replay_ca):
             return raw
         return libest_enroll(replay_ca, require_auth=False)(req)
     srv.route("simpleenroll", enroll)
-    c = client(srv, replay_ca, auth=("a", "b"), channel_binding=True, sleep=lambda s: None)
+    c = client(srv, replay_ca, auth=("a", "b"), channel_binding="tls-unique", sleep=lambda s: None)
     c.simpleenroll(spec())
     posts = [r for r in srv.requests if r.method == "POST"]
     assert posts[0].connection != posts[1].connection and posts[0].tls_unique != posts[1].tls_unique
@@ -462,7 +464,7 @@ def test_channel_binding_needs_a_csr_made_by_the_client(replay, replay_ca):
 def test_channel_binding_against_a_tls13_only_server_fails_clearly(replay, replay_ca):
     srv = replay(tls13_only=True)
     with pytest.raises(TlsError, match="channel binding needs TLS 1.2"):
-        client(srv, replay_ca, channel_binding=True, auth=("a", "b")).simpleenroll(spec())
+        client(srv, replay_ca, channel_binding="tls-unique", auth=("a", "b")).simpleenroll(spec())
 
 
 # --- fullcmc -----------------------------------------------------------------------------------

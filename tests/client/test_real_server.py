@@ -258,7 +258,7 @@ def test_pending_approval_202_is_polled_within_the_bounded_wait(tmp_path):
 # --- /serverkeygen (a server with it on: tests/test_serverkeygen.py's labels) -------------------
 
 def test_serverkeygen_every_delivery_with_the_client_library(keygen_server, tmp_path):
-    from kipuka.client import CSR_KEY, PKCS8, AsymmetricDecryptKey, DecryptionError, SymmetricDecryptKey
+    from kipuka.client import CSR_KEY, PKCS8, AsymmetricDecryptKey, SymmetricDecryptKey
     from tests.test_serverkeygen import KEK, KEK_ID
 
     srv, entity, otp = keygen_server
@@ -279,8 +279,11 @@ def test_serverkeygen_every_delivery_with_the_client_library(keygen_server, tmp_
         assert rsa.private_key.key_size == 2048
         device_key = generate_key()
         device = c.simpleenroll(spec(device_key)).certificate
-        with pytest.raises(DecryptionError):  # this label encrypts by default: no plain pkcs8 for the asking
-            c.serverkeygen(spec(), delivery=PKCS8)
+        # this label encrypts to the CSR's key whatever is asked: the client opens it with that key
+        # (the certificate is issued by then: failing would throw the key away)
+        asked_plain = c.serverkeygen(spec(), delivery=PKCS8)
+        assert asked_plain.encrypted and spki(asked_plain.private_key.public_key()) == \
+            spki(asked_plain.certificate.public_key())
     ski = device.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     with client("keygen", client_cert=(device, device_key)) as c:
         asymmetric = c.serverkeygen(spec(device_key), delivery=AsymmetricDecryptKey(ski, device_key))

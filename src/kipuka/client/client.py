@@ -186,6 +186,11 @@ class EstClient:
             self._identity.close()
 
     @property
+    def bootstrapped(self) -> bool:
+        """Trust came from a fingerprint bootstrap on this client (keep `trust_anchors` for next time)."""
+        return self._bootstrapped
+
+    @property
     def trust_anchors(self) -> list[x509.Certificate] | None:
         """The explicit anchors in use (after a bootstrap: the accepted CA certificates); None = system CAs."""
         return list(self._anchors) if self._anchors is not None else None
@@ -196,7 +201,7 @@ class EstClient:
             anchors = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in self._anchors)
         return TlsSettings(anchors=anchors, verify=verify_tls,
                            client_cert=self._identity.paths if self._identity and verify_tls else None,
-                           tls12_only=self.channel_binding not in (False, None, "tls-exporter"))
+                           tls12_only=self.channel_binding == "tls-unique")
 
     def url(self, op: str, label: str | None = None) -> str:
         port = "" if self.port == 443 else f":{self.port}"
@@ -382,8 +387,17 @@ class EstClient:
         try:  # signed but not encrypted needs no key; anything encrypted does
             return cms.open_server_generated_key(der)
         except DecryptionError:
-            raise DecryptionError("serverkeygen: the server sent an encrypted key; ask for a delivery with a "
-                                  "decryption key (csr-key, AsymmetricDecryptKey or SymmetricDecryptKey)") from None
+            pass
+        if source.spec is not None:
+            # The label's policy, not the client, picks the delivery: a label that allows only
+            # csr-key encrypts to the CSR's key whatever was asked. The certificate is issued by
+            # now, so the key must be opened rather than thrown away.
+            try:
+                return cms.open_server_generated_key(der, private_key=source.spec.key)
+            except DecryptionError:
+                pass
+        raise DecryptionError("serverkeygen: the server sent an encrypted key; ask for a delivery with a "
+                              "decryption key (csr-key, AsymmetricDecryptKey or SymmetricDecryptKey)")
 
     def _verify_issued(self, leaf: x509.Certificate, response_certs: list[x509.Certificate]) -> list[x509.Certificate]:
         if not self.verify_chain:

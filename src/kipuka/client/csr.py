@@ -104,6 +104,22 @@ class CsrSpec:
             sans = []
         return cls(key, cert.subject, sans, **kwargs)
 
+    @classmethod
+    def from_csr(cls, key: PrivateKey, csr: x509.CertificateSigningRequest) -> "CsrSpec":
+        """The names and extensions of a CSR made earlier, to be signed again (a resumed request).
+
+        A challengePassword is left out: a channel-bound one belongs to the TLS
+        session it was made for, and is remade for the new one.
+        """
+        sans: list[x509.GeneralName] = []
+        extensions: list[tuple[x509.ExtensionType, bool]] = []
+        for ext in csr.extensions:
+            if isinstance(ext.value, x509.SubjectAlternativeName):
+                sans = list(ext.value)
+            else:
+                extensions.append((ext.value, ext.critical))
+        return cls(key, csr.subject, sans, extensions)
+
     def with_attribute(self, oid: x509.ObjectIdentifier, value: bytes, tag: _ASN1Type | None = None) -> "CsrSpec":
         return CsrSpec(self.key, self.subject, self.sans, self.extensions,
                        [*self.attributes, (oid, value, tag)], self.hash_name, self.challenge_password)

@@ -22,7 +22,10 @@ KEY_MODE = 0o600
 CERT_MODE = 0o644
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, mode: int) -> None:
+Owner = tuple[int, int]  # (uid, gid) for os.fchown; -1 leaves one unchanged
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int, owner: Owner | None = None) -> None:
     target = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(target)
     try:
@@ -32,6 +35,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), mode)
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -52,14 +57,43 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int) -> None:
         pass  # some filesystems refuse fsync on directories; the rename is done anyway
 
 
-def write_key(path: str | os.PathLike, key: object) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
-                            serialization.NoEncryption())
-    write_atomic(path, pem, KEY_MODE)
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Fail now, before anything is sent, when `path` could not be written later.
+
+    A file is made and removed in the target's directory: that is what the
+    atomic write will need, and unlike os.access it is right for root, ACLs and
+    read-only mounts.
+    """
+    target = os.path.abspath(os.fspath(path))
+    if os.path.isdir(target):
+        raise EstError(f"cannot write the {what} to {target}: it is a directory")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise EstError(f"cannot write the {what} to {target}: directory {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".check", dir=directory)
+    except OSError as exc:
+        raise EstError(f"cannot write the {what} to {target}: {exc.strerror}") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
-def write_certs(path: str | os.PathLike, certs: list[x509.Certificate]) -> None:
-    write_atomic(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs), CERT_MODE)
+def key_pem(key: object) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
+                             serialization.NoEncryption())
+
+
+def certs_pem(certs: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def write_key(path: str | os.PathLike, key: object, mode: int = KEY_MODE, owner: Owner | None = None) -> None:
+    write_atomic(path, key_pem(key), mode, owner)
+
+
+def write_certs(path: str | os.PathLike, certs: list[x509.Certificate], mode: int = CERT_MODE,
+                owner: Owner | None = None) -> None:
+    write_atomic(path, certs_pem(certs), mode, owner)
 
 
 def read_bytes(path: str | os.PathLike, what: str) -> bytes:

@@ -205,7 +205,7 @@ def template_for(subject: x509.Name, public_key: CertificatePublicKeyTypes,
         public_key=public_key,
         san=san,
         ekus=tuple(EKU_OIDS.get(e) or x509.ObjectIdentifier(e) for e in policy.ekus),
-        validity=dt.timedelta(days=policy.validity_days),
+        validity=dt.timedelta(seconds=policy.validity) if policy.validity else dt.timedelta(days=policy.validity_days),
     )
 
 
