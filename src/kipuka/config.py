@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 OPERATIONS = frozenset({"cacerts", "simpleenroll", "simplereenroll", "serverkeygen", "fullcmc", "csrattrs"})
-KEY_TYPES = frozenset({"ec-p256", "ec-p384", "ec-p521", "rsa", "ed25519"})
+KEY_TYPES = frozenset({"ec-p256", "ec-p384", "ec-p521", "rsa", "ed25519", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"})
 EKU_NAMES = frozenset({"clientAuth", "serverAuth", "codeSigning", "emailProtection", "timeStamping", "OCSPSigning"})
 SAN_TYPES = frozenset({"dns", "ip", "email", "uri"})
 NAME_RULES = frozenset({"exact", "prefix", "any"})
 CA_TYPES = ("local", "pkcs11", "dogtag", "est")  # each built by kipuka.ca.registry
 POOL_KEYS = frozenset({"replicas", "strategy", "health_interval", "retry_after"})  # any CA type (kipuka.ca.pool)
-SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
+SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096", "ml-dsa-44", "ml-dsa-65",
+                          "ml-dsa-87")
 DELIVERIES = ("csr-key", "asymmetric", "symmetric", "pkcs8")
 ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"  # RFC 6402: an RA agent may act for others in Full CMC
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -392,7 +392,8 @@ def _same_type(key: object) -> str:
         return f"rsa{max(2048, key.key_size)}"
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "ed25519"
-    return "ec-p256"
+    from kipuka import pq
+    return pq.key_type(key) or "ec-p256"
 
 
 def _spec(args: argparse.Namespace, key: object, template: CsrTemplate | None = None) -> CsrSpec:

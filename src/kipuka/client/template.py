@@ -17,6 +17,7 @@ from pyasn1.codec.der import decoder
 from pyasn1.error import PyAsn1Error
 
 from kipuka.client.errors import EstError
+from kipuka import pq
 from kipuka.est import csr_template as asn1
 
 CURVES = {"1.2.840.10045.3.1.7": "ec-p256", "1.3.132.0.34": "ec-p384", "1.3.132.0.35": "ec-p521"}
@@ -113,7 +114,7 @@ def _key_type(spki) -> str | None:  # type: ignore[no-untyped-def]
         return f"rsa{max(2048, int(modulus).bit_length())}"
     if alg == "1.3.101.112":
         return "ed25519"
-    return None
+    return pq.TYPE_BY_OID.get(alg)
 
 
 def _text(any_value) -> str:  # type: ignore[no-untyped-def]
