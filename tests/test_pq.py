@@ -15,6 +15,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import SignatureAlgorithmOID
 from pyasn1.codec.der import decoder
@@ -27,9 +28,26 @@ from tests.helpers import (admin_call, admin_token, b64, certs_from, make_csr, m
 ML_DSA_65 = SignatureAlgorithmOID.ML_DSA_65
 
 
+PQ_LABEL_EXTRAS = {r'^\[labels\.pq\]\nca = "pq"$': """[labels.pq]
+ca = "pq"
+fullcmc = true
+serverkeygen = true
+serverkeygen_key_types = ["ml-dsa-65", "ml-dsa-87"]
+serverkeygen_deliveries = ["csr-key", "asymmetric"]"""}
+PQ_PKCS8_LABEL = """
+[labels.pq-pkcs8]
+ca = "pq"
+key_types = ["ml-dsa-44", "ml-dsa-65", "ml-dsa-87", "ec-p256"]
+serverkeygen = true
+serverkeygen_key_types = ["ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]
+serverkeygen_deliveries = ["pkcs8"]
+"""
+
+
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = make_server(tmp_path_factory.mktemp("pq"), init_args=("--pq",)).start()
+    server = make_server(tmp_path_factory.mktemp("pq"), init_args=("--pq",), replacements=PQ_LABEL_EXTRAS,
+                         append=PQ_PKCS8_LABEL).start()
     server.token = admin_token(server)
     yield server
     server.stop()
@@ -178,3 +196,189 @@ def test_ocsp_and_crl_of_the_mixed_label(srv):
     assert _ocsp(srv, cert, issuing, "pq-mixed").certificate_status == ocsp.OCSPCertStatus.GOOD
     crl = x509.load_der_x509_crl(requests.get(public_url(srv, "/crl/pq-mixed.crl"), timeout=10).content)
     assert crl.is_signature_valid(issuing.public_key())
+
+
+# --- /serverkeygen ----------------------------------------------------------------------------
+
+def _client(srv, label: str, auth: tuple[str, str]):
+    from kipuka.client import EstClient
+    return EstClient(f"https://localhost:{srv.port}", label, trust=srv.ca_bundle, auth=auth)
+
+
+@pytest.mark.parametrize("kind", ["ml-dsa-44", "ml-dsa-87"])
+def test_serverkeygen_generates_an_ml_dsa_key_delivered_as_pkcs8(srv, kind):
+    from kipuka.client import PKCS8, CsrSpec
+    entity = unique()
+    with _client(srv, "pq-pkcs8", (entity, srv.otp(entity, "--label", "pq-pkcs8"))) as client:
+        # the CSR's own key type is how a client asks for one (RFC 7030 4.4.1)
+        result = client.serverkeygen(CsrSpec.for_names(new_key(kind), f"{entity}.example.com"), PKCS8)
+    assert pq.key_type(result.private_key) == kind
+    assert result.certificate.public_key() == result.private_key.public_key()
+    assert result.certificate.signature_algorithm_oid == ML_DSA_65
+
+
+def test_serverkeygen_cms_delivery_signed_by_an_ml_dsa_ca_follows_rfc9882(srv):
+    """csr-key delivery: an ML-DSA-65 key encrypted to the CSR's EC key, in a SignedData the ML-DSA CA signed."""
+    from pyasn1.codec.der import encoder
+    from pyasn1_modules import rfc5652
+
+    from kipuka import keydelivery as kd
+    entity = unique()
+    otp = srv.otp(entity, "--label", "pq")
+    throwaway, der = make_csr(f"{entity}.example.com", new_key("ec-p256"))
+    r = srv.post("serverkeygen", b64(der), label="pq", auth=(entity, otp))
+    assert r.status_code == 200, r.text
+    parts = dict(kd.parse_multipart_mixed(r.headers["Content-Type"], r.content))
+    (envelope,) = [v for k, v in parts.items() if "server-generated-key" in k]
+    (cert,) = pkcs7.load_der_pkcs7_certificates(next(v for k, v in parts.items() if "certs-only" in k))
+    ctype, signed_der = kd.decrypt_enveloped(envelope, private_key=throwaway)
+    assert ctype == "1.2.840.113549.1.7.2"
+    sd, _ = decoder.decode(signed_der, asn1Spec=rfc5652.SignedData())
+    (si,) = sd["signerInfos"]
+    assert str(si["signatureAlgorithm"]["algorithm"]) == pq.ID_ML_DSA_65
+    assert not si["signatureAlgorithm"]["parameters"].isValue  # absent, not NULL (RFC 9882 §3.3)
+    assert str(si["digestAlgorithm"]["algorithm"]) == "2.16.840.1.101.3.4.2.3"  # SHA-512
+    signers = [x509.load_der_x509_certificate(encoder.encode(c["certificate"])) for c in sd["certificates"]]
+    signer = next(c for c in signers if c.subject == cert.issuer)
+    attrs = bytearray(encoder.encode(si["signedAttrs"]))
+    attrs[0] = 0x31  # signed as a SET OF, not as the [0] it travels in
+    signer.public_key().verify(bytes(si["signature"]), bytes(attrs))  # pure ML-DSA, empty context
+    package, _ = decoder.decode(bytes(sd["encapContentInfo"]["eContent"]))
+    key = serialization.load_der_private_key(encoder.encode(package[0]), None)
+    assert pq.key_type(key) == "ml-dsa-65"  # the label's first type: the CSR's EC key type is not offered
+    assert key.public_key() == cert.public_key()
+
+
+def test_serverkeygen_cms_delivery_opened_by_the_kipuka_client(srv):
+    from kipuka.client import CSR_KEY, CsrSpec
+    entity = unique()
+    with _client(srv, "pq", (entity, srv.otp(entity, "--label", "pq"))) as client:
+        result = client.serverkeygen(CsrSpec.for_names(new_key("ec-p256"), f"{entity}.example.com"), CSR_KEY)
+    assert result.encrypted and result.signed and pq.key_type(result.key_signer.public_key()) == "ml-dsa-65"
+    assert pq.key_type(result.private_key) == "ml-dsa-65"
+    assert result.certificate.public_key() == result.private_key.public_key()
+
+
+def test_serverkeygen_cannot_encrypt_to_an_ml_dsa_csr_key(srv):
+    entity = unique()
+    otp = srv.otp(entity, "--label", "pq")
+    _, der = make_csr(f"{entity}.example.com", new_key("ml-dsa-65"))
+    r = srv.post("serverkeygen", b64(der), label="pq", auth=(entity, otp))
+    assert r.status_code == 400 and "cannot encrypt to the CSR's key" in r.text
+
+
+# --- /fullcmc: PKCS#10 and CRMF with ML-DSA, and re-enrollment signed by the holder ----------
+
+CMC_REQUEST = {"Content-Type": "application/pkcs7-mime; smime-type=CMC-request"}
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
+
+
+def _self_signer(key):
+    from kipuka.cmc import CmsSigner
+    return CmsSigner(key, None, sid="subjectKeyIdentifier",
+                     ski=x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest)
+
+
+def _builder():
+    from kipuka import cmc
+    b = cmc.PKIDataBuilder()
+    b.transaction_id()
+    b.sender_nonce()
+    return b
+
+
+def _cms_signature_checks(content_info: bytes, signer_cert: x509.Certificate) -> None:
+    """RFC 9882 by hand on a ContentInfo(SignedData): id-ml-dsa-NN without parameters, SHA-512, a valid
+    pure ML-DSA signature over the DER signed attributes (cryptography verifies, not kipuka's CMS code)."""
+    from pyasn1.codec.der import encoder
+    from pyasn1_modules import rfc5652
+    ci, _ = decoder.decode(content_info, asn1Spec=rfc5652.ContentInfo())
+    sd, _ = decoder.decode(bytes(ci["content"]), asn1Spec=rfc5652.SignedData())
+    (si,) = sd["signerInfos"]
+    assert str(si["signatureAlgorithm"]["algorithm"]) == pq.algorithm_oid(signer_cert.public_key())
+    assert not si["signatureAlgorithm"]["parameters"].isValue
+    assert str(si["digestAlgorithm"]["algorithm"]) == "2.16.840.1.101.3.4.2.3"
+    attrs = bytearray(encoder.encode(si["signedAttrs"]))
+    attrs[0] = 0x31
+    signer_cert.public_key().verify(bytes(si["signature"]), bytes(attrs))
+
+
+def _cmc(srv, body: bytes, **kw):
+    from kipuka import cmc
+    r = srv.post("fullcmc", b64(body), label="pq", headers=CMC_REQUEST, **kw)
+    assert r.status_code == 200, (r.status_code, r.content[:300])
+    der = base64.b64decode(r.content)
+    parsed = cmc.parse_pki_response(der)
+    ca = parsed.signers[0].certificate
+    assert pq.key_type(ca.public_key()) == "ml-dsa-65"  # the pq label's CA signs its responses
+    _cms_signature_checks(der, ca)
+    return parsed
+
+
+def _issued(parsed, key) -> x509.Certificate:
+    (cert,) = [c for c in parsed.certificates if c.public_key() == key.public_key()]
+    return cert
+
+
+def test_fullcmc_crmf_request_with_an_ml_dsa_pop(srv):
+    from kipuka import cmc
+    entity = unique()
+    otp = srv.otp(entity, "--label", "pq")
+    key = new_key("ml-dsa-65")
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    b = _builder()
+    b.add_crm(cmc.build_crmf_request(key, cert_req_id=7, subject=_name(f"{entity}.example.com"),
+                                     extensions=[x509.Extension(ski.oid, False, ski)]))
+    parsed = _cmc(srv, b.sign(_self_signer(key)), auth=(entity, otp))
+    assert _issued(parsed, key).signature_algorithm_oid == ML_DSA_65
+
+
+def test_fullcmc_crmf_with_a_forged_ml_dsa_pop_is_refused(srv):
+    from kipuka import cmc
+    from kipuka.cmc import CMCStatus
+    entity = unique()
+    otp = srv.otp(entity, "--label", "pq")
+    key, other = new_key("ml-dsa-65"), new_key("ml-dsa-65")
+    msg = bytearray(cmc.build_crmf_request(key, cert_req_id=7, subject=_name(f"{entity}.example.com")))
+    msg[-10] ^= 0xFF  # inside the POP signature
+    b = _builder()
+    b.add_crm(bytes(msg))
+    r = srv.post("fullcmc", b64(b.sign(_self_signer(other))), label="pq", headers=CMC_REQUEST, auth=(entity, otp))
+    parsed = cmc.parse_pki_response(base64.b64decode(r.content))
+    assert r.status_code >= 400 and all(i.status == CMCStatus.failed for i in parsed.response.status_info_v2())
+
+
+def test_fullcmc_pkcs10_request_with_an_ml_dsa_87_key(srv):
+    entity = unique()
+    otp = srv.otp(entity, "--label", "pq")
+    key = new_key("ml-dsa-87")
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(f"{entity}.example.com")).add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False).sign(key, None)
+    b = _builder()
+    b.identification(entity)
+    b.add_tcr(csr)
+    b.identity_proof_v2(otp)
+    parsed = _cmc(srv, b.sign(_self_signer(key)), auth=(entity, otp))
+    assert pq.key_type(_issued(parsed, key).public_key()) == "ml-dsa-87"
+
+
+def test_reenrollment_of_an_ml_dsa_device_by_a_holder_signed_fullcmc_request(srv):
+    """The re-enrollment path that needs no ML-DSA in the TLS stack: the device signs the Full PKI
+    Request with its current ML-DSA certificate's key, and kipuka verifies that signature itself."""
+    from kipuka.cmc import CmsSigner
+    old_key, old_cert, _ = _enroll(srv, "pq", "ml-dsa-65")
+    new = new_key("ml-dsa-65")
+    csr = x509.CertificateSigningRequestBuilder().subject_name(old_cert.subject).sign(new, None)
+    b = _builder()
+    b.add_tcr(csr)
+    parsed = _cmc(srv, b.sign(CmsSigner(old_key, old_cert)))  # no OTP, no TLS client certificate
+    renewed = _issued(parsed, new)
+    assert renewed.subject == old_cert.subject and renewed.serial_number != old_cert.serial_number
+    # someone else's names are refused, as for /simplereenroll
+    b = _builder()
+    b.add_tcr(x509.CertificateSigningRequestBuilder().subject_name(_name("someone-else.example.com")).sign(new, None))
+    r = srv.post("fullcmc", b64(b.sign(CmsSigner(old_key, old_cert))), label="pq", headers=CMC_REQUEST)
+    assert r.status_code == 403
