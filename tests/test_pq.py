@@ -382,3 +382,107 @@ def test_reenrollment_of_an_ml_dsa_device_by_a_holder_signed_fullcmc_request(srv
     b.add_tcr(x509.CertificateSigningRequestBuilder().subject_name(_name("someone-else.example.com")).sign(new, None))
     r = srv.post("fullcmc", b64(b.sign(CmsSigner(old_key, old_cert))), label="pq", headers=CMC_REQUEST)
     assert r.status_code == 403
+
+
+# --- TLS: mTLS re-enrollment on an ML-DSA label --------------------------------------------------
+# The stdlib back end (Python's ssl on the system OpenSSL 3.0) cannot verify a client certificate
+# that an ML-DSA CA signed; [tls] backend = "pyopenssl" (cryptography's bundled OpenSSL) can, and
+# accepts an ML-DSA TLS client key too.
+
+@pytest.fixture(scope="module")
+def osrv(tmp_path_factory):
+    server = make_server(tmp_path_factory.mktemp("pq-openssl"), init_args=("--pq",),
+                         replacements={r'^min_version = "1\.2".*$': 'min_version = "1.2"\nbackend = "pyopenssl"'})
+    yield server.start()
+    server.stop()
+
+
+def _identity(srv, tmp_path, label: str, kind: str):
+    from tests.helpers import write_identity
+    entity = unique()
+    key, cert, _ = _enroll(srv, label, kind, entity)
+    crt, k = write_identity(tmp_path, entity, key, cert)
+    return key, cert, crt, k
+
+
+def _renewal_csr(cert: x509.Certificate, kind: str) -> tuple[object, bytes]:
+    key = new_key(kind)
+    der = x509.CertificateSigningRequestBuilder().subject_name(cert.subject).sign(
+        key, None if pq.is_mldsa(key) else hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return key, der
+
+
+def _reenroll_over_openssl(srv, label: str, der: bytes, crt: str, k: str):
+    from tests.pq_tls import https_request
+    return https_request(srv.port, "POST", f"/.well-known/est/{label}/simplereenroll", ca_file=srv.ca_bundle,
+                         body=b64(der), headers={"Content-Type": "application/pkcs10"}, cert_file=crt, key_file=k)
+
+
+def test_stdlib_tls_cannot_verify_a_client_certificate_an_ml_dsa_ca_signed(srv, tmp_path):
+    """Why the pyopenssl back end exists: the stdlib listener (OpenSSL 3.0) fails the handshake on the
+    ML-DSA signature of the client's certificate, although the client's own key is EC."""
+    from OpenSSL import SSL
+    _, cert, crt, k = _identity(srv, tmp_path, "pq", "ec-p256")
+    _, der = _renewal_csr(cert, "ec-p256")
+    with pytest.raises(SSL.Error):  # the listener drops the connection after the client's Finished
+        _reenroll_over_openssl(srv, "pq", der, crt, k)
+    # the control: the same client, an EC certificate from an ECDSA CA, the same listener
+    _, cert, crt, k = _identity(srv, tmp_path, "iot-fleet", "ec-p256")
+    _, der = _renewal_csr(cert, "ec-p256")
+    assert _reenroll_over_openssl(srv, "iot-fleet", der, crt, k).status == 200
+
+
+def test_stdlib_tls_clients_cannot_load_a_certificate_an_ml_dsa_ca_signed(srv, tmp_path):
+    """The other half, client side: OpenSSL < 3.5 refuses such a certificate as its own (CA_MD_TOO_WEAK)."""
+    _, cert, crt, k = _identity(srv, tmp_path, "pq", "ec-p256")
+    _, der = _renewal_csr(cert, "ec-p256")
+    with pytest.raises(requests.exceptions.SSLError, match="CA_MD_TOO_WEAK"):
+        srv.post("simplereenroll", b64(der), label="pq", cert=(crt, k))
+
+
+def test_pyopenssl_backend_serves_stock_clients(osrv):
+    _, cert, _ = _enroll(osrv, "iot-fleet", "ec-p256")
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    key, cert, r = _enroll(osrv, "pq", "ml-dsa-65")
+    assert r.headers["Content-Type"] == "application/pkcs7-mime; smime-type=certs-only"
+
+
+def test_simplereenroll_with_an_ec_tls_key_under_an_ml_dsa_ca(osrv, tmp_path):
+    """An EC TLS key whose certificate the ML-DSA CA signed: the pyopenssl listener verifies that chain."""
+    _, cert, crt, k = _identity(osrv, tmp_path, "pq", "ec-p256")
+    new, der = _renewal_csr(cert, "ml-dsa-65")  # and rekeys to ML-DSA while at it
+    answer = _reenroll_over_openssl(osrv, "pq", der, crt, k)
+    assert answer.status == 200, answer.body
+    (renewed,) = pkcs7.load_der_pkcs7_certificates(base64.b64decode(answer.body))
+    assert renewed.subject == cert.subject and renewed.public_key() == new.public_key()
+
+
+@pytest.mark.parametrize("label", ["pq", "pq-mixed"])
+def test_simplereenroll_with_an_ml_dsa_tls_client_key(osrv, tmp_path, label):
+    """End to end post-quantum: the device's TLS 1.3 CertificateVerify is ML-DSA, so is its chain."""
+    _, cert, crt, k = _identity(osrv, tmp_path, label, "ml-dsa-65")
+    new, der = _renewal_csr(cert, "ml-dsa-65")
+    answer = _reenroll_over_openssl(osrv, label, der, crt, k)
+    assert answer.version == "TLSv1.3"
+    assert answer.status == 200, answer.body
+    (renewed,) = pkcs7.load_der_pkcs7_certificates(base64.b64decode(answer.body))
+    assert renewed.subject == cert.subject and renewed.public_key() == new.public_key()
+    assert renewed.serial_number != cert.serial_number
+
+
+def test_ml_dsa_tls_client_key_with_someone_elses_names_is_403(osrv, tmp_path):
+    _, cert, crt, k = _identity(osrv, tmp_path, "pq", "ml-dsa-44")
+    _, der = make_csr("someone-else.example.com", new_key("ml-dsa-44"))
+    answer = _reenroll_over_openssl(osrv, "pq", der, crt, k)
+    assert answer.status == 403
+
+
+def test_revoked_ml_dsa_tls_client_is_refused(osrv, tmp_path):
+    _, cert, crt, k = _identity(osrv, tmp_path, "pq", "ml-dsa-65")
+    token = admin_token(osrv)
+    r = admin_call(osrv, "POST", f"/admin/certs/{cert.serial_number:x}/revoke", token,
+                   json_body={"reason": "keyCompromise"})
+    assert r.status_code == 200, r.text
+    _, der = _renewal_csr(cert, "ml-dsa-65")
+    answer = _reenroll_over_openssl(osrv, "pq", der, crt, k)
+    assert answer.status == 401 and b"revoked" in answer.body

@@ -149,6 +149,9 @@ class TLSConfig:
     key: Path
     client_ca: Path | None = None
     min_version: str = "1.2"
+    # "stdlib": Python's ssl (the system OpenSSL); "pyopenssl": pyOpenSSL on the OpenSSL that
+    # pyca/cryptography bundles, which verifies ML-DSA client chains and signatures (docs/pq.md)
+    backend: str = "stdlib"
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,20 @@ def load_config(path: str | Path) -> Config:
         raise exc from None
 
 
+def _check_tls_backend(tls: TLSConfig, server: ServerConfig) -> None:
+    if tls.backend not in ("stdlib", "pyopenssl"):
+        raise ConfigError("tls.backend", 'must be "stdlib" or "pyopenssl"')
+    if tls.backend == "pyopenssl":
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            raise ConfigError("tls.backend", "pyopenssl needs the pyOpenSSL package "
+                              "(pip install 'kipuka[pq]')") from None
+        if server.proxy_protocol:
+            raise ConfigError("tls.backend", "pyopenssl does not serve behind the PROXY protocol "
+                              "(server.proxy_protocol); use the stdlib backend there")
+
+
 def _build(path: Path, data: dict[str, Any]) -> Config:
     base = path.parent
     known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels", "admin", "revocation", "audit",
@@ -266,6 +283,7 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
     tls = _section(TLSConfig, _required(data, "tls"), "tls", base)
     if tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version", 'must be "1.2" or "1.3"')
+    _check_tls_backend(tls, server)
     database = _section(DatabaseConfig, data.get("database", {"url": "sqlite:///kipuka.db"}), "database", base)
     database = replace(database, url=_resolve_db_url(_substitute_env(database.url, "database.url"), base))
     otp = _section(OTPConfig, _required(data, "otp"), "otp", base)

@@ -32,6 +32,14 @@ def server_context(cfg: TLSConfig) -> ssl.SSLContext:
     return ctx
 
 
+def reloadable_context(cfg: TLSConfig) -> "ReloadableContext":
+    """The EST listener's context for [tls] backend: the stdlib's, or pyOpenSSL's (kipuka.server.tls_openssl)."""
+    if cfg.backend == "pyopenssl":
+        from kipuka.server.tls_openssl import ReloadableOpenSSL
+        return ReloadableOpenSSL(cfg)  # type: ignore[return-value]
+    return ReloadableContext(cfg)
+
+
 class ReloadableContext:
     """A listening context whose certificates can be replaced without a new socket.
 
