@@ -22,6 +22,7 @@ from pyasn1.codec.der import decoder
 from pyasn1_modules import rfc7030
 
 from kipuka import pq
+from tests.softhsm import softhsm  # noqa: F401  (fixture)
 from tests.helpers import (admin_call, admin_token, b64, certs_from, make_csr, make_server, new_key, public_url,
                            unique)
 
@@ -392,7 +393,8 @@ def test_reenrollment_of_an_ml_dsa_device_by_a_holder_signed_fullcmc_request(srv
 @pytest.fixture(scope="module")
 def osrv(tmp_path_factory):
     server = make_server(tmp_path_factory.mktemp("pq-openssl"), init_args=("--pq",),
-                         replacements={r'^min_version = "1\.2".*$': 'min_version = "1.2"\nbackend = "pyopenssl"'})
+                         replacements={r'^min_version = "1\.2".*$': 'min_version = "1.2"\nbackend = "pyopenssl"'},
+                         append='\n[labels.pq-linked]\nca = "pq"\nrequire_linking = true\n')
     yield server.start()
     server.stop()
 
@@ -486,3 +488,42 @@ def test_revoked_ml_dsa_tls_client_is_refused(osrv, tmp_path):
     _, der = _renewal_csr(cert, "ml-dsa-65")
     answer = _reenroll_over_openssl(osrv, "pq", der, crt, k)
     assert answer.status == 401 and b"revoked" in answer.body
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_pyopenssl_backend_links_csrs_to_the_tls_session(osrv, version):
+    """tls-unique (TLS 1.2) and tls-exporter (TLS 1.3, RFC 9266) come from the pyOpenSSL connection too."""
+    import ssl
+
+    from tests.test_channel_binding import _enroll_linked
+    tls_version = getattr(ssl.TLSVersion, version)
+    status, body = _enroll_linked(osrv, tls_version, label="pq-linked")
+    assert status == 200, body
+    status, body = _enroll_linked(osrv, tls_version, label="pq-linked", tamper=True)
+    assert status in (400, 403), body
+
+
+# --- PKCS#11: a token that cannot do ML-DSA is refused at start-up --------------------------------
+
+def test_pkcs11_token_without_ml_dsa_is_refused_at_start_up(tmp_path, softhsm):  # noqa: F811
+    from tests.softhsm import PIN_ENV, module_path
+    softhsm.init_token("kipuka-pq")
+    server = make_server(tmp_path, init_args=("--pq",), append=f"""
+[ca.pq-hsm]
+type = "pkcs11"
+module = "{module_path()}"
+token_label = "kipuka-pq"
+key_label = "pq"
+cert = "ca/pq.pem"
+chain = "ca/pq-root.pem"
+pin_env = "{PIN_ENV}"
+
+[labels.pq-hsm]
+ca = "pq-hsm"
+key_types = ["ml-dsa-65"]
+""")
+    with pytest.raises(RuntimeError) as failure:
+        server.start()
+    message = str(failure.value)
+    assert "ca.pq-hsm" in message and "ml-dsa-65" in message and "offers no CKM_ML_DSA" in message
+    server.stop()
