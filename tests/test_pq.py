@@ -527,3 +527,60 @@ key_types = ["ml-dsa-65"]
     message = str(failure.value)
     assert "ca.pq-hsm" in message and "ml-dsa-65" in message and "offers no CKM_ML_DSA" in message
     server.stop()
+
+
+# --- sizes: kilobyte keys and signatures stay well inside max_body and the header limits -----------
+
+def test_largest_ml_dsa_messages_fit_well_inside_max_body(srv):
+    """ML-DSA-87: 2.6 kB public keys, 4.6 kB signatures. The biggest single-request messages a device
+    sends fit the default max_body (65536): a CSR with twenty names under a quarter of it; the worst
+    Full PKI Request (a CRMF request with twenty names and its POP, signed by the device's current
+    ML-DSA-87 certificate with that certificate and its whole ML-DSA chain attached) under three
+    quarters (~42 kB in base64; docs/pq.md has the figures an RA that batches needs)."""
+    from kipuka import cmc
+    from kipuka.cmc import CmsSigner
+    max_body = 65536
+    sans = [x509.DNSName(f"host-{i}.{unique()}.example.com") for i in range(20)]
+    _, csr_der = make_csr(f"{unique()}.example.com", new_key("ml-dsa-87"), sans=sans)
+    assert len(b64(csr_der)) < max_body // 4
+
+    holder_key, holder, _ = _enroll(srv, "pq", "ml-dsa-87")
+    chain = _cacerts(srv, "pq")
+    assert sum(len(c.public_bytes(serialization.Encoding.DER)) for c in [holder, *chain]) < 20000
+    new = new_key("ml-dsa-87")
+    b = _builder()
+    b.add_crm(cmc.build_crmf_request(new, cert_req_id=9, subject=holder.subject, extensions=[
+        x509.Extension(x509.SubjectAlternativeName.oid, False, x509.SubjectAlternativeName(sans))]))
+    message = b.sign(CmsSigner(holder_key, holder, chain=tuple(chain)))
+    body = b64(message)
+    assert len(body) < max_body * 3 // 4, len(body)
+    r = srv.post("fullcmc", body, label="pq", headers=CMC_REQUEST)
+    assert r.status_code == 403, r.text[:200]  # the SANs differ from the holder's: refused as policy, not as size
+    b = _builder()
+    b.add_crm(cmc.build_crmf_request(new, cert_req_id=9, subject=holder.subject))
+    parsed = _cmc(srv, b.sign(CmsSigner(holder_key, holder, chain=tuple(chain))))
+    assert pq.key_type(_issued(parsed, new).public_key()) == "ml-dsa-87"
+    assert len(parsed.der) < max_body  # the response: the new certificate, the chain, an ML-DSA-65 signature
+
+    # the headers a PQ client sends are the usual ones: nothing post-quantum travels in a header line
+    r = srv.get("cacerts", label="pq")
+    assert len(r.content) < max_body // 2 and int(r.headers["Content-Length"]) == len(r.content)
+
+
+def test_ocsp_request_signed_with_ml_dsa_87_is_answered(srv):
+    """A relying party may sign its OCSP request (RFC 6960 §4.1.1) and attach its certificate: with
+    ML-DSA-87 that is ~11 kB, which the responder must still read (its limit was 8 kB)."""
+    from kipuka.cmc import der
+    key, cert, _ = _enroll(srv, "pq", "ml-dsa-87")
+    issuing = next(c for c in _cacerts(srv, "pq") if c.subject == cert.issuer)
+    unsigned = ocsp.OCSPRequestBuilder().add_certificate(cert, issuing, hashes.SHA256()).build()
+    tbs = der.children(unsigned.public_bytes(serialization.Encoding.DER))[0]
+    signature = der.seq(der.algorithm(pq.ID_ML_DSA_87), der.bit_string(key.sign(tbs)),
+                        der.explicit(0, der.seq(cert.public_bytes(serialization.Encoding.DER))))
+    body = der.seq(tbs, der.explicit(0, signature))
+    assert len(body) > 8192  # the old limit
+    r = requests.post(public_url(srv, "/ocsp/pq"), data=body, headers={"Content-Type": "application/ocsp-request"},
+                      timeout=10)
+    resp = ocsp.load_der_ocsp_response(r.content)
+    assert resp.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert resp.certificate_status == ocsp.OCSPCertStatus.GOOD
