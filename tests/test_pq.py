@@ -42,6 +42,11 @@ key_types = ["ml-dsa-44", "ml-dsa-65", "ml-dsa-87", "ec-p256"]
 serverkeygen = true
 serverkeygen_key_types = ["ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]
 serverkeygen_deliveries = ["pkcs8"]
+
+[labels.pq-template]
+ca = "pq"
+key_types = ["ml-dsa-87", "ec-p256"]
+csr_template = true
 """
 
 
@@ -584,3 +589,38 @@ def test_ocsp_request_signed_with_ml_dsa_87_is_answered(srv):
     resp = ocsp.load_der_ocsp_response(r.content)
     assert resp.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
     assert resp.certificate_status == ocsp.OCSPCertStatus.GOOD
+
+
+# --- the client --------------------------------------------------------------------------------
+
+def test_kipuka_est_enrolls_with_key_type_ml_dsa_65(srv, tmp_path):
+    import subprocess
+    import sys
+    entity = unique()
+    otp = srv.otp(entity, "--label", "pq")
+    out = subprocess.run([sys.executable, "-m", "kipuka.client", "enroll", "-s", f"https://localhost:{srv.port}",
+                          "-l", "pq", "--trust", srv.ca_bundle, "-u", entity, "--otp", otp, "--cn",
+                          f"{entity}.example.com", "--key-type", "ml-dsa-65", "--out-cert", str(tmp_path / "c.pem"),
+                          "--out-key", str(tmp_path / "k.pem"), "-q"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cert = x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes())
+    key = serialization.load_pem_private_key((tmp_path / "k.pem").read_bytes(), None)
+    assert pq.key_type(key) == "ml-dsa-65" and cert.public_key() == key.public_key()
+
+
+def test_client_reads_ml_dsa_key_types_from_csrattrs(srv):
+    from kipuka.client import EstClient
+    with EstClient(f"https://localhost:{srv.port}", "pq", trust=srv.ca_bundle) as client:
+        attrs = client.csrattrs()
+    assert {"ml-dsa-44", "ml-dsa-65", "ml-dsa-87"} <= set(attrs.key_types())
+    assert attrs.key_type("ml-dsa-87") == "ml-dsa-87"  # what the server accepts is what the client keeps
+
+
+def test_rfc9908_template_names_the_ml_dsa_key_without_parameters(srv):
+    from kipuka.client import EstClient
+    with EstClient(f"https://localhost:{srv.port}", "pq-template", trust=srv.ca_bundle) as client:
+        attrs = client.csrattrs()
+    assert attrs.template is not None and attrs.template.key_type == "ml-dsa-87"
+    assert attrs.key_type("ec-p256") == "ml-dsa-87"  # RFC 9908 §4: a client that reads the template follows it
+    # subjectPKInfo.algorithm = SEQUENCE { id-ml-dsa-87 } and nothing else
+    assert bytes.fromhex("300b0609608648016503040313") in attrs.der
