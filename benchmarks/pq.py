@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serverkeygen import EST, KIPUKA, build_loadgen, estload, free_port, pem  # noqa: E402
+from serverkeygen import EST, KIPUKA, build_loadgen, estload, pem, serve  # noqa: E402
 
 CELLS = [("p256", "", "ec"), ("ml-dsa-65", "pq", "ml-dsa-65"), ("p256-on-pq", "pq", "ec")]
 
@@ -59,18 +59,8 @@ def start(root: Path, backend: str) -> tuple[subprocess.Popen, int, Path]:
     if backend != "stdlib":
         text = text.replace('min_version = "1.2"', f'min_version = "1.2"\nbackend = "{backend}"', 1)
     config.write_text(text)
-    port = free_port()
-    proc = subprocess.Popen([*KIPUKA, "serve", "-c", str(config), "--listen", f"127.0.0.1:{port}"],
-                            stdout=open(root / f"serve-{backend}.log", "wb"), stderr=subprocess.STDOUT)
-    import socket
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, port, d
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"kipuka serve did not start; see {root / f'serve-{backend}.log'}")
+    proc, port = serve(config, root / f"serve-{backend}.log")
+    return proc, port, d
 
 
 def identities(port: int, d: Path, out: Path, count: int) -> dict[str, Path]:
