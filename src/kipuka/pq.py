@@ -72,15 +72,3 @@ def cms_digest() -> hashes.HashAlgorithm:
     mandatory to support (its 256-bit collision strength covers every parameter set)."""
     return hashes.SHA512()
 
-
-def verify(public_key: object, signature: bytes, data: bytes) -> bool:
-    """Pure ML-DSA verification with the empty context; False for a bad signature or a non-ML-DSA key."""
-    from cryptography.exceptions import InvalidSignature
-
-    if not isinstance(public_key, PUBLIC_KEY_CLASSES):
-        return False
-    try:
-        public_key.verify(signature, data)
-    except InvalidSignature:
-        return False
-    return True

@@ -16,8 +16,8 @@ from cryptography.x509.oid import NameOID
 from pyasn1.codec.der import decoder
 from pyasn1.error import PyAsn1Error
 
-from kipuka.client.errors import EstError
 from kipuka import pq
+from kipuka.client.errors import EstError
 from kipuka.est import csr_template as asn1
 
 CURVES = {"1.2.840.10045.3.1.7": "ec-p256", "1.3.132.0.34": "ec-p384", "1.3.132.0.35": "ec-p521"}
