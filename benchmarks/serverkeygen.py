@@ -101,17 +101,23 @@ def setup(root: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, int, 
         if escrow:
             text += 'escrow = true\nescrow_cert = "recovery.pem"\n'
     (d / "kipuka.toml").write_text(text)
+    proc, port = serve(d / "kipuka.toml", root / "serve.log")
+    return proc, port, d
+
+
+def serve(config: Path, log_path: Path) -> tuple[subprocess.Popen, int]:
+    """`kipuka serve` on a free loopback port, once it accepts connections."""
     port = free_port()
-    proc = subprocess.Popen([*KIPUKA, "serve", "-c", str(d / "kipuka.toml"), "--listen", f"127.0.0.1:{port}"],
-                            stdout=open(root / "serve.log", "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*KIPUKA, "serve", "-c", str(config), "--listen", f"127.0.0.1:{port}"],
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, port, d
+                return proc, port
         except OSError:
             time.sleep(0.1)
-    raise SystemExit("kipuka serve did not start; see " + str(root / "serve.log"))
+    raise SystemExit(f"kipuka serve did not start; see {log_path}")
 
 
 def enroll(port: int, d: Path, out: Path, count: int) -> Path:

@@ -159,6 +159,9 @@ def new_key(kind: str = "ec-p256"):
         return ec.generate_private_key(ec.SECP384R1())
     if kind.startswith("rsa"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+    if kind.startswith("ml-dsa-"):
+        from kipuka import pq
+        return pq.generate(kind)
     raise ValueError(kind)
 
 
@@ -174,8 +177,14 @@ def make_csr(cn: str | None, key=None, *, sans: list[x509.GeneralName] | None = 
         builder = builder.add_extension(ext, critical=critical)
     for oid, value in attributes:
         builder = builder.add_attribute(oid, value)
-    csr = builder.sign(key, hash_alg or hashes.SHA256())
+    csr = builder.sign(key, None if _pure(key) else hash_alg or hashes.SHA256())
     return key, csr.public_bytes(serialization.Encoding.DER)
+
+
+def _pure(key) -> bool:
+    """Keys whose algorithm hashes inside (ML-DSA): sign(key, None)."""
+    from kipuka import pq
+    return pq.is_mldsa(key)
 
 
 def b64(der: bytes, width: int = 64) -> bytes:

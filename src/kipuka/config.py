@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 OPERATIONS = frozenset({"cacerts", "simpleenroll", "simplereenroll", "serverkeygen", "fullcmc", "csrattrs"})
-KEY_TYPES = frozenset({"ec-p256", "ec-p384", "ec-p521", "rsa", "ed25519"})
+KEY_TYPES = frozenset({"ec-p256", "ec-p384", "ec-p521", "rsa", "ed25519", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"})
 EKU_NAMES = frozenset({"clientAuth", "serverAuth", "codeSigning", "emailProtection", "timeStamping", "OCSPSigning"})
 SAN_TYPES = frozenset({"dns", "ip", "email", "uri"})
 NAME_RULES = frozenset({"exact", "prefix", "any"})
 CA_TYPES = ("local", "pkcs11", "dogtag", "est")  # each built by kipuka.ca.registry
 POOL_KEYS = frozenset({"replicas", "strategy", "health_interval", "retry_after"})  # any CA type (kipuka.ca.pool)
-SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
+SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096", "ml-dsa-44", "ml-dsa-65",
+                          "ml-dsa-87")
 DELIVERIES = ("csr-key", "asymmetric", "symmetric", "pkcs8")
 ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"  # RFC 6402: an RA agent may act for others in Full CMC
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -150,6 +151,9 @@ class TLSConfig:
     key: Path
     client_ca: Path | None = None
     min_version: str = "1.2"
+    # "stdlib": Python's ssl (the system OpenSSL); "pyopenssl": pyOpenSSL on the OpenSSL that
+    # pyca/cryptography bundles, which verifies ML-DSA client chains and signatures (docs/pq.md)
+    backend: str = "stdlib"
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,20 @@ def load_config(path: str | Path) -> Config:
         raise exc from None
 
 
+def _check_tls_backend(tls: TLSConfig, server: ServerConfig) -> None:
+    if tls.backend not in ("stdlib", "pyopenssl"):
+        raise ConfigError("tls.backend", 'must be "stdlib" or "pyopenssl"')
+    if tls.backend == "pyopenssl":
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            raise ConfigError("tls.backend", "pyopenssl needs the pyOpenSSL package "
+                              "(pip install 'kipuka[pq]')") from None
+        if server.proxy_protocol:
+            raise ConfigError("tls.backend", "pyopenssl does not serve behind the PROXY protocol "
+                              "(server.proxy_protocol); use the stdlib backend there")
+
+
 def _build(path: Path, data: dict[str, Any]) -> Config:
     base = path.parent
     known_top = {"server", "tls", "database", "otp", "est", "ca", "policy", "labels", "admin", "revocation", "audit",
@@ -296,6 +314,7 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
     tls = _section(TLSConfig, _required(data, "tls"), "tls", base)
     if tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version", 'must be "1.2" or "1.3"')
+    _check_tls_backend(tls, server)
     database = _section(DatabaseConfig, data.get("database", {"url": "sqlite:///kipuka.db"}), "database", base)
     database = replace(database, url=_resolve_db_url(_substitute_env(database.url, "database.url"), base))
     otp = _section(OTPConfig, _required(data, "otp"), "otp", base)

@@ -44,7 +44,12 @@ def tls_unique(ssl_object: ssl.SSLObject) -> bytes | None:
 
 def tls_exporter(ssl_object: ssl.SSLObject) -> bytes | None:
     """RFC 9266 tls-exporter of a TLS 1.3 connection, or None when unavailable."""
-    if ssl_object.version() != "TLSv1.3" or not exporter_available():
+    if ssl_object.version() != "TLSv1.3":
+        return None
+    native = getattr(ssl_object, "export_keying_material", None)
+    if native is not None:  # the pyOpenSSL back end (kipuka.server.tls_openssl) exports without ctypes
+        return native(EXPORTER_LABEL, EXPORTER_LENGTH)
+    if not exporter_available():
         return None
     return _export(ssl_object)
 

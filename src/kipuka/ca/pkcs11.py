@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from kipuka import pq
 from kipuka.ca.base import IssueRequest, Issued, directly_issued
 from kipuka.ca.profile import build_certificate
 from kipuka.ca.revocation import OcspAnswer, RevokedEntry, build_crl, build_ocsp_response
@@ -445,6 +446,38 @@ def token_key(public_key: Any, signer: RawSigner) -> CertificateIssuerPrivateKey
     raise ValueError(f"unsupported CA key type {type(public_key).__name__} for a token")
 
 
+CKM_ML_DSA = 0x1D  # PKCS#11 3.2: pure ML-DSA sign / verify (python-pkcs11 0.10 has no name for it)
+
+
+def refuse_ml_dsa(settings: Pkcs11Settings, public_key: Any) -> None:
+    """An ML-DSA CA key in a token is refused at start-up, with the reason, never at the first request.
+
+    The token is asked whether it offers CKM_ML_DSA (SoftHSM2 2.6 does not): that is the
+    message an operator needs. kipuka has no PKCS#11 ML-DSA signing path yet (python-pkcs11
+    knows no ML-DSA key type), so a token that does offer the mechanism is refused too, saying so.
+    """
+    kind = pq.key_type(public_key)
+    if kind is None:
+        return
+    where = f"ca.{settings.ca_id}"
+    module = Module.get(settings.module)
+    try:
+        with module.exclusive():
+            token = module.find_token(settings)
+            mechanisms = {int(m) for m in token.slot.get_mechanisms()}
+    except Exception as exc:  # noqa: BLE001 - any failure: the operator gets both facts
+        raise ValueError(f"{where}: the CA certificate's key is {kind} (ML-DSA), and the "
+                         f"{settings.token_name()} could not be asked whether it signs ML-DSA ({exc}); kipuka "
+                         f"does not sign with ML-DSA keys in PKCS#11 tokens yet: make this a local CA") from None
+    if CKM_ML_DSA not in mechanisms:
+        raise ValueError(f"{where}: the CA certificate's key is {kind} (ML-DSA), but the "
+                         f"{settings.token_name()} offers no CKM_ML_DSA mechanism (PKCS#11 3.2), so it cannot "
+                         f"sign for this CA (SoftHSM2 cannot); keep an ML-DSA CA key in a local CA "
+                         f"(type = \"local\") or in a token that supports ML-DSA")
+    raise ValueError(f"{where}: the {settings.token_name()} offers CKM_ML_DSA, but kipuka does not sign with "
+                     f"ML-DSA keys in PKCS#11 tokens yet; keep this {kind} CA key in a local CA (type = \"local\")")
+
+
 def mechanism_for(public_key: Any) -> Any:
     p11 = _pkcs11()
     return p11.Mechanism.ECDSA if isinstance(public_key, ec.EllipticCurvePublicKey) else p11.Mechanism.RSA_PKCS
@@ -535,6 +568,7 @@ class PKCS11CA:
             responder = (load_certificates(settings.ocsp_cert)[0], load_private_key(settings.ocsp_key))
             if responder[1].public_key() != responder[0].public_key():  # type: ignore[union-attr]
                 raise ValueError(f"ca.{cfg.id}: ocsp_key does not match ocsp_cert")
+        refuse_ml_dsa(settings, chain[0].public_key())
         ca = cls(settings, chain, responder)  # type: ignore[arg-type]
         try:
             ca._reconnect(force=True)

@@ -6,9 +6,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from kipuka import pq
+
 
 def signing_hash(issuer_key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
-    if isinstance(issuer_key, ed25519.Ed25519PrivateKey):
+    """None for the algorithms that hash inside (Ed25519, ML-DSA: RFC 9881 signs the DER tbs bytes whole)."""
+    if isinstance(issuer_key, ed25519.Ed25519PrivateKey) or pq.is_mldsa(issuer_key):
         return None
     if isinstance(issuer_key, ec.EllipticCurvePrivateKey) and issuer_key.curve.key_size > 256:
         return hashes.SHA384()
@@ -17,8 +20,8 @@ def signing_hash(issuer_key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlg
 
 def signature_of(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> bytes:
     """A signature with whatever kind of key a CA holds (used as a health probe)."""
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(data)
+    if isinstance(key, ed25519.Ed25519PrivateKey) or pq.is_mldsa(key):
+        return key.sign(data)  # type: ignore[union-attr]
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(data, ec.ECDSA(hashes.SHA256()))
     if isinstance(key, rsa.RSAPrivateKey):

@@ -10,6 +10,7 @@ Layout (private keys apart from what is served, in a 0700 folder, files 0600):
     DIR/private/*.key          CA and TLS private keys; otp-hmac.keys, the OTP hashing keys
     DIR/dogtag/, DIR/upstream/ with --dogtag-url / --upstream-url: the files given, copied
                                (their keys and passwords into DIR/private); see cli/init_backends.py
+    DIR/ca/pq*.pem             with --pq: ML-DSA-65 CAs for the pq and pq-mixed labels (cli/init_pq.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from kipuka.ca.setup import make_issuing, make_root, make_tls_server
 from kipuka.cli.init_backends import Backends
+from kipuka.cli.init_pq import make_pq_cas
 from kipuka.keys import generate_private_key
 from kipuka.pem import certificates_pem
 from kipuka.ra.otp import OtpKeyring
@@ -32,8 +34,10 @@ KEY_TYPES = {"ec-p256": "ec-p256", "ec-p384": "ec-p384", "rsa2048": "rsa2048", "
 def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka demo",
                     hostnames: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
                     listen: str = "0.0.0.0:9443", admin_listen: str = "127.0.0.1:9444",
-                    revocation_listen: str = "0.0.0.0:9080", backends: Backends | None = None) -> Path:
-    """Write the deployment; `backends` adds Dogtag/upstream-EST CAs (else they appear as commented examples)."""
+                    revocation_listen: str = "0.0.0.0:9080", backends: Backends | None = None,
+                    pq: bool = False) -> Path:
+    """Write the deployment; `backends` adds Dogtag/upstream-EST CAs (else they appear as commented examples),
+    `pq` the ML-DSA labels pq and pq-mixed (kipuka.cli.init_pq)."""
     backends = backends or Backends()
     if key_type not in KEY_TYPES:
         raise ValueError(f"unknown key type {key_type!r}; choose from {', '.join(KEY_TYPES)}")
@@ -66,14 +70,17 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
     tls_cert = make_tls_server(tls_key, list(hostnames), default_cert, default_key)  # type: ignore[arg-type]
     _write_key(private / "tls-server.key", tls_key)
     _write(target / "tls" / "server.pem", certificates_pem([tls_cert, default_cert]))
+    pq_cas = make_pq_cas(target, org, root, root_key, lambda p, certs: _write(p, certificates_pem(certs)),
+                         _write_key) if pq else None
     _write(target / "tls" / "client-ca.pem", certificates_pem([c for c, _ in issuing.values()] + [root]
-                                                             + backends.client_anchors()))
+                                                             + backends.client_anchors()
+                                                             + list(pq_cas.anchors if pq_cas else ())))
     OtpKeyring.add_key(private / "otp-hmac.keys")
     public_port = revocation_listen.rpartition(":")[2] if revocation_listen else "9080"
     text = CONFIG_TEMPLATE.format(
         listen=listen, admin_listen=admin_listen, revocation_listen=revocation_listen,
         base_url=f"http://{hostnames[0]}:{public_port}")
-    _write(config_path, (text + backends.install(target)).encode())
+    _write(config_path, (text + (pq_cas.config if pq_cas else "") + backends.install(target)).encode())
     return config_path
 
 

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--listen", default="0.0.0.0:9443")
     sp.add_argument("--admin-listen", default="127.0.0.1:9444")
     sp.add_argument("--revocation-listen", default="0.0.0.0:9080")
+    sp.add_argument("--pq", action="store_true",
+                    help="add the post-quantum labels pq (ML-DSA-65 root and issuing CA) and pq-mixed "
+                         "(ML-DSA-65 issuing CA under the root); docs/pq.md")
     sp.add_argument("--hsm", action="store_true",
                     help="the iot-fleet CA gets its key generated in a PKCS#11 token (docs/hsm.md)")
     from kipuka.cli.hsm import add_token_arguments
@@ -153,7 +156,7 @@ def _init(args: argparse.Namespace) -> int:
     backends = backends_from_args(args)  # checked before anything is written
     path = init_deployment(args.dir, args.key_type, hostnames=hostnames, listen=args.listen,
                            admin_listen=args.admin_listen, revocation_listen=args.revocation_listen,
-                           backends=backends)
+                           backends=backends, pq=args.pq)
     if args.hsm:
         from kipuka.cli.hsm import hsm_demo_ca
         hsm_demo_ca(path, args)

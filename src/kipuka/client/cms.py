@@ -44,6 +44,7 @@ from pyasn1.type import univ
 from pyasn1.type.base import NoValue
 from pyasn1_modules import rfc4055, rfc5280, rfc5652, rfc5958
 
+from kipuka import pq
 from kipuka.client.errors import DecryptionError, InvalidResponse
 
 ID_DATA = "1.2.840.113549.1.7.1"
@@ -294,8 +295,10 @@ def _verify_signer_info(si, econtent: bytes, signer: x509.Certificate) -> None:
             pub.verify(signature, data, padding.PKCS1v15(), SIG_HASH.get(sig_oid, hash_cls)())
         elif isinstance(pub, ec.EllipticCurvePublicKey):
             pub.verify(signature, data, ec.ECDSA(SIG_HASH.get(sig_oid, hash_cls)()))
-        elif isinstance(pub, ed25519.Ed25519PublicKey):
-            pub.verify(signature, data)
+        elif isinstance(pub, ed25519.Ed25519PublicKey) or pq.is_mldsa(pub):
+            if pq.is_mldsa(pub) and sig_oid != pq.algorithm_oid(pub):
+                raise InvalidResponse("server-generated key: signature algorithm does not fit the ML-DSA signer")
+            pub.verify(signature, data)  # type: ignore[union-attr]
         else:
             raise InvalidResponse(f"server-generated key: signer key type {type(pub).__name__} is not supported")
     except InvalidSignature:

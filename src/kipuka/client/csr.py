@@ -21,13 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import AttributeOID, NameOID
 
+from kipuka import pq
 from kipuka.client.errors import EstError
 
-KEY_TYPES = ("ec-p256", "ec-p384", "ec-p521", "rsa2048", "rsa3072", "rsa4096", "ed25519")
+KEY_TYPES = ("ec-p256", "ec-p384", "ec-p521", "rsa2048", "rsa3072", "rsa4096", "ed25519", *pq.KEY_TYPES)
 ASYMMETRIC_DECRYPT_KEY_ID = x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.54")  # RFC 7030 4.4.1.2
 DECRYPT_KEY_ID = x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.37")             # RFC 7030 4.4.1.1
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey]
+PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey, pq.PrivateKey]
 
 
 def generate_key(kind: str = "ec-p256") -> PrivateKey:
@@ -42,12 +43,14 @@ def generate_key(kind: str = "ec-p256") -> PrivateKey:
         return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
     if kind == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
+    if kind in pq.KEY_TYPES:
+        return pq.generate(kind)
     raise EstError(f"unknown key type {kind!r}; choose from {', '.join(KEY_TYPES)}")
 
 
 def default_hash(key: object, preferred: str | None = None) -> hashes.HashAlgorithm | None:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return None
+    if isinstance(key, ed25519.Ed25519PrivateKey) or pq.is_mldsa(key):
+        return None  # pure signatures: the algorithm hashes inside (ML-DSA: RFC 9881)
     if preferred in ("sha384", "sha512"):
         return hashes.SHA384() if preferred == "sha384" else hashes.SHA512()
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:

@@ -16,6 +16,7 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from kipuka import pq
 from kipuka.client.client import EstClient, Issued
 from kipuka.client.csr import CsrSpec
 from kipuka.client.describe import utcnow
@@ -115,4 +116,4 @@ def same_key_type(key: object) -> str:
         return f"rsa{max(2048, key.key_size)}"
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "ed25519"
-    return "ec-p256"
+    return pq.key_type(key) or "ec-p256"

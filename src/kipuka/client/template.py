@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from pyasn1.codec.der import decoder
 from pyasn1.error import PyAsn1Error
 
+from kipuka import pq
 from kipuka.client.errors import EstError
 from kipuka.est import csr_template as asn1
 
@@ -113,7 +114,7 @@ def _key_type(spki) -> str | None:  # type: ignore[no-untyped-def]
         return f"rsa{max(2048, int(modulus).bit_length())}"
     if alg == "1.3.101.112":
         return "ed25519"
-    return None
+    return pq.TYPE_BY_OID.get(alg)
 
 
 def _text(any_value) -> str:  # type: ignore[no-untyped-def]

@@ -35,6 +35,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pyasn1_modules import rfc7030
 
+from kipuka import pq
 from kipuka.client import template as csr_template
 from kipuka.client.errors import InvalidResponse
 
@@ -220,6 +221,7 @@ class CsrAttributes:
             out.append("rsa")
         if ED25519 in self.oids:
             out.append("ed25519")
+        out.extend(pq.TYPE_BY_OID[o] for o in self.oids if o in pq.TYPE_BY_OID)  # RFC 9881 id-ml-dsa-NN
         return out
 
     def key_type(self, preferred: str = "ec-p256") -> str:

@@ -11,8 +11,9 @@ Verification of one SignerInfo (RFC 5652 §5.4, §5.6):
   * the signature is checked over the DER of the signed attributes as received,
     with the IMPLICIT [0] tag replaced by SET OF (0x31);
   * algorithms: RSA PKCS#1 v1.5 (rsaEncryption or sha*WithRSAEncryption),
-    RSASSA-PSS (MGF1, trailerField 1), ECDSA with SHA-224/256/384/512 and
-    Ed25519; digests SHA-224/256/384/512. SHA-1 anywhere is badAlg (so is Ed448,
+    RSASSA-PSS (MGF1, trailerField 1), ECDSA with SHA-224/256/384/512,
+    Ed25519 and ML-DSA-44/65/87 (RFC 9882: pure, no parameters; kipuka signs
+    with SHA-512 as the digest); digests SHA-224/256/384/512. SHA-1 anywhere is badAlg (so is Ed448,
     whose RFC 8419 digest SHAKE256 is not offered).
 
 Failure classes: undecodable or structurally wrong -> badRequest; unsupported
@@ -34,11 +35,17 @@ from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import univ, useful
 from pyasn1_modules import rfc4055, rfc5280
 
+from kipuka import pq
 from kipuka.cmc import asn1, der, oids
 from kipuka.cmc.errors import CMCFailInfo, CmcError
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+             | pq.PublicKey)
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | pq.PrivateKey
+PUBLIC_KEY_CLASSES = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey,
+                      *pq.PUBLIC_KEY_CLASSES)
+PRIVATE_KEY_CLASSES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey,
+                       *pq.PRIVATE_KEY_CLASSES)
 
 DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
     oids.ID_SHA224: hashes.SHA224, oids.ID_SHA256: hashes.SHA256,
@@ -145,6 +152,12 @@ def verify_signature(key: PublicKey, sig_alg: str, sig_params: bytes | None, sig
             if not isinstance(key, ed448.Ed448PublicKey):
                 raise _alg("Ed448 signature with a non-Ed448 key", ids)
             key.verify(signature, data)
+        elif sig_alg in pq.TYPE_BY_OID:
+            if pq.key_type(key) != pq.TYPE_BY_OID[sig_alg]:
+                raise _alg(f"{pq.TYPE_BY_OID[sig_alg]} signature with another kind of key", ids)
+            if sig_params is not None:
+                raise _alg("ML-DSA signature algorithm with parameters (RFC 9882: absent)", ids)
+            key.verify(signature, data)  # type: ignore[union-attr]
         else:
             raise _alg(f"unsupported signature algorithm {sig_alg}", ids)
     except InvalidSignature:
@@ -159,8 +172,7 @@ def load_public_key(spki_der: bytes, ids: Iterable[int] = ()) -> PublicKey:
         key = serialization.load_der_public_key(spki_der)
     except (ValueError, UnsupportedAlgorithm, TypeError) as exc:
         raise CmcError(CMCFailInfo.badRequest, ids, "unreadable or unsupported public key") from exc
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey,
-                            ed448.Ed448PublicKey)):
+    if not isinstance(key, PUBLIC_KEY_CLASSES):
         raise CmcError(CMCFailInfo.badAlg, ids, "unsupported public key type")
     return key
 
@@ -394,8 +406,7 @@ def verify_signer(sd: RawSignedData, si: RawSignerInfo, *, key_lookup: KeyLookup
             raise CmcError(CMCFailInfo.badCertId, ids,
                            f"no certificate in the SignedData matches the signer identifier ({si.sid.kind})")
         key, request_id = found
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey,
-                            ed448.Ed448PublicKey)):
+    if not isinstance(key, PUBLIC_KEY_CLASSES):
         raise _alg("unsupported signer key type", ids)
     if not verify_signature(key, si.signature_algorithm, si.signature_params, si.signature, si.signed_attrs,
                             default_hash=hash_cls, ids=ids):
@@ -415,7 +426,7 @@ class CmsSigner:
     "subjectKeyIdentifier" (the certificate's SKI extension, or `ski` for a key
     with no certificate: RFC 5272 §3.2, a PKIData signed with the key of its own
     certification request). `hash` defaults to SHA-256, SHA-384 for P-384 and
-    SHA-512 for P-521 and Ed25519. `rsa_pss` signs RSA keys with RSASSA-PSS
+    SHA-512 for P-521, Ed25519 and ML-DSA. `rsa_pss` signs RSA keys with RSASSA-PSS
     (salt = hash length) instead of PKCS#1 v1.5. `chain` certificates are added
     to the SignedData certificate set with `certificate`.
     """
@@ -429,8 +440,8 @@ class CmsSigner:
     chain: Sequence[x509.Certificate] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
-            raise TypeError("CmsSigner needs an RSA, EC or Ed25519 private key")
+        if not isinstance(self.key, PRIVATE_KEY_CLASSES):
+            raise TypeError("CmsSigner needs an RSA, EC, Ed25519 or ML-DSA private key")
         if self.sid not in ("issuerAndSerialNumber", "subjectKeyIdentifier"):
             raise ValueError("sid must be 'issuerAndSerialNumber' or 'subjectKeyIdentifier'")
         if self.certificate is None and (self.sid != "subjectKeyIdentifier" or self.ski is None):
@@ -473,6 +484,8 @@ def signature_algorithm_der(key: PrivateKey, h: hashes.HashAlgorithm, rsa_pss: b
         return der.algorithm({v.name: k for k, v in ECDSA.items()}[h.name])
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return der.algorithm(oids.ED25519)
+    if pq.is_mldsa(key):
+        return der.algorithm(pq.algorithm_oid(key))  # RFC 9882 §3.3: parameters absent
     raise TypeError("unsupported signing key")
 
 
@@ -483,8 +496,8 @@ def sign_bytes(key: PrivateKey, h: hashes.HashAlgorithm, rsa_pss: bool, data: by
         return key.sign(data, pad, type(h)())
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(data, ec.ECDSA(type(h)()))
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(data)
+    if isinstance(key, ed25519.Ed25519PrivateKey) or pq.is_mldsa(key):
+        return key.sign(data)  # type: ignore[union-attr]
     raise TypeError("unsupported signing key")
 
 
@@ -496,6 +509,8 @@ def default_hash(key: PrivateKey) -> hashes.HashAlgorithm:
             return hashes.SHA384()
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return hashes.SHA512()   # RFC 8419 §3: SHA-512 with Ed25519
+    if pq.is_mldsa(key):
+        return pq.cms_digest()   # RFC 9882 §3.3: SHA-512 with ML-DSA
     return hashes.SHA256()
 
 

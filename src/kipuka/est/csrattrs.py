@@ -15,6 +15,7 @@ from pyasn1.codec.der import decoder, encoder
 from pyasn1.type import univ
 from pyasn1_modules import rfc5280, rfc7030
 
+from kipuka import pq
 from kipuka.config import Policy
 from kipuka.est import csr_template as tpl
 from kipuka.ra.csr import subject_requirements
@@ -45,6 +46,9 @@ def csrattrs_for(policy: Policy) -> bytes | None:
         items.append(_attribute_values(RSA_ENCRYPTION, [univ.Integer(policy.rsa_min_bits)]))
     if "ed25519" in policy.key_types:
         items.append(_oid(ED25519))
+    for kind in policy.key_types:  # RFC 9881: id-ml-dsa-NN names the key and the signature algorithm alike
+        if kind in pq.OID_BY_TYPE:
+            items.append(_oid(pq.OID_BY_TYPE[kind]))
     if policy.san_types:
         # "Include a subjectAltName" with no value to impose: the extension's OID on its own.
         # RFC 9908 §3.2 requires an extensionRequest attribute to hold complete Extensions
@@ -106,6 +110,8 @@ def _fill_key(spki: tpl.SubjectPublicKeyInfoTemplate, key_type: str, rsa_bits: i
         alg["algorithm"] = univ.ObjectIdentifier(RSA_ENCRYPTION)
         alg["parameters"] = encoder.encode(univ.Null(""))
         spki["subjectPublicKey"] = univ.BitString.fromOctetString(_dummy_rsa_key(rsa_bits))
+    elif key_type in pq.OID_BY_TYPE:  # RFC 9881 §2: parameters absent
+        alg["algorithm"] = univ.ObjectIdentifier(pq.OID_BY_TYPE[key_type])
     else:  # ed25519: RFC 8410, no parameters
         alg["algorithm"] = univ.ObjectIdentifier(ED25519)
 

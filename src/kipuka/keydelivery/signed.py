@@ -5,7 +5,9 @@ needs eContentType id-ct-KP-aKeyPackage, so the structure is built with
 pyasn1-modules and signed with cryptography's primitives. The signer is
 named by issuerAndSerialNumber (SignerInfo v1) and the signed attributes are
 content-type, message-digest and signing-time, the set RFC 5652 11.1-11.3 and
-every verifier (OpenSSL, Bouncy Castle) handle.
+every verifier (OpenSSL, Bouncy Castle) handle. An ML-DSA signer (a post-quantum
+CA) follows RFC 9882: signatureAlgorithm id-ml-dsa-NN without parameters, SHA-512
+as the digest algorithm, pure ML-DSA over the DER signed attributes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from pyasn1.type import univ, useful
 from pyasn1_modules import rfc5652
 
+from kipuka import pq
 from kipuka.keydelivery import oids
 from kipuka.keydelivery._der import (
     DER_NULL,
@@ -39,7 +42,7 @@ from kipuka.keydelivery.cms import (
     subject_key_identifier,
 )
 
-SignerKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+SignerKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | pq.PrivateKey
 
 _DIGEST_OID = {"sha256": oids.ID_SHA256, "sha384": oids.ID_SHA384, "sha512": oids.ID_SHA512}
 _DIGEST_BY_OID = {oids.ID_SHA256: hashes.SHA256, oids.ID_SHA384: hashes.SHA384, oids.ID_SHA512: hashes.SHA512}
@@ -68,6 +71,8 @@ def _hash_for(key: SignerKey, hash_algorithm: hashes.HashAlgorithm | None) -> ha
         if hash_algorithm is not None and not isinstance(hash_algorithm, hashes.SHA512):
             raise ValueError("Ed25519 SignedData uses SHA-512 as its digest algorithm (RFC 8419)")
         return hashes.SHA512()
+    if pq.is_mldsa(key) and hash_algorithm is None:
+        return pq.cms_digest()  # RFC 9882 §3.3: SHA-512
     if hash_algorithm is not None:
         if hash_algorithm.name not in _DIGEST_OID:
             raise ValueError(f"digest {hash_algorithm.name} is not offered (SHA-256/384/512 only)")
@@ -86,7 +91,9 @@ def _signature_algorithm(key: SignerKey, digest: hashes.HashAlgorithm) -> tuple[
         return _ECDSA_SIG[digest.name], None    # RFC 5758: parameters absent
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return oids.ID_ED25519, None
-    raise TypeError(f"signer key type {type(key).__name__} is not supported (RSA, EC or Ed25519)")
+    if pq.is_mldsa(key):
+        return pq.algorithm_oid(key), None     # RFC 9882 §3.3: parameters absent
+    raise TypeError(f"signer key type {type(key).__name__} is not supported (RSA, EC, Ed25519 or ML-DSA)")
 
 
 def _sign(key: SignerKey, data: bytes, digest: hashes.HashAlgorithm) -> bytes:
@@ -220,6 +227,10 @@ def _verify(pub: object, signature: bytes, data: bytes, sig_oid: str, digest: ha
             if sig_oid != oids.ID_ED25519:
                 raise KeyDeliveryError(f"signature algorithm {sig_oid} does not fit an Ed25519 key")
             pub.verify(signature, data)
+        elif pq.is_mldsa(pub):
+            if sig_oid != pq.algorithm_oid(pub):
+                raise KeyDeliveryError(f"signature algorithm {sig_oid} does not fit an {pq.key_type(pub)} key")
+            pub.verify(signature, data)  # type: ignore[union-attr]
         else:
             raise KeyDeliveryError(f"signer key type {type(pub).__name__} is not supported")
     except InvalidSignature:

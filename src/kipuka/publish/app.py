@@ -24,7 +24,7 @@ from kipuka.ra.revocation import OcspQuery
 from kipuka.streams import read_at_most
 
 log = logging.getLogger("kipuka.publish")
-MAX_OCSP_REQUEST = 8192
+MAX_OCSP_REQUEST = 16384  # a request signed with ML-DSA-87 that carries its certificate is ~11 kB
 OCSP_RESPONSE = "application/ocsp-response"
 
 

@@ -31,6 +31,8 @@ ALLOWED_SIGNATURES = frozenset({
     SignatureAlgorithmOID.RSA_WITH_SHA512, SignatureAlgorithmOID.RSASSA_PSS,
     SignatureAlgorithmOID.ECDSA_WITH_SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA384,
     SignatureAlgorithmOID.ECDSA_WITH_SHA512, SignatureAlgorithmOID.ED25519,
+    # ML-DSA, pure (RFC 9881): the CSR's proof of possession with a post-quantum key
+    SignatureAlgorithmOID.ML_DSA_44, SignatureAlgorithmOID.ML_DSA_65, SignatureAlgorithmOID.ML_DSA_87,
 })
 EKU_OIDS = {
     "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH, "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,

@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from kipuka import metrics
+from kipuka import metrics, pq
 from kipuka.config import Config, Label
 from kipuka.ca.base import IssueRequest, Issued, forwards_requests
 from kipuka.errors import Disabled, Forbidden, InternalError
@@ -207,7 +207,7 @@ def key_type_name(public_key: object) -> str:
         return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(public_key.curve.name, "")
     if isinstance(public_key, rsa.RSAPublicKey):
         return f"rsa{public_key.key_size}"
-    return ""
+    return pq.key_type(public_key) or ""
 
 
 def _spki(public_key: object) -> bytes:
@@ -225,4 +225,4 @@ def _csr_for(key: GeneratedKey, auth: "Authorized") -> bytes:
     builder = x509.CertificateSigningRequestBuilder().subject_name(auth.csr.subject)
     if auth.san is not None:
         builder = builder.add_extension(auth.san, critical=False)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return builder.sign(key, None if pq.is_mldsa(key) else hashes.SHA256()).public_bytes(serialization.Encoding.DER)

@@ -261,6 +261,11 @@ class GuardedSite(web.SockSite):
         assert server is not None
         # The same deadline for the handshake and for a client's answer to our close_notify
         # (asyncio waits 30 s for it by default, holding the connection and its slot).
+        wrap = getattr(self._ssl_context, "wrap", None)
+        if wrap is not None:  # [tls] backend = "pyopenssl": TLS in kipuka.server.tls_openssl, over plain TCP
+            self._server = await loop.create_server(wrap(handler_factory(server), self._handshake_timeout),
+                                                    sock=self._sock, backlog=self._backlog)
+            return
         extra = {"ssl_handshake_timeout": self._handshake_timeout, "ssl_shutdown_timeout": self._handshake_timeout
                  } if self._ssl_context is not None else {}
         self._server = await loop.create_server(handler_factory(server), sock=self._sock, ssl=self._ssl_context,

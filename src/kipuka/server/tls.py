@@ -37,6 +37,14 @@ def server_context(cfg: TLSConfig, extra_client_cas: tuple[Path, ...] = ()) -> s
     return ctx
 
 
+def reloadable_context(cfg: TLSConfig, extra_client_cas: tuple[Path, ...] = ()) -> "ReloadableContext":
+    """The EST listener's context for [tls] backend: the stdlib's, or pyOpenSSL's (kipuka.server.tls_openssl)."""
+    if cfg.backend == "pyopenssl":
+        from kipuka.server.tls_openssl import ReloadableOpenSSL
+        return ReloadableOpenSSL(cfg, extra_client_cas)  # type: ignore[return-value]
+    return ReloadableContext(cfg, extra_client_cas)
+
+
 class ReloadableContext:
     """A listening context whose certificates can be replaced without a new socket.
 

@@ -31,7 +31,7 @@ from kipuka.server.limits import ConnectionGuard, ConnectionLimits, GuardedSite
 from kipuka.server.logs import est_middleware
 from kipuka.server.proxy import ProxySite, proxied_remote
 from kipuka.server.ratelimit import RateLimiter
-from kipuka.server.tls import ReloadableContext
+from kipuka.server.tls import ReloadableContext, reloadable_context
 from kipuka.store import AsyncStore, Store
 
 log = logging.getLogger("kipuka.server")
@@ -65,7 +65,7 @@ class Worker:
         store.defer_checkpoints()  # background.py checkpoints every second instead
         self.store = AsyncStore(store)
         self.authority = build_authority(self.config, self.store)
-        self.tls = ReloadableContext(self.config.tls, client_cas(self.config))
+        self.tls = reloadable_context(self.config.tls, client_cas(self.config))
         self.admin_tls = ReloadableContext(admin_tls(self.config))
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
