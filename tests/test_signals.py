@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 
 from tests.helpers import CERTS_ONLY, Server, b64, certs_from, certs_in_body, edit_config, make_csr, unique
 

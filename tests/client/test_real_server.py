@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from kipuka.client import (BadRequest, BootstrapError, CsrSpec, EstClient, Forbidden, NotFound,
-                           NotImplementedByServer, TlsError, Unauthorized, generate_key)
+                           TlsError, Unauthorized, generate_key)
 from kipuka.client.verify import fingerprint, is_issued_by
 from tests.client.conftest import root_fingerprint
 from tests.helpers import unique

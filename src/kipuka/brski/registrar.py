@@ -17,7 +17,6 @@ request (a rule removed stops the next voucher). Every outcome is audited.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import fnmatch
 import logging
 from dataclasses import dataclass
