@@ -159,6 +159,12 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
     or one that takes longer than [server] body_timeout to arrive."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    content = request.content
+    if content.is_eof() and content.exception() is None:  # the whole body came with the headers: no waiting
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        return body
     timeout = request.config_dict.get(BODY_TIMEOUT, lambda: None)()
     data = bytearray()
     try:

@@ -22,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorit
 from kipuka.ca.base import IssueRequest
 from kipuka.config import Policy, rdn_type_oid
 from kipuka.errors import BadRequest, Forbidden
+from kipuka.keydelivery._der import split_tlv
 from kipuka.keys import key_type_of
 from kipuka.ra import name_match
 
@@ -212,9 +213,29 @@ def template_for(subject: x509.Name, public_key: CertificatePublicKeyTypes,
 
 
 def public_key_sha256(csr_or_cert: x509.CertificateSigningRequest | x509.Certificate) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo: how the store names a key (retries, recovery)."""
+    if isinstance(csr_or_cert, x509.CertificateSigningRequest):
+        return hashlib.sha256(csr_spki(csr_or_cert)).hexdigest()
     spki = csr_or_cert.public_key().public_bytes(serialization.Encoding.DER,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(spki).hexdigest()
+
+
+def csr_spki(csr: x509.CertificateSigningRequest) -> bytes:
+    """The SubjectPublicKeyInfo exactly as the CSR carries it.
+
+    Sliced from certificationRequestInfo (version, subject, subjectPKInfo, ...) by
+    hand: cryptography offers the key only as an object, and loading it and encoding
+    it again cost more than the rest of naming it. cryptography has parsed these bytes
+    already, so they are well-formed DER; the same key re-encoded would give the same
+    bytes (DER is canonical).
+    """
+    info = csr.tbs_certrequest_bytes
+    _, pos, _ = split_tlv(info)  # the CertificationRequestInfo SEQUENCE
+    _, _, pos = split_tlv(info, pos)  # version
+    _, _, pos = split_tlv(info, pos)  # subject
+    _, _, end = split_tlv(info, pos)  # subjectPKInfo
+    return info[pos:end]
 
 
 def _under(dns: str, suffix: str) -> bool:

@@ -46,20 +46,26 @@ class Issuance:
         self.revocation = revocation
         self.trail = trail
         self.approvals = approvals
+        self._profiles: dict[str, IssueRequest] = {}  # per label; an Authority (and this) is rebuilt on reload
 
     # --- templates ------------------------------------------------------------------
 
     def template(self, rt: LabelRuntime, csr: x509.CertificateSigningRequest,
                  san: x509.SubjectAlternativeName | None, csr_der: bytes | None = None) -> IssueRequest:
-        return dataclasses.replace(self.template_for(rt, csr.subject, csr.public_key(), san),  # type: ignore[arg-type]
-                                   csr_der=csr_der or csr.public_bytes(serialization.Encoding.DER))
+        if csr_der is None and forwards_requests(rt.ca):  # only a forwarding back end reads the CSR itself
+            csr_der = csr.public_bytes(serialization.Encoding.DER)
+        return self.template_for(rt, csr.subject, csr.public_key(), san, csr_der)  # type: ignore[arg-type]
 
     def template_for(self, rt: LabelRuntime, subject: x509.Name, public_key: CertificatePublicKeyTypes,
-                     san: x509.SubjectAlternativeName | None) -> IssueRequest:
+                     san: x509.SubjectAlternativeName | None, csr_der: bytes | None = None) -> IssueRequest:
         """The certificate a request of any form (PKCS#10, CRMF) gets on this label."""
-        crl_urls, ocsp_urls = self.revocation.urls(rt.ca.id)
-        return dataclasses.replace(csrcheck.template_for(subject, public_key, san, rt.label.policy),
-                                   crl_urls=crl_urls, ocsp_urls=ocsp_urls, label=rt.label.name)
+        base = self._profiles.get(rt.label.name)
+        if base is None:  # what the label's policy puts in every certificate: worked out once
+            crl_urls, ocsp_urls = self.revocation.urls(rt.ca.id)
+            base = self._profiles[rt.label.name] = dataclasses.replace(
+                csrcheck.template_for(subject, public_key, san, rt.label.policy),
+                crl_urls=crl_urls, ocsp_urls=ocsp_urls, label=rt.label.name)
+        return dataclasses.replace(base, subject=subject, public_key=public_key, san=san, csr_der=csr_der)
 
     # --- sign and record ------------------------------------------------------------
 
@@ -107,7 +113,8 @@ class Issuance:
             if sign is not None:  # the key was made by the CA: the record names that key
                 pubkey = hashlib.sha256(issued.public_key().public_bytes(
                     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
-            record = certificate_record(rt, issued, entity, auth, pubkey, otp.id if otp else None)
+            record = certificate_record(rt, issued, entity, auth, pubkey, otp.id if otp else None,
+                                        None if forwards_requests(rt.ca) or sign is not None else req)
             event = self.trail.event(rt, op, "success", who, entity, reason, auth=auth, serial=record.serial)
             try:
                 if archive is not None:
@@ -142,15 +149,24 @@ class Issuance:
 
 
 def certificate_record(rt: LabelRuntime, cert: x509.Certificate, entity: str, auth: str, pubkey: str,
-                       otp_id: int | None) -> CertRecord:
-    """The store's row for an issued certificate."""
+                       otp_id: int | None, template: IssueRequest | None = None) -> CertRecord:
+    """The store's row for an issued certificate.
+
+    `template` is the request a back end that signs templates as given (a local or
+    PKCS#11 CA: ca/profile.py) signed: its subject and SANs are the certificate's, and
+    reading them from there saves parsing every extension of the certificate again.
+    """
     der = cert.public_bytes(serialization.Encoding.DER)
-    try:
-        sans = sans_text(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        sans = ""
+    if template is not None:
+        subject, sans = template.subject.rfc4514_string(), sans_text(template.san)
+    else:
+        subject = cert.subject.rfc4514_string()
+        try:
+            sans = sans_text(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            sans = ""
     return CertRecord(
-        ca_id=rt.ca.id, serial=hex_serial(cert.serial_number), subject=cert.subject.rfc4514_string(), sans=sans,
+        ca_id=rt.ca.id, serial=hex_serial(cert.serial_number), subject=subject, sans=sans,
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc, label=rt.label.name,
         entity=entity, auth=auth, pubkey_sha256=pubkey, fingerprint_sha256=hashlib.sha256(der).hexdigest(),
         der=der, issued_at=utcnow(), otp_id=otp_id,

@@ -28,7 +28,7 @@ from kipuka.ra.otp import OtpKeyring
 from kipuka.tlsbinding import exporter_available
 from kipuka.server import background
 from kipuka.server.limits import ConnectionGuard, ConnectionLimits, GuardedSite
-from kipuka.server.logs import est_middleware
+from kipuka.server.logs import ACCESS, est_middleware
 from kipuka.server.proxy import ProxySite, proxied_remote
 from kipuka.server.ratelimit import RateLimiter
 from kipuka.server.tls import ReloadableContext, reloadable_context
@@ -182,6 +182,7 @@ class Worker:
         await asyncio.gather(*(runner.cleanup() for runner in runners))
         await close_backends(self.authority)
         self.store.close()
+        ACCESS.flush()
 
 
 async def close_backends(authority: Authority) -> None:

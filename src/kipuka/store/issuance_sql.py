@@ -26,7 +26,6 @@ from typing import Any
 
 from kipuka.store.records import AuditEvent, CertRecord, OtpRecord
 
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _CERT_COLUMNS = tuple(f.name for f in dataclasses.fields(CertRecord))
 _AUDIT_COLUMNS = ("event", "outcome", "reason", "label", "entity", "client_addr", "auth", "ca_id", "serial", "at")
 _OTP_COLUMNS = ("id", "entity", "label", "key_id", "digest", "expires_at", "uses_total", "uses_left", "revoked_at",
@@ -48,7 +47,8 @@ class Dialect:
     def time(self, value: dt.datetime | None) -> Any:
         if value is None or not self.sqlite:
             return value
-        return value.astimezone(dt.timezone.utc).strftime(_SQLITE_TIME)
+        # SQLAlchemy's SQLite text form, "YYYY-MM-DD HH:MM:SS.ffffff"; isoformat is C, strftime is not
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def read_time(self, value: Any) -> dt.datetime | None:
         if value is None or isinstance(value, dt.datetime):
