@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +78,13 @@ def matrix(interop_server: Server, tmp_path_factory: pytest.TempPathFactory) -> 
     for line in out.splitlines():
         c = json.loads(line)
         cells[(c["op"], c["label"], c["tls"])] = c
+    listing = subprocess.run([*KIPUKA, "certs", "list", "-c", str(srv.config), "--json", "--limit", "100000"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    # the server writes access lines in batches at most AccessLog.FLUSH_AFTER (50 ms) late
+    time.sleep(0.3)
     with open(srv.log, "rb") as fh:
         fh.seek(log_start)
         access = [json.loads(l) for l in fh.read().decode().splitlines() if '"kipuka.access"' in l]
-    listing = subprocess.run([*KIPUKA, "certs", "list", "-c", str(srv.config), "--json", "--limit", "100000"],
-                             capture_output=True, text=True, check=True, timeout=60).stdout
     store = {int(r["serial"], 16): r for r in map(json.loads, listing.splitlines())}
     return Matrix(srv, cells, store, access, entities)
 
