@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import admin_token, enroll_identity
 
-SECONDS = os.environ.get("KIPUKA_SCHEMATHESIS_SECONDS", "75")
+SECONDS = os.environ.get("KIPUKA_SCHEMATHESIS_SECONDS", "40")
 
 
 @pytest.mark.slow

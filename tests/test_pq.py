@@ -31,7 +31,6 @@ ML_DSA_65 = SignatureAlgorithmOID.ML_DSA_65
 
 PQ_LABEL_EXTRAS = {r'^\[labels\.pq\]\nca = "pq"$': """[labels.pq]
 ca = "pq"
-fullcmc = true
 serverkeygen = true
 serverkeygen_key_types = ["ml-dsa-65", "ml-dsa-87"]
 serverkeygen_deliveries = ["csr-key", "asymmetric"]"""}
@@ -624,3 +623,69 @@ def test_rfc9908_template_names_the_ml_dsa_key_without_parameters(srv):
     assert attrs.key_type("ec-p256") == "ml-dsa-87"  # RFC 9908 §4: a client that reads the template follows it
     # subjectPKInfo.algorithm = SEQUENCE { id-ml-dsa-87 } and nothing else
     assert bytes.fromhex("300b0609608648016503040313") in attrs.der
+
+
+# --- the client: renewing an ML-DSA certificate without ML-DSA in the TLS stack ----------------------
+# Python's ssl (system OpenSSL 3.0) cannot present an ML-DSA client certificate, so kipuka-est renews
+# an ML-DSA certificate by a /fullcmc request signed with the certificate's key (docs/pq.md).
+
+def _kipuka_est(*args: str):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "kipuka.client", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_kipuka_est_renew_renews_an_ml_dsa_certificate_by_a_holder_signed_fullcmc_request(srv, tmp_path):
+    entity = unique()
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    first = _kipuka_est("enroll", "-s", f"https://localhost:{srv.port}", "--label", "pq", "--trust", srv.ca_bundle,
+                        "--user", entity, "--otp", srv.otp(entity, "--label", "pq"), "--cn", f"{entity}.example.com",
+                        "--key-type", "ml-dsa-65", "--out-cert", str(crt), "--out-key", str(key))
+    assert first.returncode == 0, first.stderr
+    old = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert pq.key_type(old.public_key()) == "ml-dsa-65"
+    renewed = _kipuka_est("renew", "-s", f"https://localhost:{srv.port}", "--label", "pq", "--trust", srv.ca_bundle,
+                          "--cert", str(crt), "--key", str(key), "--force", "--rekey")
+    assert renewed.returncode == 0, renewed.stderr
+    assert "/fullcmc" in renewed.stderr
+    new = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert new.serial_number != old.serial_number and new.subject == old.subject
+    assert pq.key_type(new.public_key()) == "ml-dsa-65" and new.public_key() != old.public_key()
+    assert serialization.load_pem_private_key(key.read_bytes(), None).public_key() == new.public_key()
+    # the server recorded it as a re-enrollment authenticated by the old certificate's signature
+    record = admin_call(srv, "GET", f"/admin/certs/{new.serial_number:x}", srv.token).json()
+    assert record["auth"] == "cmc-cert", record
+
+
+def test_agent_keeps_an_ml_dsa_certificate_fresh(srv, tmp_path):
+    entity = unique()
+    (tmp_path / "dev.otp").write_text(srv.otp(entity, "--label", "pq") + "\n")
+    crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
+    (tmp_path / "agent.toml").write_text(f"""state_dir = "{tmp_path / 'state'}"
+
+[defaults]
+server = "https://localhost:{srv.port}"
+trust = "{srv.ca_bundle}"
+jitter = "0%"
+timeout = "10s"
+
+[certificates.dev]
+label = "pq"
+user = "{entity}"
+otp_file = "{tmp_path / 'dev.otp'}"
+common_name = "{entity}.example.com"
+key_type = "ml-dsa-65"
+rotate_key = true
+cert = "{crt}"
+key = "{key}"
+""")
+    enrolled = _kipuka_est("agent", "-c", str(tmp_path / "agent.toml"), "--once")
+    assert enrolled.returncode == 0, enrolled.stderr
+    first = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert pq.key_type(first.public_key()) == "ml-dsa-65"
+    renewed = _kipuka_est("agent", "-c", str(tmp_path / "agent.toml"), "--once", "--force")
+    assert renewed.returncode == 0 and "renewed serial" in renewed.stderr, renewed.stderr
+    second = x509.load_pem_x509_certificate(crt.read_bytes())
+    assert second.serial_number != first.serial_number and second.subject == first.subject
+    assert pq.key_type(second.public_key()) == "ml-dsa-65" and second.public_key() != first.public_key()
+    assert serialization.load_pem_private_key(key.read_bytes(), None).public_key() == second.public_key()

@@ -74,9 +74,11 @@ key = "private/pq-mixed.key"
 ca = "pq"
 key_types = ["ml-dsa-65", "ml-dsa-44", "ml-dsa-87", "ec-p256", "ec-p384"]
 validity_days = 90
+fullcmc = true                  # ML-DSA devices renew by a /fullcmc request signed with their key (docs/pq.md)
 
 [labels.pq-mixed]
 ca = "pq-mixed"
 key_types = ["ml-dsa-65", "ml-dsa-44", "ml-dsa-87", "ec-p256", "ec-p384"]
 validity_days = 90
+fullcmc = true                  # ML-DSA devices renew by a /fullcmc request signed with their key (docs/pq.md)
 """

@@ -17,6 +17,7 @@ from typing import Callable
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from kipuka import pq
+from kipuka.client import cmc_renewal
 from kipuka.client.client import EstClient, Issued
 from kipuka.client.csr import CsrSpec
 from kipuka.client.describe import utcnow
@@ -27,6 +28,18 @@ from kipuka.client.wire import CsrAttributes
 Progress = Callable[[str], None]
 SIMPLEENROLL = "simpleenroll"
 SIMPLEREENROLL = "simplereenroll"
+FULLCMC_REENROLL = "fullcmc-reenroll"    # a renewal signed by the holder's key, for keys TLS cannot present
+RENEWALS = (SIMPLEREENROLL, FULLCMC_REENROLL)
+
+
+def renewal_operation(key: object) -> str:
+    """How a certificate with this key renews: over mTLS, or (ML-DSA) by a holder-signed /fullcmc."""
+    return FULLCMC_REENROLL if cmc_renewal.needs_cmc_renewal(key) else SIMPLEREENROLL
+
+
+def renewal_client_cert(key: object, cert_path: str, key_path: str) -> tuple[str, str] | None:
+    """The TLS client identity a renewal presents: none when the holder signs the request instead."""
+    return None if cmc_renewal.needs_cmc_renewal(key) else (cert_path, key_path)
 
 
 def server_id(est: EstClient) -> str:
@@ -35,10 +48,11 @@ def server_id(est: EstClient) -> str:
 
 
 def request(est: EstClient, operation: str, make_spec: Callable[[], CsrSpec], journal: PendingFile | None, *,
-            progress: Progress, new_request: bool = False) -> tuple[Issued, PendingRequest]:
+            progress: Progress, new_request: bool = False, holder: tuple[object, object] | None = None
+            ) -> tuple[Issued, PendingRequest]:
     """Send (or resume) one enrollment; the PendingRequest is returned for the install's journal.
 
-    Raises as EstClient does. On PendingTimeout the request is kept with the
+    `holder` (certificate, key) signs a FULLCMC_REENROLL. Raises as EstClient does. On PendingTimeout the request is kept with the
     time the server asked to be asked again; on a refusal that ends it (400,
     403, or any 4xx before the server ever held it) it is removed.
     """
@@ -58,7 +72,12 @@ def request(est: EstClient, operation: str, make_spec: Callable[[], CsrSpec], jo
         if journal is not None:
             journal.save(pending)  # before the first byte is sent: a kill cannot lose the key
     try:
-        issued = getattr(est, operation)(pending.spec())
+        if operation == FULLCMC_REENROLL:
+            if holder is None:
+                raise EstError("a holder-signed renewal needs the certificate being renewed and its key")
+            issued = cmc_renewal.reenroll_by_fullcmc(est, pending.spec(), *holder)  # type: ignore[arg-type]
+        else:
+            issued = getattr(est, operation)(pending.spec())
     except PendingTimeout as exc:
         pending.accepted = True
         wait = exc.retry_after or 60

@@ -118,7 +118,7 @@ class Runner:
             return self._failed(state, now, exc)
         except EstError as exc:
             return self._failed(state, now, exc)
-        action = RENEWED if request.operation == enrollment.SIMPLEREENROLL else ENROLLED
+        action = RENEWED if request.operation in enrollment.RENEWALS else ENROLLED
         try:
             install(self.dest, issued.certificate, issued.chain, request.key, self.journal, request)
         except EstError as exc:
@@ -163,12 +163,15 @@ class Runner:
                 state: CertState) -> tuple[Issued, PendingRequest, _Credentials]:
         cfg = self.cfg
         self.dest.check()  # a path that cannot be written fails now, before a credential is spent
-        if pending is not None and pending.operation == enrollment.SIMPLEREENROLL and current is None:
+        if pending is not None and pending.operation in enrollment.RENEWALS and current is None:
             self.log("dropping a kept re-enrollment: the certificate it renews is gone or expired")
             self.journal.remove()
             pending = None
-        renewing = pending.operation == enrollment.SIMPLEREENROLL if pending is not None else current is not None
-        creds = _Credentials(client_cert=(cfg.cert, cfg.key)) if renewing else self._bootstrap_credentials(state)
+        renewing = pending.operation in enrollment.RENEWALS if pending is not None else current is not None
+        holder = current if renewing and current is not None else None
+        operation = enrollment.renewal_operation(holder[1]) if holder is not None else enrollment.SIMPLEENROLL
+        creds = _Credentials(client_cert=enrollment.renewal_client_cert(holder[1], cfg.cert, cfg.key)) \
+            if holder is not None else self._bootstrap_credentials(state)
         trust = None if cfg.trust == "system" else cfg.trust
         saved_trust = self.states.trust_file(cfg.name)
         if trust is None and cfg.trust != "system" and os.path.exists(saved_trust):
@@ -190,13 +193,12 @@ class Runner:
                 def make_spec() -> CsrSpec:
                     new = generate_key(cfg.key_type or enrollment.same_key_type(key)) if cfg.rotate_key else key
                     return CsrSpec.like_certificate(new, cert)  # type: ignore[arg-type]
-                operation = enrollment.SIMPLEREENROLL
             else:
                 def make_spec() -> CsrSpec:
                     key = generate_key(enrollment.key_type(cfg.key_type, attrs, self.log))
                     return CsrSpec.for_names(key, cfg.common_name or cfg.user, cfg.sans)
-                operation = enrollment.SIMPLEENROLL
-            issued, request = enrollment.request(est, operation, make_spec, self.journal, progress=self.log)
+            issued, request = enrollment.request(est, operation, make_spec, self.journal, progress=self.log,
+                                                 holder=holder)
         return issued, request, creds
 
     def _bootstrap_credentials(self, state: CertState) -> _Credentials:

@@ -83,12 +83,17 @@ def cmd_renew(args: argparse.Namespace, out: Output) -> int:
                  + (f"expires in {describe.human(remaining)}" if remaining > 0 else "expired")
                  + f" (window {describe.human(window)})")
     dest.check(*(((journal.path, "pending request"),) if rekey else ()))
-    with make_client(args, out) as est:
+    operation = enrollment.renewal_operation(key)
+    if operation == enrollment.FULLCMC_REENROLL:
+        out.progress("an ML-DSA certificate: renewing by a /fullcmc request signed with its key (this TLS stack "
+                     "cannot present it as a client certificate)")
+    with make_client(args, out, with_cert=operation == enrollment.SIMPLEREENROLL) as est:
         attrs = enrollment.server_attributes(est, out.progress)
         enrollment.follow_channel_binding(est, attrs, out.progress)
         new_key = (lambda: generate_key(args.key_type or enrollment.same_key_type(key))) if rekey else (lambda: key)
-        issued, request = enrollment.request(est, "simplereenroll", lambda: CsrSpec.like_certificate(new_key(), current),
-                                             journal if rekey else None, progress=out.progress)
+        issued, request = enrollment.request(est, operation, lambda: CsrSpec.like_certificate(new_key(), current),
+                                             journal if rekey else None, progress=out.progress,
+                                             holder=(current, key))
     install(dest, issued.certificate, issued.chain, request.key if rekey else None, journal if rekey else None,
             request)
     out.progress(f"renewed {issued.certificate.subject.rfc4514_string()}, valid until "
