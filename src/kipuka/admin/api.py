@@ -27,7 +27,8 @@ from kipuka.errors import BadRequest, Conflict, Forbidden, KipukaError, NotFound
 from kipuka.ra.authority import Authority
 from kipuka.ra.otp import ENTITY_RE, issue_otp
 from kipuka.ra.revocation import REASONS
-from kipuka.store import CertFilter, CertRecord, PendingRecord
+from kipuka.store import CertRecord, PendingRecord
+from kipuka.store.browse import Page
 from kipuka.store.records import AuditEvent, OtpRecord, utcnow
 from kipuka.streams import read_at_most
 
@@ -213,8 +214,8 @@ class AdminApi:
             descending = q.choice("order", ("asc", "desc"), "desc") == "desc"
             after, before = keys(q, "id")
             store = self._authority().store
-            page = await store.otp_page(entity=entity, status=status, descending=descending, after=after,
-                                        before=before, limit=q.limit())
+            page = Page([], None, None) if q.impossible else await store.otp_page(
+                entity=entity, status=status, descending=descending, after=after, before=before, limit=q.limit())
             produced = await store.otp_certificates_exist([o.id for o in page.items])
             return page_json([{**_otp_json(o), "certificates": produced.get(o.id, 0)} for o in page.items], page)
         cursor, limit = q.cursor(), q.limit()
@@ -241,8 +242,9 @@ class AdminApi:
             from kipuka.admin.fleet import keys, page_json
             after, before = keys(q, "id")
             descending = q.choice("order", ("asc", "desc"), "asc") == "desc"
-            page = await self._authority().store.pending_page(
-                None if status == "all" else status, label=label, entity=q.text("entity"), descending=descending,
+            entity = q.text("entity")
+            page = Page([], None, None) if q.impossible else await self._authority().store.pending_page(
+                None if status == "all" else status, label=label, entity=entity, descending=descending,
                 after=after, before=before, limit=limit)
             return page_json([_request_json(r) for r in page.items], page)
         rows = [] if q.impossible else await self._authority().store.pending_requests(
@@ -366,23 +368,21 @@ class AdminApi:
         return web.json_response(await overview.issuance(self._authority(), q.int_param("hours", 24, 1, 168)))
 
     async def list_audit(self, request: web.Request) -> web.Response:
+        from kipuka.admin.fleet import keys, page_json
         q = Query(request, {"event", "outcome", "entity", "label", "since", "until", "cursor", "limit", "actor",
                             "after", "before"})
-        limit = q.limit()
-        if {"actor", "after", "before"} & set(request.query):
-            from kipuka.admin.fleet import keys, page_json
-            after, before = keys(q, "id")
-            page = await self._authority().store.audit_page(
-                event=q.text("event"), outcome=q.text("outcome"), entity=q.text("entity"), label=q.text("label"),
-                actor=q.text("actor"), since=q.time("since"), until=q.time("until"), after=after, before=before,
-                limit=limit)
-            return page_json([_audit_json(e) for e in page.items], page)
-        cursor = q.cursor()
+        limit, cursor = q.limit(), q.cursor()
+        after, before = keys(q, "id")
+        if cursor:
+            if after is not None or before is not None:
+                raise ApiError(400, "bad_request", "give cursor, after or before, not two of them")
+            after = (cursor, cursor)  # the older cursor: events before this id
         filters = dict(event=q.text("event"), outcome=q.text("outcome"), entity=q.text("entity"),
-                       label=q.text("label"), since=q.time("since"), until=q.time("until"))
-        rows = [] if q.impossible else await self._authority().store.audit_events(
-            limit, before_id=cursor or None, **filters)
-        return _page([_audit_json(e) for e in rows], rows[-1].id if len(rows) == limit else None)
+                       label=q.text("label"), actor=q.text("actor"), since=q.time("since"), until=q.time("until"))
+        page = Page([], None, None) if q.impossible else await self._authority().store.audit_page(
+            **filters, after=after, before=before, limit=limit)
+        return page_json([_audit_json(e) for e in page.items], page,
+                         page.next_key[1] if page.next_key is not None else None)
 
     async def verify_audit(self, request: web.Request) -> web.Response:
         store = self._authority().store
