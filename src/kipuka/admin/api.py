@@ -212,7 +212,7 @@ class AdminApi:
             from kipuka.admin.fleet import keys, page_json
             status = q.choice("status", ("active", "spent", "expired", "revoked"), None)
             descending = q.choice("order", ("asc", "desc"), "desc") == "desc"
-            after, before = keys(q, "id")
+            after, before = keys(q)
             store = self._authority().store
             page = Page([], None, None) if q.impossible else await store.otp_page(
                 entity=entity, status=status, descending=descending, after=after, before=before, limit=q.limit())
@@ -240,7 +240,7 @@ class AdminApi:
         label, cursor, limit = q.text("label"), q.cursor(), q.limit()
         if {"entity", "order", "after", "before"} & set(request.query):
             from kipuka.admin.fleet import keys, page_json
-            after, before = keys(q, "id")
+            after, before = keys(q)
             descending = q.choice("order", ("asc", "desc"), "asc") == "desc"
             entity = q.text("entity")
             page = Page([], None, None) if q.impossible else await self._authority().store.pending_page(
@@ -286,8 +286,6 @@ class AdminApi:
         from kipuka.admin.fleet import CERT_PARAMS, PAGE_PARAMS, cert_filter
         q = Query(request, CERT_PARAMS | PAGE_PARAMS | {"cursor"})
         if {"sort", "order", "after", "before"} & set(request.query):
-            if "cursor" in request.query:
-                raise ApiError(400, "bad_request", "cursor pages by id only: use after or before with sort")
             return await self._fleet.cert_page(q)
         f = cert_filter(q)
         limit, cursor = q.limit(), q.cursor()
@@ -371,18 +369,13 @@ class AdminApi:
         from kipuka.admin.fleet import keys, page_json
         q = Query(request, {"event", "outcome", "entity", "label", "since", "until", "cursor", "limit", "actor",
                             "after", "before"})
-        limit, cursor = q.limit(), q.cursor()
-        after, before = keys(q, "id")
-        if cursor:
-            if after is not None or before is not None:
-                raise ApiError(400, "bad_request", "give cursor, after or before, not two of them")
-            after = (cursor, cursor)  # the older cursor: events before this id
+        limit = q.limit()
+        after, before = keys(q)  # the older `cursor` is `after`: events before that id
         filters = dict(event=q.text("event"), outcome=q.text("outcome"), entity=q.text("entity"),
                        label=q.text("label"), actor=q.text("actor"), since=q.time("since"), until=q.time("until"))
         page = Page([], None, None) if q.impossible else await self._authority().store.audit_page(
             **filters, after=after, before=before, limit=limit)
-        return page_json([_audit_json(e) for e in page.items], page,
-                         page.next_key[1] if page.next_key is not None else None)
+        return page_json([_audit_json(e) for e in page.items], page, page.next_key)
 
     async def verify_audit(self, request: web.Request) -> web.Response:
         store = self._authority().store
@@ -404,6 +397,7 @@ class Query:
 
     def __init__(self, request: web.Request, allowed: set[str]) -> None:
         self._q = request.query
+        self.names = set(self._q)
         for key in self._q:
             if key not in allowed:
                 raise ApiError(400, "bad_request", f"unknown query parameter {key[:40]!r}")

@@ -9,17 +9,16 @@ documented in openapi.py. Reads go to store methods; revocation goes through the
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 from typing import Any, Callable
 
 from aiohttp import web
 
-from kipuka.admin.api import ApiError, Query, _cert_json, _iso, _json_body
+from kipuka.admin.api import ApiError, Query, _cert_json, _integral, _iso, _json_body
 from kipuka.ra.authority import Authority
 from kipuka.ra.revocation import REASONS
 from kipuka.store import CertFilter
-from kipuka.store.browse import CERT_SORTS, Page, decode_key, encode_key
+from kipuka.store.browse import CERT_SORTS, Page
 from kipuka.store.records import utcnow
 
 CERT_PARAMS = {"subject", "subject_prefix", "subject_contains", "serial", "san", "q", "otp", "entity", "label", "ca",
@@ -32,7 +31,7 @@ CSV_COLUMNS = ("serial", "ca", "label", "subject", "sans", "entity", "auth", "st
 
 
 def cert_filter(q: Query) -> CertFilter:
-    otp = q.int_param("otp", 0, 0, 10 ** 18 - 1)
+    otp = q.int_param("otp", 0, 0, 10 ** 17)
     return CertFilter(subject=q.text("subject"), subject_prefix=q.text("subject_prefix"),
                       subject_contains=q.text("subject_contains"), serial=q.text("serial"), san=q.text("san"),
                       q=q.text("q"), otp_id=otp or None, entity=q.text("entity"), label=q.text("label"),
@@ -41,35 +40,28 @@ def cert_filter(q: Query) -> CertFilter:
                       expires_after=q.time("expires_after"), expires_before=q.time("expires_before"))
 
 
-def keys(q: Query, kind: str) -> tuple[Any, Any]:
-    """(after, before) keys of a keyset page; at most one of them."""
-    found = []
-    for name in ("after", "before"):
-        raw = q.text(name)
-        if raw is None:
-            found.append(None)
-            continue
-        try:
-            found.append(decode_key(raw, kind))
-        except ValueError:
-            raise ApiError(400, "bad_request", f"{name} must be a cursor from a previous page") from None
-    if found[0] is not None and found[1] is not None:
-        raise ApiError(400, "bad_request", "give after or before, not both")
-    return found[0], found[1]
+def keys(q: Query) -> tuple[int | None, int | None]:
+    """(after, before): the row ids next to the wanted page. With both, `after` wins; the older
+    `cursor` parameter (a row id too) stands for `after`."""
+    after = q.int_param("after", 0, 0, 10 ** 17) if "after" in q.names else None
+    if after is None and "cursor" in q.names:
+        after = q.cursor() or None
+    before = q.int_param("before", 0, 0, 10 ** 17) if "before" in q.names and after is None else None
+    return after, before
 
 
 def page_json(items: list[dict[str, Any]], page: Page[Any], legacy_next: int | None = None) -> web.Response:
     return web.json_response({"items": items, "next_cursor": str(legacy_next) if legacy_next is not None else None,
-                              "next": encode_key(page.next_key), "prev": encode_key(page.prev_key)})
+                              "next": _text(page.next_key), "prev": _text(page.prev_key)})
+
+
+def _text(row_id: int | None) -> str | None:
+    return str(row_id) if row_id is not None else None
 
 
 def cert_sort(q: Query) -> tuple[str, bool]:
     sort = q.choice("sort", tuple(CERT_SORTS), "issued") or "issued"
     return sort, q.choice("order", ("asc", "desc"), "asc") == "desc"
-
-
-def sort_kind(sort: str) -> str:
-    return {"issued": "id", "expires": "time", "subject": "text"}[sort]
 
 
 class FleetAdmin:
@@ -80,8 +72,8 @@ class FleetAdmin:
         return [
             web.get("/admin/certs/count", self.count_certs),
             web.get("/admin/certs/export", self.export_certs),
-            web.post("/admin/certs/revoke", self.revoke_certs),
-            web.post("/admin/otp/revoke", self.revoke_otps),
+            web.post("/admin/bulk/revoke-certs", self.revoke_certs),
+            web.post("/admin/bulk/revoke-otps", self.revoke_otps),
             web.get("/admin/dashboard", self.dashboard),
         ]
 
@@ -89,7 +81,7 @@ class FleetAdmin:
         """GET /admin/certs with sort, order, after or before: one keyset page."""
         f = cert_filter(q)
         sort, descending = cert_sort(q)
-        after, before = keys(q, sort_kind(sort))
+        after, before = keys(q)
         if q.impossible:
             return page_json([], Page([], None, None))
         page = await self._authority().store.certificate_page(f, sort=sort, descending=descending, after=after,
@@ -174,8 +166,9 @@ class FleetAdmin:
     async def revoke_otps(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         ids = body.get("ids") if isinstance(body, dict) and set(body) == {"ids"} else None
+        ids = [_integral(i) for i in ids] if isinstance(ids, list) else None
         if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_BULK_REVOKE or \
-                not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 10 ** 18 for i in ids):
+                not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= 10 ** 17 for i in ids):
             raise ApiError(400, "bad_request", f'the body must be {{"ids": [1 to {MAX_BULK_REVOKE} OTP ids]}}')
         done = await self._authority().store.revoke_otps(list(dict.fromkeys(ids)), utcnow(), request["admin"])
         return web.json_response({"revoked": len(done), "ids": done})
@@ -214,4 +207,4 @@ def _csv_rows(rows: list[Any]) -> bytes:
     return out.getvalue().encode()
 
 
-__all__ = ["FleetAdmin", "cert_filter", "keys", "page_json", "_iso", "dt"]
+__all__ = ["FleetAdmin", "cert_filter", "keys", "page_json"]

@@ -15,6 +15,7 @@ NSTR = {"type": ["string", "null"]}
 INT = {"type": "integer"}
 TIME = {"type": "string", "format": "date-time"}
 NTIME = {"type": ["string", "null"], "format": "date-time"}
+DATE_TEXT = {"type": "string", "format": "date-time"}
 REASONS = ["unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
            "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise"]
 
@@ -105,13 +106,19 @@ SCHEMAS: dict[str, Any] = {
               "serials": {"type": "array", "items": {"type": "string", "pattern": "^(0x)?[0-9A-Fa-f]{1,42}$"},
                           "minItems": 1, "maxItems": 10000}}),
         _obj({"reason": {"type": "string", "enum": REASONS},
-              "filter": {"type": "object", "additionalProperties": {"type": "string"},
+              "filter": {**_obj({**{name: {"type": "string", "maxLength": 200} for name in (
+                  "subject", "subject_prefix", "subject_contains", "serial", "san", "q", "entity", "label", "ca")},
+                  "otp": {"type": "string", "pattern": "^[0-9]{1,17}$"},
+                  "status": {"type": "string", "enum": ["valid", "revoked", "expired"]},
+                  **{name: DATE_TEXT for name in ("issued_after", "issued_before", "expires_after",
+                                                  "expires_before")}}, []),
                          "description": "the query parameters of GET /admin/certs"},
-              "count": {**INT, "description": "how many certificates the officer confirmed (409 if it changed)"}}),
+              "count": {"type": "integer", "minimum": 0, "maximum": 10000,
+                        "description": "how many certificates the officer confirmed (409 if it changed)"}}),
     ]},
     "BulkRevoked": _obj({"revoked": INT, "already_revoked": {"type": ["integer", "null"]},
                          "serials": {"type": "array", "items": STR}}),
-    "OtpBulkRevoke": _obj({"ids": {"type": "array", "items": {"type": "integer", "minimum": 1},
+    "OtpBulkRevoke": _obj({"ids": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 10 ** 17},
                                    "minItems": 1, "maxItems": 10000}}),
     "OtpBulkRevoked": _obj({"revoked": INT, "ids": {"type": "array", "items": INT}}),
     "Dashboard": _obj({"at": TIME, "pending": INT,
@@ -201,7 +208,9 @@ ID = _p("id", {"type": "integer", "minimum": 1, "maximum": 10 ** 17})
 SERIAL = _p("serial", {"type": "string", "pattern": "^(0x)?[0-9A-Fa-f]{1,40}$"})
 FILTER = {"type": "string", "maxLength": 200}
 DATE = {"type": "string", "format": "date-time"}
-KEYSET = [_q("after", FILTER, "next of the previous page"), _q("before", FILTER, "prev of the next page")]
+ROW = {"type": "string", "pattern": "^[0-9]{1,17}$"}
+KEYSET = [_q("after", ROW, "next of the previous page (a row id)"),
+          _q("before", ROW, "prev of the next page (a row id; ignored with after)")]
 CERT_FILTERS = [
     _q("subject", FILTER, "exact RFC 4514 subject"), _q("subject_prefix", FILTER),
     _q("subject_contains", FILTER, "a part of the subject, any case"), _q("serial", FILTER, "hexadecimal"),
@@ -280,9 +289,9 @@ def document() -> dict[str, Any]:
             "/admin/certs/export": {"get": _op("every certificate a search matches, as CSV", {
                 "200": {"description": "RFC 4180 CSV with a header row", "content": {"text/csv": {"schema": STR}}},
                 **_errors(400)}, [*CERT_FILTERS, *CERT_SORT])},
-            "/admin/certs/revoke": {"post": _op("revoke a selection, or every certificate of a search", {
+            "/admin/bulk/revoke-certs": {"post": _op("revoke a selection, or every certificate of a search", {
                 "200": _json("BulkRevoked", "revoked"), **_errors(400, 403, 404, 409, 413)}, body="BulkRevoke")},
-            "/admin/otp/revoke": {"post": _op("revoke many OTPs", {
+            "/admin/bulk/revoke-otps": {"post": _op("revoke many OTPs", {
                 "200": _json("OtpBulkRevoked", "revoked"), **_errors(400, 403, 413)}, body="OtpBulkRevoke")},
             "/admin/dashboard": {"get": _op("expiring certificates, CA expiry, CRLs, OCSP and rates", {
                 "200": _json("Dashboard", "the figures"), **_errors(400)})},

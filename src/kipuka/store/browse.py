@@ -1,15 +1,13 @@
 """Keyset-paged listings for the console and the admin API, lineage, bulk acts.
 
-A page is found by the sort key of the row next to it (value, id), never by an
-OFFSET: the first, the next and the previous page of a 100,000-row table cost
+A page is found by the sort key (value, id) of the row next to it, never by an
+OFFSET; the cursor is that row's id: the first, the next and the previous page of a 100,000-row table cost
 the same, one index range scan each (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
@@ -32,46 +30,27 @@ class Page(Generic[T]):
     """One page of rows; `next_key`/`prev_key` find the pages after and before it (None at an end)."""
 
     items: list[T]
-    next_key: Key | None
-    prev_key: Key | None
+    next_key: int | None  # the id of the last row, when more follow: pass it as `after`
+    prev_key: int | None  # the id of the first row, when rows precede: pass it as `before`
     ids: list[int] = field(default_factory=list)
     superseded: set[tuple[str, str]] = field(default_factory=set)  # (ca_id, serial) a renewal replaced
 
 
-def encode_key(key: Key | None) -> str | None:
-    """An opaque cursor: base64url of JSON [value, id]; datetimes as ISO 8601."""
-    if key is None:
-        return None
-    value = key[0].isoformat() if isinstance(key[0], dt.datetime) else key[0]
-    return base64.urlsafe_b64encode(json.dumps([value, key[1]]).encode()).decode().rstrip("=")
-
-
-def decode_key(text: str, kind: str) -> Key:
-    """The key of encode_key for a sort of `kind` ("id", "time", "text"); ValueError if malformed."""
-    try:
-        value, row_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except Exception:
-        raise ValueError("malformed cursor") from None
-    if not isinstance(row_id, int) or isinstance(row_id, bool):
-        raise ValueError("malformed cursor")
-    if kind == "time":
-        if not isinstance(value, str):
-            raise ValueError("malformed cursor")
-        value = dt.datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            raise ValueError("malformed cursor")
-    elif kind == "text" and not isinstance(value, str):
-        raise ValueError("malformed cursor")
-    elif kind == "id":
-        value = row_id
-    return value, row_id
-
-
-def keyset(conn: Any, query: Any, column: Any, id_column: Any, *, descending: bool, after: Key | None,
-           before: Key | None, limit: int, convert: Callable[[Any], T]) -> Page[T]:
-    """Run `query` for one page ordered by (column, id): the first, the one after `after`, or before `before`."""
-    backwards = before is not None
-    key = before if backwards else after
+def keyset(conn: Any, query: Any, column: Any, id_column: Any, *, descending: bool, after: int | None,
+           before: int | None, limit: int, convert: Callable[[Any], T]) -> Page[T]:
+    """Run `query` for one page ordered by (column, id): the first, the one after row `after`, or the one
+    before row `before` (row ids: the cursor is the row next to the page, its sort value read here)."""
+    backwards = before is not None and after is None
+    row_id = before if backwards else after
+    key: Key | None = None
+    if row_id is not None:
+        if column is id_column:
+            key = (row_id, row_id)
+        else:
+            found = conn.execute(select(column).where(id_column == row_id)).first()
+            if found is None:  # no such row: nothing is next to it
+                return Page([], None, None)
+            key = (found[0], row_id)
     forward_desc = descending != backwards  # the direction the rows are read in
     if key is not None:
         bound = tuple_(column, id_column)
@@ -88,21 +67,21 @@ def keyset(conn: Any, query: Any, column: Any, id_column: Any, *, descending: bo
     rows = list(rows[:limit])
     if backwards:
         rows.reverse()
-    keys = [(r[column.name], int(r[id_column.name])) for r in rows]
+    ids = [int(r[id_column.name]) for r in rows]
     if backwards:
-        next_key = keys[-1] if keys else None
-        prev_key = keys[0] if keys and more else None
+        next_id = ids[-1] if ids else None
+        prev_id = ids[0] if ids and more else None
     else:
-        next_key = keys[-1] if keys and more else None
-        prev_key = keys[0] if keys and after is not None else None
-    return Page([convert(r) for r in rows], next_key, prev_key, [k[1] for k in keys])
+        next_id = ids[-1] if ids and more else None
+        prev_id = ids[0] if ids and after is not None else None
+    return Page([convert(r) for r in rows], next_id, prev_id, ids)
 
 
 class BrowseStore(StoreBase):
     # --- certificates -----------------------------------------------------------------
 
     def certificate_page(self, f: CertFilter, *, sort: str = "issued", descending: bool = True,
-                         after: Key | None = None, before: Key | None = None, limit: int = 50,
+                         after: int | None = None, before: int | None = None, limit: int = 50,
                          now: dt.datetime | None = None) -> Page[CertRecord]:
         """One page of a certificate search, with which of its rows a renewal superseded."""
         c = schema.certificates
@@ -170,8 +149,8 @@ class BrowseStore(StoreBase):
     # --- pending requests, OTPs, audit -----------------------------------------------------
 
     def pending_page(self, status: str | None = "pending", *, label: str | None = None,
-                     entity: str | None = None, descending: bool = False, after: Key | None = None,
-                     before: Key | None = None, limit: int = 50) -> Page[PendingRecord]:
+                     entity: str | None = None, descending: bool = False, after: int | None = None,
+                     before: int | None = None, limit: int = 50) -> Page[PendingRecord]:
         from kipuka.store.pending import _pending
         p = schema.pending_requests
         query = select(p)
@@ -183,7 +162,7 @@ class BrowseStore(StoreBase):
                           limit=limit, convert=_pending)
 
     def otp_page(self, *, entity: str | None = None, status: str | None = None, descending: bool = True,
-                 after: Key | None = None, before: Key | None = None, limit: int = 50,
+                 after: int | None = None, before: int | None = None, limit: int = 50,
                  now: dt.datetime | None = None) -> Page[OtpRecord]:
         """OTPs, newest first by default; `status` is active, spent, expired or revoked."""
         o = schema.otps
@@ -219,7 +198,7 @@ class BrowseStore(StoreBase):
 
     def audit_page(self, *, event: str | None = None, outcome: str | None = None, entity: str | None = None,
                    label: str | None = None, actor: str | None = None, since: dt.datetime | None = None,
-                   until: dt.datetime | None = None, after: Key | None = None, before: Key | None = None,
+                   until: dt.datetime | None = None, after: int | None = None, before: int | None = None,
                    limit: int = 50) -> Page[AuditEvent]:
         """Audit events, newest first."""
         a = schema.audit
@@ -272,4 +251,4 @@ class BrowseStore(StoreBase):
             return {int(r[0]): int(r[1]) for r in conn.execute(query)}
 
 
-__all__ = ["BrowseStore", "CERT_SORTS", "OTP_STATUSES", "Page", "decode_key", "encode_key"]
+__all__ = ["BrowseStore", "CERT_SORTS", "OTP_STATUSES", "Page"]

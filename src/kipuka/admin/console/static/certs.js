@@ -93,7 +93,7 @@
       return;
     }
     try {
-      const done = await api("POST", "/admin/certs/revoke", body);
+      const done = await api("POST", "/admin/bulk/revoke-certs", body);
       await load();
       say(`Revoked ${done.revoked} certificate(s) (${reason}); the CRLs have been re-signed.`);
     } catch (err) {

@@ -109,7 +109,7 @@
       return;
     }
     try {
-      const done = await api("POST", "/admin/otp/revoke", { ids: ids.map(Number) });
+      const done = await api("POST", "/admin/bulk/revoke-otps", { ids: ids.map(Number) });
       await load();
       say(ids.length === 1 ? `One-time password ${ids[0]} revoked.` : `Revoked ${done.revoked} one-time password(s).`);
     } catch (err) {
