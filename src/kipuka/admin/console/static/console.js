@@ -204,10 +204,16 @@ const K = (() => {
   function pager(container, page, go) {
     const button = (text, enabled, where) => el("button", { type: "button", disabled: !enabled,
       onclick: () => go(where) }, text);
-    container.replaceChildren(el("nav", { class: "pager", "aria-label": "Pages" },
-      button("First page", Boolean(page.prev), {}),
+    // Keep the keyboard where it was: the button that was used, or the other one at a list's end.
+    const had = container.contains(document.activeElement) ? document.activeElement.textContent : null;
+    const buttons = [button("First page", Boolean(page.prev), {}),
       button("Previous page", Boolean(page.prev), { before: page.prev }),
-      button("Next page", Boolean(page.next), { after: page.next })));
+      button("Next page", Boolean(page.next), { after: page.next })];
+    container.replaceChildren(el("nav", { class: "pager", "aria-label": "Pages" }, buttons));
+    if (had) {
+      const same = buttons.find((b) => b.textContent === had && !b.disabled);
+      (same || buttons.find((b) => !b.disabled) || document.getElementById("main")).focus();
+    }
   }
 
   /** Set a form's named controls from a query string (the list's position lives in the URL). */
