@@ -44,10 +44,11 @@ def keys(q: Query) -> tuple[int | None, int | None]:
     """(after, before): the row ids next to the wanted page. With both, `after` wins; the older
     `cursor` parameter (a row id too) stands for `after`."""
     after = q.int_param("after", 0, 0, 10 ** 17) if "after" in q.names else None
-    if after is None and "cursor" in q.names:
-        after = q.cursor() or None
-    before = q.int_param("before", 0, 0, 10 ** 17) if "before" in q.names and after is None else None
-    return after, before
+    before = q.int_param("before", 0, 0, 10 ** 17) if "before" in q.names else None
+    cursor = q.cursor() if "cursor" in q.names else None  # every parameter is checked, used or not
+    if after is None and cursor:
+        after = cursor
+    return after, before if after is None else None
 
 
 def page_json(items: list[dict[str, Any]], page: Page[Any], legacy_next: int | None = None) -> web.Response:
@@ -145,7 +146,7 @@ class FleetAdmin:
                     raise ApiError(404, "not_found", f"no certificate with serial {serial}")
                 targets += [(r.ca_id, r.serial) for r in found if r.revoked_at is None]
         else:
-            spec, count = body["filter"], body.get("count")
+            spec, count = body["filter"], _integral(body.get("count"))
             if not isinstance(spec, dict) or not all(isinstance(v, str) for v in spec.values()):
                 raise ApiError(400, "bad_request", "filter must be an object of certificate search parameters")
             if isinstance(count, bool) or not isinstance(count, int):
