@@ -90,6 +90,10 @@ def test_lineage_names_the_renewed_and_the_renewing_certificate(store):
     assert page.superseded == {("ca", "18"), ("ca", "17")}  # 19 is the newest of the line
 
 
+def test_expiring_certificates_are_counted_per_label_and_window(store):
+    assert store.expiring_by_label(NOW) == {"": {7: 4, 30: 13, 90: 13}, "fleet": {7: 3, 30: 12, 90: 12}}
+
+
 def test_bulk_revocation_revokes_each_once_with_an_audit_event_each(store):
     done = store.revoke_certificates([("ca", "2"), ("ca", "3"), ("ca", "2")], "keyCompromise", NOW, "token:t")
     assert done == [("ca", "2"), ("ca", "3")]

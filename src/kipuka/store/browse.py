@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
-from sqlalchemy import and_, bindparam, false, func, or_, select, tuple_
+from sqlalchemy import and_, bindparam, case, false, func, or_, select, tuple_
 
 from kipuka.store import schema
 from kipuka.store.base import StoreBase, _cert
@@ -218,19 +218,15 @@ class BrowseStore(StoreBase):
     # --- the dashboard ------------------------------------------------------------------
 
     def expiring_by_label(self, now: dt.datetime, days: tuple[int, ...] = (7, 30, 90)) -> dict[str, dict[int, int]]:
-        """{label: {days: unrevoked certificates expiring within that many days}} (an index range scan)."""
+        """{label: {days: unrevoked certificates expiring within that many days}}: one range scan of
+        the expiry index, counted in the database."""
         c = schema.certificates
         horizon = now + dt.timedelta(days=max(days))
-        query = select(c.c.label, c.c.not_after).where(and_(c.c.not_after > now, c.c.not_after <= horizon,
-                                                           c.c.revoked_at.is_(None)))
-        out: dict[str, dict[int, int]] = {}
+        counts = [func.sum(case((c.c.not_after <= now + dt.timedelta(days=d), 1), else_=0)) for d in days]
+        query = select(c.c.label, *counts).where(and_(c.c.not_after > now, c.c.not_after <= horizon,
+                                                     c.c.revoked_at.is_(None))).group_by(c.c.label)
         with self._read() as conn:
-            for label, not_after in conn.execute(query):
-                counts = out.setdefault(label, {d: 0 for d in days})
-                for d in days:
-                    if not_after <= now + dt.timedelta(days=d):
-                        counts[d] += 1
-        return out
+            return {r[0]: {d: int(r[k + 1] or 0) for k, d in enumerate(days)} for r in conn.execute(query)}
 
     def outcome_counts(self, since: dt.datetime) -> dict[str, int]:
         """Audit outcomes of enrollment events since a time: {"success": n, "rejected": n, "error": n}."""
