@@ -12,11 +12,14 @@ later step must be idempotent: it checks what exists before it adds.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 from sqlalchemy import Connection, inspect, select, text
 
 from kipuka.store import schema
+
+log = logging.getLogger("kipuka.store")
 
 
 V6_INDEXES = {"ix_certificates_expires_id", "ix_certificates_replaces"}  # their columns come with v6
@@ -68,6 +71,23 @@ def _v6_console(conn: Connection) -> None:
     for index in schema.certificates.indexes:
         if index.name not in existing:
             index.create(conn)
+    search_index(conn)
+
+
+def search_index(conn: Connection) -> None:
+    """PostgreSQL: a trigram index for the console's search in any case (serial, SAN or subject),
+    which is otherwise a scan of every certificate. Skipped, with the scan left as it is, where
+    the pg_trgm extension cannot be created (a managed database without the privilege)."""
+    if conn.dialect.name != "postgresql":
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            conn.execute(text("CREATE INDEX IF NOT EXISTS ix_certificates_search_trgm ON certificates "
+                              "USING gin (lower(subject || ' ' || sans) gin_trgm_ops)"))
+    except Exception as exc:  # noqa: BLE001 - any refusal leaves the search unindexed, not broken
+        log.warning("no trigram index for certificate search (%s): searches scan the table",
+                    str(exc).splitlines()[0][:200])
 
 
 def _v7_brski(conn: Connection) -> None:
@@ -108,6 +128,7 @@ def migrate(conn: Connection) -> list[int]:
     version = current_version(conn)
     if version == 0:
         schema.metadata.create_all(conn)
+        search_index(conn)
         conn.execute(schema.schema_version.insert().values(version=LATEST))
         return [LATEST]
     applied = []
