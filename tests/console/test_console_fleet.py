@@ -8,6 +8,7 @@ a page size of 10 in the URL, so that paging is proven without a large database.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from types import SimpleNamespace
@@ -147,6 +148,14 @@ def test_search_finds_a_serial_a_san_and_a_subject_in_any_case(console, fleet):
     console.page.get_by_role("button", name="Search").click()
     _wait_rows(console, fleet.serials[8])
     assert _rows(console) == [fleet.serials[8]]
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()  # the fleet was issued today (UTC)
+    console.page.get_by_label("Issued before (UTC date)").fill(today)
+    console.page.get_by_role("button", name="Search").click()
+    console.page.wait_for_function("() => document.querySelector('#results .empty')")
+    console.page.get_by_label("Issued before (UTC date)").fill("")
+    console.page.get_by_label("Issued on or after (UTC date)").fill(today)
+    console.page.get_by_role("button", name="Search").click()
+    _wait_rows(console, fleet.serials[8])
 
 
 # --- 2. a certificate's page: lineage, chain, revocation; Back keeps the list position --------

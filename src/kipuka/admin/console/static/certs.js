@@ -3,7 +3,7 @@
 "use strict";
 (() => {
   const { api, el, say, fail, time, badge, table, labelOptions, caOptions, busy, confirmAct, pager, fillForm,
-          picker } = K;
+          picker, dayStart } = K;
   const form = document.getElementById("filters");
   const results = document.getElementById("results");
   const pages = document.getElementById("pages");
@@ -17,6 +17,9 @@
     if (text) q.set(state.get("in") && state.get("in") !== "q" ? state.get("in") : "q", text);
     for (const name of ["entity", "ca", "status", "otp"]) if (state.get(name)) q.set(name, state.get(name));
     if (state.has("label") && state.get("label") !== "") q.set("label", state.get("label") === "-" ? "" : state.get("label"));
+    for (const name of ["issued_after", "issued_before", "expires_after", "expires_before"]) {
+      if (state.get(name)) q.set(name, dayStart(state.get(name)));
+    }
     const days = state.get("within");
     if (days) {
       q.set("expires_after", new Date().toISOString());
