@@ -209,15 +209,7 @@ class AdminApi:
         q = Query(request, {"entity", "cursor", "limit", "status", "order", "after", "before"})
         entity = q.text("entity")
         if {"status", "order", "after", "before"} & set(request.query):
-            from kipuka.admin.fleet import keys, page_json
-            status = q.choice("status", ("active", "spent", "expired", "revoked"), None)
-            descending = q.choice("order", ("asc", "desc"), "desc") == "desc"
-            after, before = keys(q)
-            store = self._authority().store
-            page = Page([], None, None) if q.impossible else await store.otp_page(
-                entity=entity, status=status, descending=descending, after=after, before=before, limit=q.limit())
-            produced = await store.otp_certificates_exist([o.id for o in page.items])
-            return page_json([{**_otp_json(o), "certificates": produced.get(o.id, 0)} for o in page.items], page)
+            return await self._fleet.otp_page(q, entity)
         cursor, limit = q.cursor(), q.limit()
         rows = [] if q.impossible else [o for o in await self._authority().store.list_otps(entity)
                                         if o.id > cursor][:limit]  # cursor, limit: parsed above
@@ -239,14 +231,7 @@ class AdminApi:
         status = q.choice("status", ("pending", "issued", "rejected", "expired", "all"), "pending")
         label, cursor, limit = q.text("label"), q.cursor(), q.limit()
         if {"entity", "order", "after", "before"} & set(request.query):
-            from kipuka.admin.fleet import keys, page_json
-            after, before = keys(q)
-            descending = q.choice("order", ("asc", "desc"), "asc") == "desc"
-            entity = q.text("entity")
-            page = Page([], None, None) if q.impossible else await self._authority().store.pending_page(
-                None if status == "all" else status, label=label, entity=entity, descending=descending,
-                after=after, before=before, limit=limit)
-            return page_json([_request_json(r) for r in page.items], page)
+            return await self._fleet.request_page(q, None if status == "all" else status, label)
         rows = [] if q.impossible else await self._authority().store.pending_requests(
             None if status == "all" else status, label=label, after_id=cursor, limit=limit)
         return _page([_request_json(r) for r in rows], rows[-1].id if len(rows) == limit else None)
@@ -298,17 +283,8 @@ class AdminApi:
         body = _cert_json(record, pem=True)
         body["decoded"] = decoded(x509.load_der_x509_certificate(record.der))
         from kipuka.admin.brski import idevid_of
-        authority = self._authority()
-        body["idevid"] = await idevid_of(authority, record)  # the BRSKI pledge of an LDevID, or null
-        earlier, later = await authority.store.lineage(record.ca_id, record.serial)
-        body["renewed_from"] = _cert_json(earlier) if earlier is not None else None
-        body["superseded_by"] = [_cert_json(r) for r in later]
-        body["superseded"] = bool(later)
-        ca = authority.cas.get(record.ca_id)
-        body["chain"] = [] if ca is None else [overview._cert_summary(c) for c in ca.ca_certificates()]
-        crl = await authority.store.latest_crl(record.ca_id) if ca is not None else None
-        body["crl"] = None if crl is None else {"number": crl.number, "this_update": _iso(crl.this_update),
-                                                "next_update": _iso(crl.next_update)}
+        body["idevid"] = await idevid_of(self._authority(), record)  # the BRSKI pledge of an LDevID, or null
+        body.update(await self._fleet.cert_context(record))  # lineage, chain, CRL
         return web.json_response(body)
 
     async def revoke_cert(self, request: web.Request) -> web.Response:

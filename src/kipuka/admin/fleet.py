@@ -14,10 +14,11 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from kipuka.admin.api import ApiError, Query, _cert_json, _integral, _iso, _json_body
+from kipuka.admin.api import ApiError, Query, _cert_json, _integral, _iso, _json_body, _otp_json, _request_json
+from kipuka.admin.overview import _cert_summary
 from kipuka.ra.authority import Authority
 from kipuka.ra.revocation import REASONS
-from kipuka.store import CertFilter
+from kipuka.store import CertFilter, CertRecord
 from kipuka.store.browse import CERT_SORTS, Page
 from kipuka.store.records import utcnow
 
@@ -93,6 +94,38 @@ class FleetAdmin:
             body["superseded"] = (record.ca_id, record.serial) in page.superseded
             items.append(body)
         return page_json(items, page)
+
+    async def cert_context(self, record: CertRecord) -> dict[str, Any]:
+        """A certificate's lineage, its CA's chain and current CRL (GET /admin/certs/{serial})."""
+        authority = self._authority()
+        earlier, later = await authority.store.lineage(record.ca_id, record.serial)
+        ca = authority.cas.get(record.ca_id)
+        crl = await authority.store.latest_crl(record.ca_id) if ca is not None else None
+        return {"renewed_from": _cert_json(earlier) if earlier is not None else None,
+                "superseded_by": [_cert_json(r) for r in later], "superseded": bool(later),
+                "chain": [] if ca is None else [_cert_summary(c) for c in ca.ca_certificates()],
+                "crl": None if crl is None else {"number": crl.number, "this_update": _iso(crl.this_update),
+                                                 "next_update": _iso(crl.next_update)}}
+
+    async def otp_page(self, q: Query, entity: str | None) -> web.Response:
+        """GET /admin/otp with status, order, after or before: newest first by default."""
+        status = q.choice("status", ("active", "spent", "expired", "revoked"), None)
+        descending = q.choice("order", ("asc", "desc"), "desc") == "desc"
+        after, before = keys(q)
+        store = self._authority().store
+        page = Page([], None, None) if q.impossible else await store.otp_page(
+            entity=entity, status=status, descending=descending, after=after, before=before, limit=q.limit())
+        produced = await store.otp_certificates_exist([o.id for o in page.items])
+        return page_json([{**_otp_json(o), "certificates": produced.get(o.id, 0)} for o in page.items], page)
+
+    async def request_page(self, q: Query, status: str | None, label: str | None) -> web.Response:
+        """GET /admin/requests with entity, order, after or before: the queue, oldest first by default."""
+        after, before = keys(q)
+        descending = q.choice("order", ("asc", "desc"), "asc") == "desc"
+        entity = q.text("entity")
+        page = Page([], None, None) if q.impossible else await self._authority().store.pending_page(
+            status, label=label, entity=entity, descending=descending, after=after, before=before, limit=q.limit())
+        return page_json([_request_json(r) for r in page.items], page)
 
     async def count_certs(self, request: web.Request) -> web.Response:
         q = Query(request, CERT_PARAMS)
