@@ -194,8 +194,7 @@ class FleetAdmin:
                 raise ApiError(400, "bad_request", f"at most {MAX_BULK_REVOKE} certificates in one revocation")
             targets = [] if q.impossible else await store.certificate_keys(f, MAX_BULK_REVOKE)
         done = await self._authority().revocation.revoke_many(targets, reason, request["admin"])
-        return web.json_response({"revoked": len(done), "already_revoked": len(targets) - len(done) if
-                                  "serials" not in body else None, "serials": [s for _, s in done]})
+        return web.json_response({"revoked": len(done), "serials": [s for _, s in done]})
 
     async def revoke_otps(self, request: web.Request) -> web.Response:
         body = await _json_body(request)

@@ -116,7 +116,7 @@ SCHEMAS: dict[str, Any] = {
               "count": {"type": "integer", "minimum": 0, "maximum": 10000,
                         "description": "how many certificates the officer confirmed (409 if it changed)"}}),
     ]},
-    "BulkRevoked": _obj({"revoked": INT, "already_revoked": {"type": ["integer", "null"]},
+    "BulkRevoked": _obj({"revoked": {**INT, "description": "revoked now (already revoked ones are left)"},
                          "serials": {"type": "array", "items": STR}}),
     "OtpBulkRevoke": _obj({"ids": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 10 ** 17},
                                    "minItems": 1, "maxItems": 10000}}),
