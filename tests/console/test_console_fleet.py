@@ -249,6 +249,15 @@ def test_revoking_every_match_of_a_search_states_its_count_and_works_from_the_ke
     assert set(batch) <= {e["serial"] for e in events}
 
 
+def test_revoking_a_search_refuses_a_count_the_search_no_longer_matches(srv, fleet):
+    search = {"q": f"{fleet.prefix}-1", "status": "valid"}  # devices 10-19, those still valid
+    count = _api(srv, "/admin/certs/count", **search)["count"]
+    r = admin_call(srv, "POST", "/admin/bulk/revoke-certs", srv.token,
+                   json_body={"reason": "superseded", "filter": search, "count": count + 1})
+    assert r.status_code == 409 and f"matches {count} certificates" in r.json()["message"]
+    assert _api(srv, "/admin/certs/count", **search)["count"] == count
+
+
 def test_csv_export_of_a_search_lists_every_match(console, fleet):
     console.login()
     console.open(f"/console/certs?q={fleet.prefix}-0&limit=3")  # 11 certificates over 4 pages
