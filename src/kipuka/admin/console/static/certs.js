@@ -32,8 +32,6 @@
     const q = new URLSearchParams();
     for (const [k, v] of new FormData(form)) if (String(v).trim() !== "") q.set(k, String(v).trim());
     for (const [k, v] of Object.entries(extra || {})) if (v) q.set(k, v);
-    const limit = new URLSearchParams(location.search).get("limit");
-    if (limit) q.set("limit", limit);
     return q;
   }
 

@@ -219,7 +219,12 @@ const K = (() => {
   /** Set a form's named controls from a query string (the list's position lives in the URL). */
   function fillForm(form, q) {
     for (const control of form.elements) {
-      if (control.name && q.has(control.name)) control.value = q.get(control.name);
+      if (!control.name || !q.has(control.name)) continue;
+      const value = q.get(control.name);
+      if (control.tagName === "SELECT" && ![...control.options].some((o) => o.value === value)) {
+        control.append(el("option", { value }, value));  // a value from a link, such as ?limit=10
+      }
+      control.value = value;
     }
   }
 

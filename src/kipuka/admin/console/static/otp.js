@@ -95,8 +95,6 @@
     const q = new URLSearchParams();
     for (const [k, v] of new FormData(filters)) if (String(v).trim() !== "") q.set(k, String(v).trim());
     for (const [k, v] of Object.entries(position || {})) if (v) q.set(k, v);
-    const limit = new URLSearchParams(location.search).get("limit");
-    if (limit) q.set("limit", limit);
     history.pushState(null, "", `/console/otp?${q}`);
     return load();
   }
