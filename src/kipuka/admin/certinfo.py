@@ -113,6 +113,16 @@ def _ext_value(e: x509.Extension[Any]) -> str:
     return str(v)
 
 
+_ATTRIBUTES = {"1.2.840.113549.1.9.14": "extensionRequest", "1.2.840.113549.1.9.7": "challengePassword",
+               "1.2.840.113549.1.9.16.2.54": "asymmetricDecryptKeyIdentifier",
+               "1.2.840.113549.1.9.16.2.37": "decryptKeyIdentifier"}
+
+
+def _attribute_name(oid: x509.ObjectIdentifier) -> str:
+    name = _ATTRIBUTES.get(oid.dotted_string) or getattr(oid, "_name", "")
+    return name if name and name != "Unknown OID" else oid.dotted_string
+
+
 def decoded_csr(csr_der: bytes) -> dict[str, Any]:
     """What an officer checks before approving: names, key, requested extensions, signature, linking.
 
@@ -140,7 +150,7 @@ def decoded_csr(csr_der: bytes) -> dict[str, Any]:
     except ValueError:
         extensions = []
     try:
-        attributes = [getattr(a.oid, "_name", a.oid.dotted_string) for a in csr.attributes]
+        attributes = [_attribute_name(a.oid) for a in csr.attributes]
     except ValueError:
         attributes = []
     from kipuka.ra.linking import challenge_password  # the RA's reading of the attribute
