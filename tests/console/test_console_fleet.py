@@ -119,6 +119,7 @@ def test_sorting_by_subject_and_by_expiry_from_the_column_headers(console, fleet
     _wait_rows(console, fleet.newest[1])  # CN=<prefix>-iot-1 sorts after CN=<prefix>-23
     subjects = console.page.locator("#results tbody tr td:nth-child(3)").all_inner_texts()
     assert subjects == sorted(subjects, reverse=True)
+    assert console.page.locator("#results th[aria-sort=descending]").inner_text().startswith("Subject")
     console.page.get_by_role("button", name="Sort by subject, ascending").click()
     _wait_rows(console, fleet.serials[0])  # CN=...-00 twice (the renewal): the older first
     console.page.get_by_label("Sort by", exact=True).select_option("expires")

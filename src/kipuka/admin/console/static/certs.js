@@ -40,7 +40,7 @@
     const current = (state.get("sort") || "issued") === key;
     const order = state.get("order") || "desc";
     const next = current && order === "desc" ? "asc" : "desc";
-    return el("button", { type: "button", class: "sort", "aria-label": `Sort by ${title.toLowerCase()}, ${next === "desc" ? "descending" : "ascending"}`,
+    return el("button", { type: "button", class: "sort", dataset: current ? { sorted: order === "desc" ? "descending" : "ascending" } : null, "aria-label": `Sort by ${title.toLowerCase()}, ${next === "desc" ? "descending" : "ascending"}`,
       onclick: () => { form.elements.sort.value = key; form.elements.order.value = next; go({}); } },
       title, current ? (order === "desc" ? " ▼" : " ▲") : "");
   }
@@ -60,6 +60,9 @@
       { title: sortHeader("Issued", "issued"), cell: (c) => el("span", { class: "when" }, time(c.issued_at)) },
       { title: sortHeader("Expires", "expires"), cell: (c) => el("span", { class: "when" }, time(c.not_after)) },
     ], rows, "No certificates match."));
+    for (const button of results.querySelectorAll("button.sort[data-sorted]")) {
+      button.closest("th").setAttribute("aria-sort", button.dataset.sorted);
+    }
     pager(pages, page, go);
     const exportQ = apiQuery(new URLSearchParams(location.search));
     exportQ.set("sort", form.elements.sort.value);

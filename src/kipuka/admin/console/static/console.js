@@ -271,7 +271,8 @@ const Decide = (() => {
     const buttons = [...document.querySelectorAll("main button")];
     buttons.forEach((b) => busy(b, true));
     const done = [], failed = [];
-    for (const id of ids) {
+    for (const [n, id] of ids.entries()) {
+      if (ids.length > 1) say(`${action === "approve" ? "Approving" : "Rejecting"} ${n + 1} of ${ids.length}…`);
       try {
         const result = await api("POST", `/admin/requests/${id}/${action}`, action === "reject" ? { reason } : {});
         if (action === "approve") {
