@@ -180,3 +180,25 @@ def test_postgresql_audit_keeps_an_admin_name_longer_than_16_characters():
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_version_7_database_without_the_lineage_columns_still_gets_them(tmp_path):
+    """v6 (renewal lineage) merged after v7 (BRSKI) shipped: a database already at 7 runs it anyway."""
+    db = tmp_path / "v7.db"
+    store = Store(f"sqlite:///{db}")
+    store.migrate()
+    store.close()
+    with sqlite3.connect(db) as conn:
+        for index in ("ix_certificates_expires_id", "ix_certificates_replaces"):
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute("ALTER TABLE certificates DROP COLUMN replaces_serial")
+        conn.execute("ALTER TABLE certificates DROP COLUMN replaces_ca")
+        conn.execute("UPDATE schema_version SET version = 7")
+    store = Store(f"sqlite:///{db}")
+    assert store.migrate() == [6]
+    with store._writer.connect() as conn:
+        insp = inspect(conn)
+        assert {"replaces_ca", "replaces_serial"} <= {c["name"] for c in insp.get_columns("certificates")}
+        assert {"ix_certificates_expires_id", "ix_certificates_replaces"} <= {
+            i["name"] for i in insp.get_indexes("certificates")}
+    assert store.migrate() == []

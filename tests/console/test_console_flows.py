@@ -100,6 +100,9 @@ def test_approve_in_the_console_delivers_the_certificate_to_the_waiting_curl_cli
         console.shot("requests")
         _tab_to(console.page, f"Approve request {request_id}")  # keyboard only
         console.page.keyboard.press("Enter")
+        console.page.locator("dialog[open]").wait_for()  # the confirmation step: Cancel has the focus
+        console.page.keyboard.press("Tab")
+        console.page.keyboard.press("Enter")
         console.page.wait_for_function("() => document.getElementById('status').textContent.includes('issued')")
         serial = re.search(r"issued ([0-9a-f]+)", console.status()).group(1)
         assert curl.wait(timeout=30) == 0, curl.stderr.read()
@@ -130,6 +133,7 @@ def test_reject_several_requests_at_once_with_a_reason(console, tmp_path):
     assert "reason" in console.status()  # no reason yet: nothing was rejected
     console.page.get_by_label("Reason for rejection").fill("unknown device serial")
     console.page.get_by_role("button", name="Reject selected").click()
+    console.page.get_by_role("button", name="Reject 2").click()
     console.page.wait_for_function("() => document.getElementById('status').textContent.includes('Rejected')")
     for entity, otp, body in bodies:
         denied = srv.post("simpleenroll", body, label="held", auth=(entity, otp))
@@ -147,17 +151,18 @@ def test_search_detail_download_and_revoke_then_the_crl_lists_it(console, tmp_pa
     console.page.get_by_label("Status").select_option("valid")
     console.page.get_by_label("Expires within").select_option("365")
     console.page.get_by_role("button", name="Search").click()
-    console.page.get_by_role("button", name=f"Show certificate {serial}").click()
+    console.page.get_by_role("link", name=f"Show certificate {serial}").click()
+    console.page.wait_for_url(re.compile(f"/console/certs/{serial}"))
+    console.page.wait_for_selector("body[data-ready]", state="attached")
     detail = console.page.locator("#detail")
-    detail.wait_for()
     text = detail.inner_text()
     assert cert.subject.rfc4514_string() in text and "EC P-256" in text and "extendedKeyUsage" in text
     with console.page.expect_download() as download:
         console.page.get_by_role("button", name="Download PEM").click()
     assert x509.load_pem_x509_certificate(download.value.path().read_bytes()) == cert
     console.page.get_by_label("Reason (RFC 5280)").select_option("keyCompromise")
-    console.page.once("dialog", lambda d: d.accept())
     console.page.get_by_role("button", name="Revoke certificate").click()
+    console.page.get_by_role("button", name="Revoke 1").click()
     console.page.wait_for_function("() => document.getElementById('status').textContent.includes('revoked')")
     console.shot("certificates")
     crl = x509.load_der_x509_crl(requests.get(public_url(srv, "/crl/iot-fleet.crl"), timeout=10).content)
@@ -200,6 +205,7 @@ def test_otp_batch_csv_download_and_curl_enrollment(console, tmp_path):
     console.page.get_by_label("Entity", exact=True).fill(entities[1])
     console.page.get_by_role("button", name="Filter").click()
     console.page.get_by_role("button", name=re.compile(f"Revoke one-time password .* of {entities[1]}")).click()
+    console.page.get_by_role("button", name="Revoke 1").click()
     console.page.wait_for_function("() => document.getElementById('status').textContent.includes('revoked')")
     assert "revoked" in console.page.locator("#list").inner_text()
     _, der = make_csr(f"{entities[1]}.example.com")

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from kipuka import metrics
 from kipuka.admin import overview
 from kipuka.admin.auth import AdminForbidden, AdminUnauthorized, authenticate
-from kipuka.admin.certinfo import csr_key, decoded
+from kipuka.admin.certinfo import csr_key, decoded, decoded_csr
 from kipuka.admin.console.routes import Console
 from kipuka.admin.openapi import document
 from kipuka.config import Config, parse_duration
@@ -27,7 +27,8 @@ from kipuka.errors import BadRequest, Conflict, Forbidden, KipukaError, NotFound
 from kipuka.ra.authority import Authority
 from kipuka.ra.otp import ENTITY_RE, issue_otp
 from kipuka.ra.revocation import REASONS
-from kipuka.store import CertFilter, CertRecord, PendingRecord
+from kipuka.store import CertRecord, PendingRecord
+from kipuka.store.browse import Page
 from kipuka.store.records import AuditEvent, OtpRecord, utcnow
 from kipuka.streams import read_at_most
 
@@ -56,6 +57,9 @@ class AdminApi:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_JSON, middlewares=[self._errors, self._auth])
+        from kipuka.admin.fleet import FleetAdmin  # it builds on this module's helpers
+        self._fleet = FleetAdmin(self._authority)
+        app.add_routes(self._fleet.routes())  # before /admin/certs/{serial}: counts, CSV, bulk acts
         app.add_routes([
             web.get("/admin/openapi.json", self.openapi),
             web.get("/admin/health", self.health),
@@ -202,8 +206,10 @@ class AdminApi:
         return entity, label, parse_duration(ttl_raw, f"{where}.ttl"), uses
 
     async def list_otp(self, request: web.Request) -> web.Response:
-        q = Query(request, {"entity", "cursor", "limit"})
+        q = Query(request, {"entity", "cursor", "limit", "status", "order", "after", "before"})
         entity = q.text("entity")
+        if {"status", "order", "after", "before"} & set(request.query):
+            return await self._fleet.otp_page(q, entity)
         cursor, limit = q.cursor(), q.limit()
         rows = [] if q.impossible else [o for o in await self._authority().store.list_otps(entity)
                                         if o.id > cursor][:limit]  # cursor, limit: parsed above
@@ -221,9 +227,11 @@ class AdminApi:
     # --- pending requests -------------------------------------------------------------
 
     async def list_requests(self, request: web.Request) -> web.Response:
-        q = Query(request, {"status", "label", "cursor", "limit"})
+        q = Query(request, {"status", "label", "cursor", "limit", "entity", "order", "after", "before"})
         status = q.choice("status", ("pending", "issued", "rejected", "expired", "all"), "pending")
         label, cursor, limit = q.text("label"), q.cursor(), q.limit()
+        if {"entity", "order", "after", "before"} & set(request.query):
+            return await self._fleet.request_page(q, None if status == "all" else status, label)
         rows = [] if q.impossible else await self._authority().store.pending_requests(
             None if status == "all" else status, label=label, after_id=cursor, limit=limit)
         return _page([_request_json(r) for r in rows], rows[-1].id if len(rows) == limit else None)
@@ -232,7 +240,9 @@ class AdminApi:
         pending = await self._authority().store.pending(_path_int(request, "id"))
         if pending is None:
             raise ApiError(404, "not_found", f"no request {request.match_info['id']}")
-        return web.json_response(_request_json(pending))
+        body = _request_json(pending)
+        body["csr"] = decoded_csr(pending.csr_der)  # the whole CSR, for the officer who decides
+        return web.json_response(body)
 
     async def approve(self, request: web.Request) -> web.Response:
         request_id = _path_int(request, "id")
@@ -258,13 +268,11 @@ class AdminApi:
     # --- certificates -----------------------------------------------------------------
 
     async def list_certs(self, request: web.Request) -> web.Response:
-        q = Query(request, {"subject", "subject_prefix", "entity", "label", "ca", "status", "issued_after",
-                            "issued_before", "expires_after", "expires_before", "cursor", "limit"})
-        f = CertFilter(subject=q.text("subject"), subject_prefix=q.text("subject_prefix"), entity=q.text("entity"),
-                       label=q.text("label"), ca_id=q.text("ca"),
-                       status=q.choice("status", ("valid", "revoked", "expired"), None),
-                       issued_after=q.time("issued_after"), issued_before=q.time("issued_before"),
-                       expires_after=q.time("expires_after"), expires_before=q.time("expires_before"))
+        from kipuka.admin.fleet import CERT_PARAMS, PAGE_PARAMS, cert_filter
+        q = Query(request, CERT_PARAMS | PAGE_PARAMS | {"cursor"})
+        if {"sort", "order", "after", "before"} & set(request.query):
+            return await self._fleet.cert_page(q)
+        f = cert_filter(q)
         limit, cursor = q.limit(), q.cursor()
         rows = [] if q.impossible else await self._authority().store.search_certificates(
             f, limit=limit, after_id=cursor)
@@ -276,6 +284,7 @@ class AdminApi:
         body["decoded"] = decoded(x509.load_der_x509_certificate(record.der))
         from kipuka.admin.brski import idevid_of
         body["idevid"] = await idevid_of(self._authority(), record)  # the BRSKI pledge of an LDevID, or null
+        body.update(await self._fleet.cert_context(record))  # lineage, chain, CRL
         return web.json_response(body)
 
     async def revoke_cert(self, request: web.Request) -> web.Response:
@@ -333,14 +342,16 @@ class AdminApi:
         return web.json_response(await overview.issuance(self._authority(), q.int_param("hours", 24, 1, 168)))
 
     async def list_audit(self, request: web.Request) -> web.Response:
-        q = Query(request, {"event", "outcome", "entity", "label", "since", "until", "cursor", "limit"})
+        from kipuka.admin.fleet import keys, page_json
+        q = Query(request, {"event", "outcome", "entity", "label", "since", "until", "cursor", "limit", "actor",
+                            "after", "before"})
         limit = q.limit()
-        cursor = q.cursor()
+        after, before = keys(q)  # the older `cursor` is `after`: events before that id
         filters = dict(event=q.text("event"), outcome=q.text("outcome"), entity=q.text("entity"),
-                       label=q.text("label"), since=q.time("since"), until=q.time("until"))
-        rows = [] if q.impossible else await self._authority().store.audit_events(
-            limit, before_id=cursor or None, **filters)
-        return _page([_audit_json(e) for e in rows], rows[-1].id if len(rows) == limit else None)
+                       label=q.text("label"), actor=q.text("actor"), since=q.time("since"), until=q.time("until"))
+        page = Page([], None, None) if q.impossible else await self._authority().store.audit_page(
+            **filters, after=after, before=before, limit=limit)
+        return page_json([_audit_json(e) for e in page.items], page, page.next_key)
 
     async def verify_audit(self, request: web.Request) -> web.Response:
         store = self._authority().store
@@ -362,6 +373,7 @@ class Query:
 
     def __init__(self, request: web.Request, allowed: set[str]) -> None:
         self._q = request.query
+        self.names = set(self._q)
         for key in self._q:
             if key not in allowed:
                 raise ApiError(400, "bad_request", f"unknown query parameter {key[:40]!r}")
@@ -476,7 +488,8 @@ def _cert_json(r: CertRecord, pem: bool = False) -> dict[str, Any]:
     out = {"serial": r.serial, "ca": r.ca_id, "label": r.label, "subject": r.subject, "sans": r.sans,
            "entity": r.entity, "auth": r.auth, "not_before": _iso(r.not_before), "not_after": _iso(r.not_after),
            "issued_at": _iso(r.issued_at), "status": status, "revoked_at": _iso(r.revoked_at),
-           "revocation_reason": r.revocation_reason, "sha256": r.fingerprint_sha256}
+           "revocation_reason": r.revocation_reason, "sha256": r.fingerprint_sha256,
+           "replaces_serial": r.replaces_serial}
     if pem:
         out["pem"] = x509.load_der_x509_certificate(r.der).public_bytes(serialization.Encoding.PEM).decode()
     return out

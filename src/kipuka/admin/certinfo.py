@@ -111,3 +111,50 @@ def _ext_value(e: x509.Extension[Any]) -> str:
     if isinstance(v, x509.UnrecognizedExtension):
         return v.value.hex()
     return str(v)
+
+
+_ATTRIBUTES = {"1.2.840.113549.1.9.14": "extensionRequest", "1.2.840.113549.1.9.7": "challengePassword",
+               "1.2.840.113549.1.9.16.2.54": "asymmetricDecryptKeyIdentifier",
+               "1.2.840.113549.1.9.16.2.37": "decryptKeyIdentifier"}
+
+
+def _attribute_name(oid: x509.ObjectIdentifier) -> str:
+    name = _ATTRIBUTES.get(oid.dotted_string) or getattr(oid, "_name", "")
+    return name if name and name != "Unknown OID" else oid.dotted_string
+
+
+def decoded_csr(csr_der: bytes) -> dict[str, Any]:
+    """What an officer checks before approving: names, key, requested extensions, signature, linking.
+
+    `linked` says whether the CSR carries a challengePassword, which kipuka accepts only when it
+    equals the TLS session's channel binding (RFC 7030 §3.5): the request was made on that session.
+    A request from a Full CMC CRMF message is no PKCS#10 CSR: only its key is shown then.
+    """
+    try:
+        csr = x509.load_der_x509_csr(csr_der)
+    except ValueError:
+        return {"readable": False, "subject": "", "sans": [], "public_key": csr_key(csr_der),
+                "signature_algorithm": "", "signature_valid": False, "linked": False, "extensions": [],
+                "attributes": []}
+    try:
+        signature = csr.signature_algorithm_oid._name
+    except AttributeError:
+        signature = csr.signature_algorithm_oid.dotted_string
+    try:
+        sans = [_general_name(g) for g in csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
+    except (x509.ExtensionNotFound, ValueError):
+        sans = []
+    try:
+        extensions = [{"name": _ext_name(e), "oid": e.oid.dotted_string, "critical": e.critical,
+                       "value": _ext_value(e)[:MAX_VALUE]} for e in csr.extensions]
+    except ValueError:
+        extensions = []
+    try:
+        attributes = [_attribute_name(a.oid) for a in csr.attributes]
+    except ValueError:
+        attributes = []
+    from kipuka.ra.linking import challenge_password  # the RA's reading of the attribute
+    return {"readable": True, "subject": csr.subject.rfc4514_string(), "sans": sans,
+            "public_key": key_description(csr.public_key()), "signature_algorithm": signature,
+            "signature_valid": csr.is_signature_valid, "linked": challenge_password(csr) is not None,
+            "extensions": extensions, "attributes": attributes}

@@ -15,6 +15,7 @@ NSTR = {"type": ["string", "null"]}
 INT = {"type": "integer"}
 TIME = {"type": "string", "format": "date-time"}
 NTIME = {"type": ["string", "null"], "format": "date-time"}
+DATE_TEXT = {"type": "string", "format": "date-time"}
 REASONS = ["unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
            "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise"]
 
@@ -29,7 +30,10 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _page(item: str) -> dict[str, Any]:
-    return _obj({"items": {"type": "array", "items": _ref(item)}, "next_cursor": NSTR})
+    return _obj({"items": {"type": "array", "items": _ref(item)}, "next_cursor": NSTR,
+                 "next": {**NSTR, "description": "pass as after= for the next page (keyset pages)"},
+                 "prev": {**NSTR, "description": "pass as before= for the previous page (keyset pages)"}},
+                ["items", "next_cursor"])
 
 
 SCHEMAS: dict[str, Any] = {
@@ -51,7 +55,9 @@ SCHEMAS: dict[str, Any] = {
     "OtpCreatedList": _obj({"items": {"type": "array", "items": _ref("OtpCreated")}}),
     "Otp": _obj({"id": INT, "entity": STR, "label": NSTR, "uses_total": INT, "uses_left": INT,
                  "created_at": TIME, "expires_at": TIME,
-                 "status": {"type": "string", "enum": ["active", "spent", "expired", "revoked"]}}),
+                 "status": {"type": "string", "enum": ["active", "spent", "expired", "revoked"]},
+                 "certificates": {**INT, "description": "certificates it produced (keyset pages only)"}},
+                ["id", "entity", "label", "uses_total", "uses_left", "created_at", "expires_at", "status"]),
     "OtpPage": _page("Otp"),
     "Request": _obj({"id": INT, "op": STR, "label": STR, "ca": STR, "entity": STR, "auth": STR,
                      "client_addr": STR, "subject": STR, "sans": STR,
@@ -59,7 +65,18 @@ SCHEMAS: dict[str, Any] = {
                      "reason": STR, "created_at": TIME, "expires_at": TIME, "decided_at": NTIME,
                      "decided_by": NSTR, "serial": NSTR, "ca_ref": NSTR,
                      "requester": {**STR, "description": "otp:<entity> or cert:<SHA-256 of the client certificate>"},
-                     "key": {**STR, "description": "the CSR's public key, e.g. EC P-256 or RSA 2048"}}),
+                     "key": {**STR, "description": "the CSR's public key, e.g. EC P-256 or RSA 2048"},
+                     "csr": {**_ref("DecodedCsr"), "description": "one request only: the whole CSR"}},
+                    ["id", "op", "label", "ca", "entity", "auth", "client_addr", "subject", "sans", "status",
+                     "reason", "created_at", "expires_at", "decided_at", "decided_by", "serial", "ca_ref",
+                     "requester", "key"]),
+    "DecodedCsr": _obj({"readable": {"type": "boolean"}, "subject": STR, "sans": {"type": "array", "items": STR},
+                        "public_key": STR, "signature_algorithm": STR, "signature_valid": {"type": "boolean"},
+                        "linked": {"type": "boolean", "description": "carries the TLS channel binding (RFC 7030 "
+                                                                     "3.5) as its challengePassword"},
+                        "extensions": {"type": "array", "items": _obj({
+                            "name": STR, "oid": STR, "critical": {"type": "boolean"}, "value": STR})},
+                        "attributes": {"type": "array", "items": STR}}),
     "RequestPage": _page("Request"),
     "Approved": _obj({"request": _ref("Request"), "certificate": _ref("Certificate")}),
     "HeldByCA": _obj({"request": _ref("Request"), "certificate": {"type": "null"}, "ca_ref": STR}),
@@ -70,12 +87,46 @@ SCHEMAS: dict[str, Any] = {
                          "status": {"type": "string", "enum": ["valid", "revoked", "expired"]},
                          "revoked_at": NTIME, "revocation_reason": NSTR, "sha256": STR,
                          "pem": STR, "decoded": _ref("DecodedCertificate"),
+                         "replaces_serial": {**NSTR, "description": "the certificate this renewal replaced"},
+                         "superseded": {"type": "boolean", "description": "a renewal replaced it"},
+                         "renewed_from": {"oneOf": [_ref("Certificate"), {"type": "null"}]},
+                         "superseded_by": {"type": "array", "items": _ref("Certificate")},
+                         "chain": {"type": "array", "items": _ref("CertSummary")},
+                         "crl": {"oneOf": [_obj({"number": INT, "this_update": TIME, "next_update": TIME}),
+                                           {"type": "null"}]},
                          "idevid": {"oneOf": [_ref("Pledge"), {"type": "null"}],
                                     "description": "the BRSKI pledge (IDevID) this LDevID was issued to"}},
                         ["serial", "ca", "label", "subject", "sans", "entity", "auth", "not_before",
                                        "not_after", "issued_at", "status", "revoked_at", "revocation_reason",
                                        "sha256"]),
     "CertificatePage": _page("Certificate"),
+    "Count": _obj({"count": INT}),
+    "BulkRevoke": {"oneOf": [
+        _obj({"reason": {"type": "string", "enum": REASONS},
+              "serials": {"type": "array", "items": {"type": "string", "pattern": "^(0x)?[0-9A-Fa-f]{1,42}$"},
+                          "minItems": 1, "maxItems": 10000}}),
+        _obj({"reason": {"type": "string", "enum": REASONS},
+              "filter": {**_obj({**{name: {"type": "string", "maxLength": 200} for name in (
+                  "subject", "subject_prefix", "subject_contains", "serial", "san", "q", "entity", "label", "ca")},
+                  "otp": {"type": "string", "pattern": "^[0-9]{1,17}$"},
+                  "status": {"type": "string", "enum": ["valid", "revoked", "expired"]},
+                  **{name: DATE_TEXT for name in ("issued_after", "issued_before", "expires_after",
+                                                  "expires_before")}}, []),
+                         "description": "the query parameters of GET /admin/certs"},
+              "count": {"type": "integer", "minimum": 0, "maximum": 10000,
+                        "description": "how many certificates the officer confirmed (409 if it changed)"}}),
+    ]},
+    "BulkRevoked": _obj({"revoked": {**INT, "description": "revoked now (already revoked ones are left)"},
+                         "serials": {"type": "array", "items": STR}}),
+    "OtpBulkRevoke": _obj({"ids": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 10 ** 17},
+                                   "minItems": 1, "maxItems": 10000}}),
+    "OtpBulkRevoked": _obj({"revoked": INT, "ids": {"type": "array", "items": INT}}),
+    "Dashboard": _obj({"at": TIME, "pending": INT,
+                       "expiring": {"type": "array", "items": _obj({"label": STR, "days_7": INT, "days_30": INT,
+                                                                    "days_90": INT})},
+                       "cas": {"type": "array", "items": {"type": "object"}},
+                       "rates": _obj({"issued_hour": INT, "issued_day": INT, "failed_hour": INT,
+                                      "failed_day": INT})}),
     # BRSKI (RFC 8995): devices known by their IDevID, and which of them this domain owns
     "Pledge": _obj({"id": INT, "manufacturer": STR, "serial_number": STR, "idevid_subject": STR,
                     "idevid_sha256": STR,
@@ -157,6 +208,21 @@ ID = _p("id", {"type": "integer", "minimum": 1, "maximum": 10 ** 17})
 SERIAL = _p("serial", {"type": "string", "pattern": "^(0x)?[0-9A-Fa-f]{1,40}$"})
 FILTER = {"type": "string", "maxLength": 200}
 DATE = {"type": "string", "format": "date-time"}
+ROW = {"type": "string", "pattern": "^[0-9]{1,17}$"}
+KEYSET = [_q("after", ROW, "next of the previous page (a row id)"),
+          _q("before", ROW, "prev of the next page (a row id; ignored with after)")]
+CERT_FILTERS = [
+    _q("subject", FILTER, "exact RFC 4514 subject"), _q("subject_prefix", FILTER),
+    _q("subject_contains", FILTER, "a part of the subject, any case"), _q("serial", FILTER, "hexadecimal"),
+    _q("san", FILTER, "a part of a subjectAltName, any case"), _q("q", FILTER, "serial, SAN or subject"),
+    _q("otp", {"type": "integer", "minimum": 0, "maximum": 10 ** 17}, "certificates an OTP produced"),
+    _q("entity", FILTER), _q("label", FILTER), _q("ca", FILTER),
+    _q("status", {"type": "string", "enum": ["valid", "revoked", "expired"]}),
+    _q("issued_after", DATE), _q("issued_before", DATE),
+    _q("expires_after", DATE, "not_after at or after"), _q("expires_before", DATE, "not_after before")]
+CERT_SORT = [_q("sort", {"type": "string", "enum": ["issued", "expires", "subject"]}),
+             _q("order", {"type": "string", "enum": ["asc", "desc"]})]
+ORDER = _q("order", {"type": "string", "enum": ["asc", "desc"]})
 
 
 def _op(summary: str, responses: dict[str, Any], params: list[dict[str, Any]] | None = None,
@@ -197,14 +263,16 @@ def document() -> dict[str, Any]:
                     "201": _json("OtpCreatedList", "created"), **_errors(400, 403, 404, 413)},
                     body="oneOf:OtpRequest,OtpBulkRequest"),
                 "get": _op("list OTPs (never their secrets)", {"200": _json("OtpPage", "a page"), **_errors(400)},
-                           [_q("entity", FILTER), *PAGING]),
+                           [_q("entity", FILTER),
+                            _q("status", {"type": "string", "enum": ["active", "spent", "expired", "revoked"]}),
+                            ORDER, *KEYSET, *PAGING]),
             },
             "/admin/otp/{id}": {"delete": _op("revoke an OTP", {"204": {"description": "revoked"},
                                                                 **_errors(400, 403, 404)}, [ID])},
             "/admin/requests": {"get": _op("requests held for approval", {
                 "200": _json("RequestPage", "a page"), **_errors(400)},
                 [_q("status", {"type": "string", "enum": ["pending", "issued", "rejected", "expired", "all"]}),
-                 _q("label", FILTER), *PAGING])},
+                 _q("label", FILTER), _q("entity", FILTER), ORDER, *KEYSET, *PAGING])},
             "/admin/requests/{id}": {"get": _op("one request", {"200": _json("Request", "the request"),
                                                                 **_errors(400, 404)}, [ID])},
             "/admin/requests/{id}/approve": {"post": _op("approve and issue", {
@@ -215,12 +283,18 @@ def document() -> dict[str, Any]:
                 "200": _json("Request", "rejected"), **_errors(400, 403, 404, 409, 413)}, [ID], body="Reject")},
             "/admin/certs": {"get": _op("search issued certificates (keyset pagination)", {
                 "200": _json("CertificatePage", "a page"), **_errors(400)},
-                [_q("subject", FILTER, "exact RFC 4514 subject"), _q("subject_prefix", FILTER),
-                 _q("entity", FILTER), _q("label", FILTER), _q("ca", FILTER),
-                 _q("status", {"type": "string", "enum": ["valid", "revoked", "expired"]}),
-                 _q("issued_after", DATE), _q("issued_before", DATE),
-                 _q("expires_after", DATE, "not_after at or after"), _q("expires_before", DATE, "not_after before"),
-                 *PAGING])},
+                [*CERT_FILTERS, *CERT_SORT, *KEYSET, *PAGING])},
+            "/admin/certs/count": {"get": _op("how many certificates a search matches", {
+                "200": _json("Count", "the count"), **_errors(400)}, CERT_FILTERS)},
+            "/admin/certs/export": {"get": _op("every certificate a search matches, as CSV", {
+                "200": {"description": "RFC 4180 CSV with a header row", "content": {"text/csv": {"schema": STR}}},
+                **_errors(400)}, [*CERT_FILTERS, *CERT_SORT])},
+            "/admin/bulk/revoke-certs": {"post": _op("revoke a selection, or every certificate of a search", {
+                "200": _json("BulkRevoked", "revoked"), **_errors(400, 403, 404, 409, 413)}, body="BulkRevoke")},
+            "/admin/bulk/revoke-otps": {"post": _op("revoke many OTPs", {
+                "200": _json("OtpBulkRevoked", "revoked"), **_errors(400, 403, 413)}, body="OtpBulkRevoke")},
+            "/admin/dashboard": {"get": _op("expiring certificates, CA expiry, CRLs, OCSP and rates", {
+                "200": _json("Dashboard", "the figures"), **_errors(400)})},
             "/admin/certs/{serial}": {"get": _op("one certificate with its PEM and decoded fields", {
                 "200": _json("Certificate", "the certificate"), **_errors(400, 404)}, [SERIAL])},
             "/admin/certs/{serial}/revoke": {"post": _op("revoke with an RFC 5280 reason", {
@@ -256,7 +330,8 @@ def document() -> dict[str, Any]:
             "/admin/audit": {"get": _op("the audit trail, newest first", {
                 "200": _json("AuditPage", "a page"), **_errors(400)},
                 [_q("event", FILTER), _q("outcome", FILTER), _q("entity", FILTER), _q("label", FILTER),
-                 _q("since", DATE), _q("until", DATE), *PAGING])},
+                 _q("actor", FILTER, "who acted: otp, mtls, token:NAME, cert:SUBJECT"),
+                 _q("since", DATE), _q("until", DATE), *KEYSET, *PAGING])},
             "/admin/audit/verify": {"get": _op("link pending rows and verify the audit hash chain", {
                 "200": _json("ChainCheck", "result"), **_errors()})},
             "/metrics": {"get": _op("Prometheus metrics", {

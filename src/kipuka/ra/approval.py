@@ -18,7 +18,7 @@ from kipuka.ca.base import IssuancePending, IssuanceRejected, IssueRequest
 from kipuka.config import Config
 from kipuka.errors import BadRequest, Conflict, Forbidden, InternalError, NotFound, Unauthenticated
 from kipuka.ra import csr as csrcheck
-from kipuka.ra.issuance import SERIAL_RETRIES, certificate_record, sans_text
+from kipuka.ra.issuance import SERIAL_RETRIES, certificate_record, renewed, sans_text
 from kipuka.ra.requester import Requester
 from kipuka.ra.runtime import Enrolled, Held, LabelRuntime, requester_key
 from kipuka.ra.trail import Trail, stored
@@ -119,7 +119,8 @@ class Approvals:
             error = BadRequest(reason) if exc.status == 400 else Forbidden(reason)
             error.audited = True  # type: ignore[attr-defined]
             raise error from None
-        record = certificate_record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256, pending.otp_id)
+        record = certificate_record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256, pending.otp_id,
+                                    replaces=_renews(pending))
         audit = AuditEvent(event=pending.op, outcome="success", reason=f"request {pending.id} issued by the CA "
                            f"({ca_ref})", label=rt.label.name, entity=pending.entity, client_addr=who.client_addr,
                            auth=pending.auth, ca_id=rt.ca.id, serial=record.serial)
@@ -170,7 +171,7 @@ class Approvals:
             except IssuanceRejected as exc:
                 raise Conflict(f"the CA refused request {request_id}: {exc.reason}; reject it") from None
             record = certificate_record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256,
-                                        pending.otp_id)
+                                        pending.otp_id, replaces=_renews(pending))
             audit = AuditEvent(event=pending.op, outcome="success", reason=f"request {request_id} approved",
                                label=rt.label.name, entity=pending.entity, client_addr=pending.client_addr,
                                auth=officer, ca_id=rt.ca.id, serial=record.serial)
@@ -196,3 +197,7 @@ class Approvals:
                            auth=officer, ca_id=pending.ca_id)
         if not await stored(self.store.reject_pending(request_id, reason, officer, utcnow(), audit)):
             raise Conflict(f"request {request_id} is {pending.status}, not pending")
+
+
+def _renews(pending: PendingRecord) -> tuple[str, str] | None:
+    return renewed(pending.op, pending.auth, pending.credential_ca, pending.credential_serial)

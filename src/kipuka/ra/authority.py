@@ -25,7 +25,7 @@ from kipuka.ra import csr as csrcheck
 from kipuka.ra.approval import Approvals
 from kipuka.ra.change_subject import change_subject_name
 from kipuka.ra.fullcmc import FullCmc
-from kipuka.ra.issuance import Issuance
+from kipuka.ra.issuance import Issuance, renewed
 from kipuka.brski.registrar import Registrar
 from kipuka.ra.linking import check_linking
 from kipuka.ra.otp import OtpKeyring
@@ -92,7 +92,8 @@ class Authority:
             if redelivered is not None:
                 return redelivered
         return await self.issuance.issue(rt, a.op, who, a.entity, a.auth, a.csr, a.san, otp=a.otp,
-                                         pubkey=a.pubkey, credential=a.credential)
+                                         pubkey=a.pubkey, credential=a.credential,
+                                         replaces=renewed(a.op, a.auth, *(a.credential or (None, None))))
 
     async def authorize(self, rt: LabelRuntime, op: str, csr_der: bytes, who: Requester, *,
                         proof_of_possession: bool = True) -> Authorized:
@@ -114,7 +115,15 @@ class Authority:
         await self.check_dates(rt, op, who, entity, cert)
         csr, san = await self._valid_csr(rt, op, who, entity, csr_der, proof_of_possession)
         credential = await self.mtls_credential(rt, op, who, entity, cert, csr.subject, san)
+        if credential is not None:
+            entity = await self.renewal_entity(credential, entity)
         return Authorized(rt, op, entity, "mtls", csr, san, csrcheck.public_key_sha256(csr), credential=credential)
+
+    async def renewal_entity(self, credential: tuple[str, str], fallback: str) -> str:
+        """A renewal keeps the entity of the certificate it renews, so a device's history stays one
+        (its OTP entity, not the `CN=...` of its subject); `fallback` if that one is not on record."""
+        record = await stored(self.store.certificate_status(*credential))
+        return record.entity if record is not None and record.entity else fallback
 
     async def mtls_credential(self, rt: LabelRuntime, op: str, who: Requester, entity: str, cert: x509.Certificate,
                               subject: x509.Name, san: x509.SubjectAlternativeName | None) -> tuple[str, str] | None:
@@ -158,6 +167,7 @@ class Authority:
                 await self.trail.reject(rt, op, who, entity, Forbidden(
                     "a name change needs a ChangeSubjectName attribute naming the current certificate"))
         credential = (rt.ca.id, hex_serial(cert.serial_number))
+        entity = await self.renewal_entity(credential, entity)
         if rt.holds_requests:
             resumed = await self.approvals.resume(rt, op, who, entity, requester_key(who, entity, "mtls"),
                                          csrcheck.public_key_sha256(csr))
@@ -166,7 +176,8 @@ class Authority:
         if rt.label.policy.reenroll_requires_approval:
             return await self.approvals.hold(rt, op, who, entity, "mtls", csr_der, csr, csrcheck.public_key_sha256(csr),
                                     credential=credential)
-        return await self.issuance.issue(rt, op, who, entity, "mtls", csr, san, credential=credential)
+        return await self.issuance.issue(rt, op, who, entity, "mtls", csr, san, credential=credential,
+                                         replaces=credential)
 
     async def enroll_authorized(self, rt: LabelRuntime, who: Requester, entity: str, auth: str, csr_der: bytes, *,
                                 names: Callable[[x509.CertificateSigningRequest, x509.SubjectAlternativeName | None],

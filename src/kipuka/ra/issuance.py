@@ -76,7 +76,7 @@ class Issuance:
                     archive: Callable[[CertRecord], Escrow] | None = None, reason: str = "",
                     csr_der: bytes | None = None, sign: Callable[[IssueRequest], Awaitable[Issued]] | None = None,
                     record_with: Callable[[CertRecord, AuditEvent], Awaitable[None]] | None = None,
-                    ) -> Enrolled | Held:
+                    replaces: tuple[str, str] | None = None) -> Enrolled | Held:
         """Sign, then record in one transaction (spending the OTP use, if any).
 
         `public_key` replaces the CSR's key (serverkeygen), and `csr_der` the CSR a
@@ -86,6 +86,7 @@ class Issuance:
         `template` (with `pubkey`) stands for a request that is not a CSR (fullcmc CRMF).
         A remote CA may hold the request (Held) or refuse it. `record_with` replaces
         the plain record_issuance (BRSKI links the LDevID to the IDevID in the same transaction).
+        `replaces` (ca_id, serial) is the certificate a renewal replaces: the store keeps the lineage.
         """
         req = template or self.template(rt, csr, san)  # type: ignore[arg-type]
         if public_key is not None:
@@ -114,7 +115,8 @@ class Issuance:
                 pubkey = hashlib.sha256(issued.public_key().public_bytes(
                     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
             record = certificate_record(rt, issued, entity, auth, pubkey, otp.id if otp else None,
-                                        None if forwards_requests(rt.ca) or sign is not None else req)
+                                        None if forwards_requests(rt.ca) or sign is not None else req,
+                                        replaces=replaces)
             event = self.trail.event(rt, op, "success", who, entity, reason, auth=auth, serial=record.serial)
             try:
                 if archive is not None:
@@ -149,7 +151,8 @@ class Issuance:
 
 
 def certificate_record(rt: LabelRuntime, cert: x509.Certificate, entity: str, auth: str, pubkey: str,
-                       otp_id: int | None, template: IssueRequest | None = None) -> CertRecord:
+                       otp_id: int | None, template: IssueRequest | None = None,
+                       replaces: tuple[str, str] | None = None) -> CertRecord:
     """The store's row for an issued certificate.
 
     `template` is the request a back end that signs templates as given (a local or
@@ -170,7 +173,14 @@ def certificate_record(rt: LabelRuntime, cert: x509.Certificate, entity: str, au
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc, label=rt.label.name,
         entity=entity, auth=auth, pubkey_sha256=pubkey, fingerprint_sha256=hashlib.sha256(der).hexdigest(),
         der=der, issued_at=utcnow(), otp_id=otp_id,
+        replaces_ca=replaces[0] if replaces else None, replaces_serial=replaces[1] if replaces else None,
     )
+
+
+def renewed(op: str, auth: str, ca_id: str | None, serial: str | None) -> tuple[str, str] | None:
+    """The certificate a request renews: the client certificate of an mTLS (re)enrollment, if
+    this server issued it (a bootstrap or RA certificate renews nothing)."""
+    return (ca_id, serial) if op in ("enroll", "reenroll") and auth == "mtls" and ca_id and serial else None
 
 
 def sans_text(san: x509.SubjectAlternativeName | None) -> str:

@@ -68,6 +68,20 @@ class Revocation:
                 await self.publish_crl(holder)
         return count
 
+    async def revoke_many(self, targets: list[tuple[str, str]], reason: str, actor: str) -> list[tuple[str, str]]:
+        """Revoke (ca_id, serial) pairs in one transaction, one audit event each; each CRL re-signed once."""
+        if reason not in RFC5280_REASON_NAMES or reason == "removeFromCRL":
+            raise BadRequest(f"unknown revocation reason {reason!r}; use one of {', '.join(REASONS[:-1])}")
+        for ca_id, serial in targets:  # the CA first: never show revoked what the CA still calls good
+            ca = self.cas.get(ca_id)
+            if isinstance(ca, RemoteRevoker):
+                await ca.revoke(int(serial, 16), x509.ReasonFlags(reason))
+        done = await self.store.revoke_certificates(targets, reason, utcnow(), actor)
+        for holder in {ca_id for ca_id, _ in done}:
+            if self._publishes(holder):
+                await self.publish_crl(holder)
+        return done
+
     async def publish_crl(self, ca_id: str) -> StoredCRL:
         ca = self._ca(ca_id)
         now = utcnow().replace(microsecond=0)

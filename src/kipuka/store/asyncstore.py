@@ -29,7 +29,7 @@ _WRITES = {"create_otp", "revoke_otp", "record_auth_failure", "issue_with_otp", 
            "expire_pending", "chain_audit", "next_crl_number", "save_crl", "create_admin_token",
            "revoke_admin_token", "end_admin_session", "escrow_key", "remember_cmc", "set_ca_ref",
            "brski_register", "brski_decide", "brski_voucher_delivered", "brski_telemetry", "record_ldevid",
-           "link_ldevid", "add_brski_rule", "delete_brski_rule"}
+           "link_ldevid", "add_brski_rule", "delete_brski_rule", "revoke_certificates", "revoke_otps"}
 
 
 class AsyncStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
-from sqlalchemy import and_, func, literal_column, select
+from sqlalchemy import and_, func, literal_column, or_, select
 
 from kipuka.store import schema
 from kipuka.store.base import StoreBase, _cert
@@ -24,6 +24,67 @@ class CertFilter:
     issued_before: dt.datetime | None = None
     expires_after: dt.datetime | None = None  # not_after >= this (the console's expiry window)
     expires_before: dt.datetime | None = None  # not_after < this
+    serial: str | None = None  # lower-case hex, as stored
+    san: str | None = None  # a part of a subjectAltName, any case
+    subject_contains: str | None = None  # a part of the subject, any case
+    q: str | None = None  # the console's one search box: serial, SAN or subject
+    otp_id: int | None = None  # the certificates an OTP produced
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, in lower case (\\ escapes the wildcards)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _hex_serial(text: str) -> str | None:
+    raw = text.strip().lower().replace(":", "").removeprefix("0x")
+    if not raw or len(raw) > 42 or any(ch not in "0123456789abcdef" for ch in raw):
+        return None
+    return format(int(raw, 16), "x")
+
+
+def cert_conditions(f: CertFilter, now: dt.datetime) -> list[Any]:
+    """The WHERE conditions of a certificate search (shared by listings, counts and bulk acts)."""
+    c = schema.certificates
+    out: list[Any] = []
+    for column, value in ((c.c.subject, f.subject), (c.c.entity, f.entity), (c.c.label, f.label),
+                          (c.c.ca_id, f.ca_id), (c.c.otp_id, f.otp_id)):
+        if value is not None:
+            out.append(column == value)
+    if f.subject_prefix:
+        # A range, not LIKE: SQLite's LIKE is case-insensitive and cannot use the index.
+        out.append(and_(c.c.subject >= f.subject_prefix, c.c.subject < f.subject_prefix + "\U0010ffff"))
+    if f.serial is not None:
+        out.append(c.c.serial == (_hex_serial(f.serial) or "-"))
+    if f.san:
+        out.append(func.lower(c.c.sans).like(_like(f.san), escape="\\"))
+    if f.subject_contains:
+        out.append(func.lower(c.c.subject).like(_like(f.subject_contains), escape="\\"))
+    if f.q and f.q.strip():
+        text = f.q.strip()
+        # One expression for both columns: PostgreSQL's trigram index on it (migrations.search_index)
+        # finds the rows; a space keeps a subject's end from joining the SANs' start.
+        anywhere = [func.lower(c.c.subject + " " + c.c.sans).like(_like(text), escape="\\")]
+        serial = _hex_serial(text)
+        if serial is not None:
+            anywhere.append(c.c.serial == serial)
+        out.append(or_(*anywhere))
+    if f.issued_after is not None:
+        out.append(c.c.issued_at >= f.issued_after)
+    if f.issued_before is not None:
+        out.append(c.c.issued_at < f.issued_before)
+    if f.expires_after is not None:
+        out.append(c.c.not_after >= f.expires_after)
+    if f.expires_before is not None:
+        out.append(c.c.not_after < f.expires_before)
+    if f.status == "revoked":
+        out.append(c.c.revoked_at.is_not(None))
+    elif f.status == "valid":
+        out.append(and_(c.c.revoked_at.is_(None), c.c.not_after > now))
+    elif f.status == "expired":
+        out.append(and_(c.c.revoked_at.is_(None), c.c.not_after <= now))
+    return out
 
 
 @dataclass(frozen=True)
@@ -61,32 +122,11 @@ class CertificateStore(StoreBase):
                             now: dt.datetime | None = None) -> list[tuple[int, CertRecord]]:
         """(row id, record) pairs in id order after `after_id`: keyset pagination on indexed columns."""
         c = schema.certificates
-        query = select(c).where(c.c.id > after_id).order_by(c.c.id).limit(limit)
-        for column, value in ((c.c.subject, f.subject), (c.c.entity, f.entity), (c.c.label, f.label),
-                              (c.c.ca_id, f.ca_id)):
-            if value is not None:
-                query = query.where(column == value)
-        narrow_prefix = False
-        if f.subject_prefix:
-            # A range, not LIKE: SQLite's LIKE is case-insensitive and cannot use the index.
-            in_range = and_(c.c.subject >= f.subject_prefix, c.c.subject < f.subject_prefix + "\U0010ffff")
-            query = query.where(in_range)
-            narrow_prefix = True
-        if f.issued_after is not None:
-            query = query.where(c.c.issued_at >= f.issued_after)
-        if f.issued_before is not None:
-            query = query.where(c.c.issued_at < f.issued_before)
-        if f.expires_after is not None:
-            query = query.where(c.c.not_after >= f.expires_after)
-        if f.expires_before is not None:
-            query = query.where(c.c.not_after < f.expires_before)
         now = now or dt.datetime.now(dt.timezone.utc)
-        if f.status == "revoked":
-            query = query.where(c.c.revoked_at.is_not(None))
-        elif f.status == "valid":
-            query = query.where(and_(c.c.revoked_at.is_(None), c.c.not_after > now))
-        elif f.status == "expired":
-            query = query.where(and_(c.c.revoked_at.is_(None), c.c.not_after <= now))
+        query = select(c).where(c.c.id > after_id, *cert_conditions(f, now)).order_by(c.c.id).limit(limit)
+        narrow_prefix = bool(f.subject_prefix)
+        if narrow_prefix:
+            in_range = and_(c.c.subject >= f.subject_prefix, c.c.subject < f.subject_prefix + "\U0010ffff")
         with self._read() as conn:
             if narrow_prefix and self._few(conn, select(c.c.id).where(in_range)):
                 # With bound parameters the planner cannot see how narrow the range is

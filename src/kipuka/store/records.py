@@ -28,6 +28,9 @@ class CertRecord:
     otp_id: int | None = None
     revoked_at: dt.datetime | None = None
     revocation_reason: str | None = None
+    # The certificate this one renewed (schema v6): lineage for the console's detail page.
+    replaces_ca: str | None = None
+    replaces_serial: str | None = None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ certificates = Table(
     Column("issued_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("revocation_reason", String(32), nullable=True),
+    # The certificate a renewal replaced (v6): "renewed from" / "superseded by" in the console.
+    Column("replaces_ca", String(64), nullable=True),
+    Column("replaces_serial", String(42), nullable=True),
     UniqueConstraint("ca_id", "serial", name="uq_certificates_ca_serial"),
     UniqueConstraint("fingerprint_sha256", name="uq_certificates_fingerprint"),
 )
@@ -66,6 +69,9 @@ Index("ix_certificates_entity", certificates.c.entity)
 Index("ix_certificates_serial", certificates.c.serial)
 Index("ix_certificates_revoked", certificates.c.ca_id, certificates.c.revoked_at)  # CRL builds (v2)
 Index("ix_certificates_label_id", certificates.c.label, certificates.c.id)  # admin filters (v2)
+# The console (v6): keyset pages sorted by expiry, and lineage lookups ("superseded by").
+Index("ix_certificates_expires_id", certificates.c.not_after, certificates.c.id)
+Index("ix_certificates_replaces", certificates.c.replaces_serial, certificates.c.replaces_ca)
 
 otps = Table(
     "otps", metadata,

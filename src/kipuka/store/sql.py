@@ -5,6 +5,7 @@ from __future__ import annotations
 from kipuka.store.admin import AdminTokenStore
 from kipuka.store.audit import AuditStore
 from kipuka.store.brski import BrskiStore
+from kipuka.store.browse import BrowseStore
 from kipuka.store.base import Revoked, SerialCollision, StoreUnavailable
 from kipuka.store.certificates import CertificateStore
 from kipuka.store.cmc import CmcStore
@@ -15,7 +16,7 @@ from kipuka.store.stats import StatsStore
 
 
 class Store(EscrowStore, EnrollmentStore, CertificateStore, PendingStore, AuditStore, AdminTokenStore,
-            CmcStore, StatsStore, BrskiStore):
+            CmcStore, StatsStore, BrskiStore, BrowseStore):
     """All of kipuka's storage; SQLite or PostgreSQL through SQLAlchemy Core."""
 
 

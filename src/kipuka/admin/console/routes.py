@@ -40,7 +40,13 @@ PAGES: dict[str, tuple[str, str]] = {
     "audit": ("audit", "Audit trail"),
     "cas": ("cas", "CAs and labels"),
 }
-NEXT_RE = re.compile(r"^/console/(" + "|".join(p for p in PAGES if p) + r")?(\?[A-Za-z0-9=&%._~-]{0,300})?$")
+# pages of one record: /console/certs/<serial>, /console/requests/<id> -> (script, title, the nav entry)
+DETAILS: dict[str, tuple[str, str, str]] = {
+    "certs": ("cert", "Certificate", "certs"),
+    "requests": ("request", "Request", "requests"),
+}
+NEXT_RE = re.compile(r"^/console/(" + "|".join(p for p in PAGES if p) + r"|certs/[0-9a-fA-F]{1,42}|requests/[0-9]{1,18})?"
+                     r"(\?[A-Za-z0-9=&%._~-]{0,600})?$")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -58,7 +64,8 @@ class Console:
         self._config = config
         self._shell = (STATIC / "shell.html").read_text()
         self._login = (STATIC / "login.html").read_text()
-        self._fragments = {name: (STATIC / "pages" / f"{name}.html").read_text() for name, _ in PAGES.values()}
+        self._fragments = {name: (STATIC / "pages" / f"{name}.html").read_text()
+                           for name in [n for n, _ in PAGES.values()] + [d[0] for d in DETAILS.values()]}
         self._assets = {p.name: (p.read_bytes(), ASSET_TYPES[p.suffix]) for p in STATIC.iterdir()
                         if p.suffix in ASSET_TYPES}
 
@@ -76,6 +83,8 @@ class Console:
             web.post("/console/logout", self.logout),
             web.get("/console/static/{name}", self.asset),
             *(web.get(f"/console/{path}", self.page) for path in PAGES),
+            web.get(r"/console/certs/{key:[0-9a-fA-F]{1,42}}", self.detail),
+            web.get(r"/console/requests/{key:[0-9]{1,18}}", self.detail),
         ])
         app.on_response_prepare.append(_security_headers)
 
@@ -94,9 +103,21 @@ class Console:
         name, title = PAGES[request.path.removeprefix("/console/")]
         return _html(self._render(name, title, who))
 
-    def _render(self, name: str, title: str, who: BrowserIdentity) -> str:
+    async def detail(self, request: web.Request) -> web.Response:
+        """A page of one certificate or request; its script reads the key from the URL."""
+        try:
+            who = await browser_identity(request, self._authority(), self._config().admin)
+        except AdminUnauthorized:
+            who = None
+        if who is None:
+            return _redirect("/console/login?next=" + quote(request.path_qs, safe="/"))
+        name, title, nav = DETAILS[request.path.split("/")[2]]
+        return _html(self._render(name, title, who, nav))
+
+    def _render(self, name: str, title: str, who: BrowserIdentity, nav_page: str | None = None) -> str:
         current = ' aria-current="page"'
-        nav = "\n".join(f'<li><a href="/console/{path}"{current if page == name else ""}>{html.escape(t)}</a></li>'
+        nav_page = nav_page or name
+        nav = "\n".join(f'<li><a href="/console/{path}"{current if page == nav_page else ""}>{html.escape(t)}</a></li>'
                         for path, (page, t) in PAGES.items())
         if who.via == "session":
             account = ('<form method="post" action="/console/logout" class="logout">'

@@ -1,12 +1,10 @@
-// Audit: the filterable trail, and whether its hash chain verifies.
+// Audit: the filterable trail (every time in UTC), keyset-paged, and whether its hash chain verifies.
 "use strict";
 (() => {
-  const { api, el, fail, time, badge, table, params, localInstant, labelOptions, labelParam, busy } = K;
+  const { api, el, fail, badge, table, labelOptions, busy, fullTime, utcInstant, pager, fillForm } = K;
   const form = document.getElementById("filters");
   const trail = document.getElementById("trail");
-  const more = document.getElementById("more");
-  let rows = [];
-  let cursor = null;
+  const pages = document.getElementById("pages");
 
   async function verify() {
     const button = document.getElementById("verify");
@@ -25,43 +23,53 @@
     }
   }
 
-  function render() {
-    trail.replaceChildren(table(`${rows.length} event(s)`, [
-      { title: "When", cell: (e) => time(e.at) },
+  function render(page) {
+    trail.replaceChildren(table(`Events on this page: ${page.items.length}`, [
+      { title: "When (UTC)", cell: (e) => el("span", { class: "when" }, fullTime(e.at)) },
       { title: "Event", cell: (e) => e.event },
       { title: "Outcome", cell: (e) => badge(e.outcome) },
       { title: "Entity", cell: (e) => e.entity || "—" },
       { title: "Label", cell: (e) => e.label || "—" },
       { title: "CA", cell: (e) => e.ca || "—" },
       { title: "Serial", cell: (e) => e.serial && !e.serial.includes(",")
-          ? el("a", { href: `/console/certs?serial=${encodeURIComponent(e.serial)}`, class: "mono" }, e.serial) : (e.serial || "—") },
+          ? el("a", { href: `/console/certs/${encodeURIComponent(e.serial)}`, class: "mono" }, e.serial) : (e.serial || "—") },
       { title: "By", cell: (e) => e.auth || "—" },
       { title: "Client", cell: (e) => e.client_addr || "—" },
       { title: "Reason", cell: (e) => e.reason || "—" },
       { title: "Chain #", cell: (e) => (e.chain_seq === null ? "pending" : String(e.chain_seq)), num: true },
-    ], rows, "No events match."));
-    more.hidden = !cursor;
+    ], page.items, "No events match."));
+    for (const cell of trail.querySelectorAll("tbody tr td:first-child, thead th:first-child")) cell.classList.add("when");
+    pager(pages, page, go);
   }
 
-  async function load(append) {
+  async function load() {
+    const state = new URLSearchParams(location.search);
+    const q = new URLSearchParams({ limit: state.get("limit") || "50" });
+    for (const name of ["event", "outcome", "entity", "actor", "after", "before"]) if (state.get(name)) q.set(name, state.get(name));
+    if (state.get("label")) q.set("label", state.get("label") === "-" ? "" : state.get("label"));
+    if (state.get("since")) q.set("since", utcInstant(state.get("since")));
+    if (state.get("until")) q.set("until", utcInstant(state.get("until")));
     try {
-      const q = labelParam(params(form, { cursor: append ? cursor : null,
-        since: localInstant(document.getElementById("f-since").value),
-        until: localInstant(document.getElementById("f-until").value) }));
-      const page = await api("GET", `/admin/audit?${q}`);
-      rows = append ? rows.concat(page.items) : page.items;
-      cursor = page.next_cursor;
-      render();
+      render(await api("GET", `/admin/audit?${q}`));
     } catch (err) {
       fail(err);
     }
   }
 
-  form.addEventListener("submit", (e) => { e.preventDefault(); load(false); });
-  more.addEventListener("click", () => load(true));
+  function go(position) {
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (String(v).trim() !== "") q.set(k, String(v).trim());
+    for (const [k, v] of Object.entries(position || {})) if (v) q.set(k, v);
+    history.pushState(null, "", `/console/audit?${q}`);
+    return load();
+  }
+
+  form.addEventListener("submit", (e) => { e.preventDefault(); go({}); });
+  window.addEventListener("popstate", () => { fillForm(form, new URLSearchParams(location.search)); load(); });
   document.getElementById("verify").addEventListener("click", verify);
-  const wanted = new URLSearchParams(location.search);
-  for (const name of ["event", "outcome", "entity"]) if (wanted.get(name)) form.elements[name].value = wanted.get(name);
   K.ready(Promise.all([verify(),
-    labelOptions(document.getElementById("f-label"), "Any label").catch(fail).then(() => load(false))]));
+    labelOptions(document.getElementById("f-label"), "Any label").catch(fail).then(() => {
+      fillForm(form, new URLSearchParams(location.search));
+      return load();
+    })]));
 })();

@@ -1,131 +1,144 @@
-// Certificates: search and filter, detail with decoded fields and PEM download, revoke with a reason.
+// Certificates: a keyset-paged, sortable search; bulk revocation of a selection or a search; CSV export.
+// The list's filters and position live in the URL, so a certificate's page and Back return here.
 "use strict";
 (() => {
-  const { api, el, say, fail, time, badge, table, fields, params, dayStart, download, labelOptions, caOptions,
-          labelParam, busy } = K;
+  const { api, el, say, fail, time, badge, table, labelOptions, caOptions, busy, confirmAct, pager, fillForm,
+          picker, dayStart } = K;
   const form = document.getElementById("filters");
   const results = document.getElementById("results");
-  const more = document.getElementById("more");
-  const detail = document.getElementById("detail");
-  let rows = [];
-  let cursor = null;
-  let current = null;
+  const pages = document.getElementById("pages");
+  const pick = picker(results, (c) => c.serial);
+  let total = null;
 
-  function query(append) {
-    const q = labelParam(params(form, { cursor: append ? cursor : null }));
-    const days = document.getElementById("f-window").value;
+  /** The admin API's query for the form (and an optional page position). */
+  function apiQuery(state) {
+    const q = new URLSearchParams();
+    const text = (state.get("q") || "").trim();
+    if (text) q.set(state.get("in") && state.get("in") !== "q" ? state.get("in") : "q", text);
+    for (const name of ["entity", "ca", "status", "otp"]) if (state.get(name)) q.set(name, state.get(name));
+    if (state.has("label") && state.get("label") !== "") q.set("label", state.get("label") === "-" ? "" : state.get("label"));
+    for (const name of ["issued_after", "issued_before", "expires_after", "expires_before"]) {
+      if (state.get(name)) q.set(name, dayStart(state.get(name)));
+    }
+    const days = state.get("within");
     if (days) {
       q.set("expires_after", new Date().toISOString());
       q.set("expires_before", new Date(Date.now() + Number(days) * 86400000).toISOString());
     }
-    const after = document.getElementById("f-after").value;
-    const before = document.getElementById("f-before").value;
-    if (after) q.set("expires_after", dayStart(after));
-    if (before) q.set("expires_before", dayStart(before));
-    let subject = q.get("subject_prefix");
-    if (subject && !subject.includes("=")) q.set("subject_prefix", `CN=${subject}`);
     return q;
   }
 
-  function render() {
-    results.replaceChildren(table(`${rows.length} certificate(s)`, [
-      { title: "Serial", cell: (c) => el("button", { type: "button", class: "mono", "aria-label": `Show certificate ${c.serial}`,
-          onclick: () => show(c.serial) }, c.serial) },
-      { title: "Subject", cell: (c) => c.subject },
+  function formState(extra) {
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (String(v).trim() !== "") q.set(k, String(v).trim());
+    for (const [k, v] of Object.entries(extra || {})) if (v) q.set(k, v);
+    return q;
+  }
+
+  function sortHeader(title, key) {
+    const state = new URLSearchParams(location.search);
+    const current = (state.get("sort") || "issued") === key;
+    const order = state.get("order") || "desc";
+    const next = current && order === "desc" ? "asc" : "desc";
+    return el("button", { type: "button", class: "sort", dataset: current ? { sorted: order === "desc" ? "descending" : "ascending" } : null, "aria-label": `Sort by ${title.toLowerCase()}, ${next === "desc" ? "descending" : "ascending"}`,
+      onclick: () => { form.elements.sort.value = key; form.elements.order.value = next; go({}); } },
+      title, current ? (order === "desc" ? " ▼" : " ▲") : "");
+  }
+
+  function render(page) {
+    const back = encodeURIComponent(location.search);
+    const rows = page.items;
+    results.replaceChildren(table(`Certificates ${rows.length ? "on this page: " + rows.length : ""}`, [
+      { title: pick.head, cell: (c) => pick.cell(c, `Select certificate ${c.serial}`, c.status === "revoked") },
+      { title: "Serial", cell: (c) => el("a", { class: "mono", href: `/console/certs/${encodeURIComponent(c.serial)}?from=${back}`,
+          "aria-label": `Show certificate ${c.serial}` }, c.serial) },
+      { title: sortHeader("Subject", "subject"), cell: (c) => c.subject },
+      { title: "SANs", cell: (c) => c.sans || "—" },
       { title: "Entity", cell: (c) => c.entity },
       { title: "Label", cell: (c) => c.label || "(unlabeled)" },
-      { title: "CA", cell: (c) => c.ca },
-      { title: "Status", cell: (c) => badge(c.status) },
-      { title: "Expires", cell: (c) => time(c.not_after) },
+      { title: "Status", cell: (c) => el("span", {}, badge(c.status), c.superseded ? [" ", badge("superseded")] : null) },
+      { title: sortHeader("Issued", "issued"), cell: (c) => el("span", { class: "when" }, time(c.issued_at)) },
+      { title: sortHeader("Expires", "expires"), cell: (c) => el("span", { class: "when" }, time(c.not_after)) },
     ], rows, "No certificates match."));
-    more.hidden = !cursor;
+    for (const button of results.querySelectorAll("button.sort[data-sorted]")) {
+      button.closest("th").setAttribute("aria-sort", button.dataset.sorted);
+    }
+    pager(pages, page, go);
+    const exportQ = apiQuery(new URLSearchParams(location.search));
+    exportQ.set("sort", form.elements.sort.value);
+    exportQ.set("order", form.elements.order.value);
+    document.getElementById("export").href = `/admin/certs/export?${exportQ}`;
   }
 
-  async function search(append) {
+  async function load() {
+    const state = new URLSearchParams(location.search);
+    const q = apiQuery(state);
+    q.set("sort", state.get("sort") || "issued");
+    q.set("order", state.get("order") || "desc");
+    q.set("limit", state.get("limit") || "50");
+    for (const name of ["after", "before"]) if (state.get(name)) q.set(name, state.get(name));
     try {
-      const page = await api("GET", `/admin/certs?${query(append)}`);
-      rows = append ? rows.concat(page.items) : page.items;
-      cursor = page.next_cursor;
-      render();
+      render(await api("GET", `/admin/certs?${q}`));
     } catch (err) {
       fail(err);
     }
   }
 
-  async function show(serial) {
-    try {
-      current = await api("GET", `/admin/certs/${encodeURIComponent(serial)}`);
-    } catch (err) {
-      fail(err);
+  function go(position) {
+    history.pushState(null, "", `/console/certs?${formState(position)}`);
+    return load();
+  }
+
+  async function revoke(body, count, what) {
+    const reason = body.reason;
+    if (!await confirmAct(`Revoke ${count} ${count === 1 ? "certificate" : "certificates"} (${what}) for ${reason}? ` +
+                          "This cannot be undone; the CRLs are re-signed at once.", `Revoke ${count}`)) {
+      say("Nothing was revoked.");
       return;
     }
-    const c = current, d = c.decoded;
-    document.getElementById("detail-h").textContent = `Certificate ${c.serial}`;
-    document.getElementById("detail-fields").replaceChildren(fields([
-      ["Status", el("span", {}, badge(c.status), c.revoked_at ? ` since ${time(c.revoked_at)} (${c.revocation_reason})` : "")],
-      ["Subject", d.subject],
-      ["Subject alternative names", c.sans || "—"],
-      ["Issuer", d.issuer],
-      ["Serial", el("span", { class: "mono" }, d.serial_hex)],
-      ["Valid from", time(d.not_before)],
-      ["Valid until", time(d.not_after)],
-      ["Public key", d.public_key],
-      ["Signature", d.signature_algorithm],
-      ["SHA-256 fingerprint", el("span", { class: "mono" }, d.sha256)],
-      ["SHA-1 fingerprint", el("span", { class: "mono" }, d.sha1)],
-      ["Entity", c.entity],
-      ["EST label", c.label || "(unlabeled)"],
-      ["CA", c.ca],
-      ["Enrolled with", c.auth],
-      // BRSKI (RFC 8995): the pledge's factory IDevID this LDevID was issued to
-      ...(c.idevid ? [["IDevID", `${c.idevid.manufacturer} serial ${c.idevid.serial_number}: ${c.idevid.idevid_subject}`]] : []),
-      ["Issued", time(c.issued_at)],
-    ]));
-    document.getElementById("detail-ext").replaceChildren(table("X.509 v3 extensions", [
-      { title: "Extension", cell: (e) => e.name },
-      { title: "Critical", cell: (e) => (e.critical ? "yes" : "no") },
-      { title: "Value", cell: (e) => e.value },
-    ], d.extensions, "No extensions."));
-    document.getElementById("pem").textContent = c.pem;
-    document.getElementById("revoke").hidden = c.status === "revoked";
-    detail.hidden = false;
-    history.replaceState(null, "", `/console/certs?serial=${encodeURIComponent(c.serial)}`);
-    detail.focus();
+    try {
+      const done = await api("POST", "/admin/bulk/revoke-certs", body);
+      await load();
+      say(`Revoked ${done.revoked} certificate(s) (${reason}); the CRLs have been re-signed.`);
+    } catch (err) {
+      fail(err);
+    }
   }
 
-  document.getElementById("download").addEventListener("click", () => {
-    if (current) download(`${current.serial}.pem`, current.pem, "application/x-pem-file");
+  document.getElementById("revoke-selected").addEventListener("click", () => {
+    const serials = pick.selected();
+    if (!serials.length) { say("Select at least one certificate first.", true); return; }
+    revoke({ serials, reason: document.getElementById("bulk-reason").value }, serials.length, "the selection");
   });
 
-  document.getElementById("revoke").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    if (!current) return;
-    const why = document.getElementById("revoke-reason").value;
-    if (!confirm(`Revoke certificate ${current.serial} (${current.subject}) for ${why}? This cannot be undone.`)) return;
-    const button = document.getElementById("revoke-button");
-    busy(button, true);
+  document.getElementById("revoke-all").addEventListener("click", async (e) => {
+    const filter = Object.fromEntries(apiQuery(new URLSearchParams(location.search)));
+    busy(e.target, true);
     try {
-      const updated = await api("POST", `/admin/certs/${encodeURIComponent(current.serial)}/revoke`, { reason: why });
-      await show(updated.serial);
-      await search(false);
-      say(`Certificate ${updated.serial} revoked (${updated.revocation_reason}); the CRL has been re-signed.`);
+      const { count } = await api("GET", `/admin/certs/count?${new URLSearchParams(filter)}`);
+      if (!count) { say("The search matches no certificate.", true); return; }
+      await revoke({ filter, count, reason: document.getElementById("bulk-reason").value }, count, "every match of this search");
     } catch (err) {
       fail(err);
     } finally {
-      busy(button, false);
+      busy(e.target, false);
     }
   });
 
-  form.addEventListener("submit", (e) => { e.preventDefault(); search(false); });
-  more.addEventListener("click", () => search(true));
+  form.addEventListener("submit", (e) => { e.preventDefault(); go({}); });
+  window.addEventListener("popstate", () => { fillForm(form, new URLSearchParams(location.search)); load(); });
 
   const wanted = new URLSearchParams(location.search);
-  for (const name of ["entity", "ca", "status"]) if (wanted.get(name)) form.elements[name].value = wanted.get(name);
+  if (wanted.get("serial")) {  // the old ?serial= links: the certificate's own page
+    location.replace(`/console/certs/${encodeURIComponent(wanted.get("serial"))}`);
+    return;
+  }
   K.ready(Promise.all([labelOptions(document.getElementById("f-label"), "Any label"),
                        caOptions(document.getElementById("f-ca"), "Any CA")])
     .catch(fail)
     .then(() => {
-      if (wanted.get("ca")) form.elements.ca.value = wanted.get("ca");
-      return Promise.all([search(false), wanted.get("serial") ? show(wanted.get("serial")) : null]);
+      form.elements.order.value = "desc";
+      fillForm(form, wanted);
+      return load();
     }));
 })();

@@ -163,8 +163,133 @@ const K = (() => {
     if (button) button.disabled = on;
   }
 
+  /** "2026-05-01 13:04:05 UTC" on one line (the audit trail's time column). */
+  function fullTime(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+      `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+  }
+
+  /** A yyyy-mm-ddThh:mm input read as UTC (the filters are labelled UTC), as an ISO instant. */
+  function utcInstant(value) {
+    return value ? `${value}:00Z` : "";
+  }
+
+  /** A modal confirmation step: resolves true when the officer confirms; Cancel or Esc: false. */
+  function confirmAct(message, action) {
+    return new Promise((resolve) => {
+      const text = el("p", { id: "confirm-text" }, message);
+      const cancel = el("button", { type: "button", id: "confirm-cancel" }, "Cancel");
+      const ok = el("button", { type: "button", id: "confirm-ok", class: "danger primary" }, action);
+      const dialog = el("dialog", { class: "confirm", "aria-labelledby": "confirm-text" }, text,
+        el("div", { class: "actions" }, cancel, ok));
+      const opener = document.activeElement;
+      document.body.append(dialog);
+      const done = (value) => {
+        dialog.close();
+        dialog.remove();
+        if (opener && opener.focus) opener.focus();
+        resolve(value);
+      };
+      cancel.addEventListener("click", () => done(false));
+      ok.addEventListener("click", () => done(true));
+      dialog.addEventListener("cancel", (e) => { e.preventDefault(); done(false); });
+      dialog.showModal();
+      cancel.focus();
+    });
+  }
+
+  /** First / previous / next buttons of a keyset page; `go` gets {after} or {before} or {}. */
+  function pager(container, page, go) {
+    const button = (text, enabled, where) => el("button", { type: "button", disabled: !enabled,
+      onclick: () => go(where) }, text);
+    // Keep the keyboard where it was: the button that was used, or the other one at a list's end.
+    const had = container.contains(document.activeElement) ? document.activeElement.textContent : null;
+    const buttons = [button("First page", Boolean(page.prev), {}),
+      button("Previous page", Boolean(page.prev), { before: page.prev }),
+      button("Next page", Boolean(page.next), { after: page.next })];
+    container.replaceChildren(el("nav", { class: "pager", "aria-label": "Pages" }, buttons));
+    if (had) {
+      const same = buttons.find((b) => b.textContent === had && !b.disabled);
+      (same || buttons.find((b) => !b.disabled) || document.getElementById("main")).focus();
+    }
+  }
+
+  /** Set a form's named controls from a query string (the list's position lives in the URL). */
+  function fillForm(form, q) {
+    for (const control of form.elements) {
+      if (!control.name || !q.has(control.name)) continue;
+      const value = q.get(control.name);
+      if (control.tagName === "SELECT" && ![...control.options].some((o) => o.value === value)) {
+        control.append(el("option", { value }, value));  // a value from a link, such as ?limit=10
+      }
+      control.value = value;
+    }
+  }
+
+  /** Check boxes for a table's rows: a "select all on this page" box and one box per row. */
+  function picker(container, idOf) {
+    const all = el("input", { type: "checkbox", id: "pick-all", "aria-label": "Select all on this page",
+      onchange: (e) => { for (const box of container.querySelectorAll("input.pick:not(:disabled)")) box.checked = e.target.checked; } });
+    return {
+      head: all,
+      cell: (row, label, disabled) => el("input", { type: "checkbox", class: "pick", value: idOf(row),
+        "aria-label": label, disabled: Boolean(disabled) }),
+      selected: () => [...container.querySelectorAll("input.pick:checked")].map((box) => box.value),
+    };
+  }
+
   return {
     api, ApiError, el, say, fail, time, age, badge, table, fields, params, dayStart, localInstant, download,
-    labelOptions, caOptions, labelParam, busy, ready,
+    labelOptions, caOptions, labelParam, busy, ready, fullTime, utcInstant, confirmAct, pager, fillForm, picker,
   };
+})();
+
+// Approving and rejecting held requests, shared by the queue and a request's own page.
+const Decide = (() => {
+  const { api, say, busy, confirmAct } = K;
+
+  /** Approve or reject each id in turn after one confirmation; each decision is its own audited API call. */
+  async function decide(action, ids, reason) {
+    if (!ids.length) {
+      say("Select at least one request first.", true);
+      return false;
+    }
+    if (action === "reject" && !reason) {
+      say("Write a reason for the rejection first.", true);
+      document.getElementById("reason").focus();
+      return false;
+    }
+    const what = ids.length === 1 ? `request #${ids[0]}` : `${ids.length} requests`;
+    const question = action === "approve" ? `Approve ${what} and issue ${ids.length === 1 ? "its certificate" : "their certificates"}?`
+      : `Reject ${what} with the reason "${reason}"?`;
+    if (!await confirmAct(question, `${action === "approve" ? "Approve" : "Reject"} ${ids.length}`)) {
+      say("Nothing was decided.");
+      return false;
+    }
+    const buttons = [...document.querySelectorAll("main button")];
+    buttons.forEach((b) => busy(b, true));
+    const done = [], failed = [];
+    for (const [n, id] of ids.entries()) {
+      if (ids.length > 1) say(`${action === "approve" ? "Approving" : "Rejecting"} ${n + 1} of ${ids.length}…`);
+      try {
+        const result = await api("POST", `/admin/requests/${id}/${action}`, action === "reject" ? { reason } : {});
+        if (action === "approve") {
+          done.push(result.certificate ? `#${id} issued ${result.certificate.serial}` : `#${id} passed to the CA (${result.ca_ref})`);
+        } else {
+          done.push(`#${id} rejected`);
+        }
+      } catch (err) {
+        failed.push(`#${id}: ${err.message}`);
+      }
+    }
+    buttons.forEach((b) => busy(b, false));
+    const verb = action === "approve" ? "Approved" : "Rejected";
+    say([done.length ? `${verb}: ${done.join("; ")}.` : "", failed.length ? `Failed: ${failed.join("; ")}.` : ""]
+      .filter(Boolean).join(" "), failed.length > 0);
+    return true;
+  }
+
+  return { decide };
 })();

@@ -1,14 +1,13 @@
 // One-time passwords: create one or a batch (CSV for provisioning), list, revoke.
 "use strict";
 (() => {
-  const { api, el, say, fail, time, badge, table, params, download, busy } = K;
+  const { api, el, say, fail, time, badge, table, download, busy, confirmAct, pager, fillForm, picker } = K;
   const create = document.getElementById("create");
   const filters = document.getElementById("filters");
   const list = document.getElementById("list");
-  const more = document.getElementById("more");
+  const pages = document.getElementById("pages");
+  const pick = picker(list, (o) => o.id);
   let fresh = [];
-  let rows = [];
-  let cursor = null;
 
   /** One CSV field, quoted as RFC 4180 says. */
   function csvField(value) {
@@ -48,7 +47,7 @@
       section.hidden = false;
       section.focus();
       document.getElementById("entities").value = "";
-      await load(false);
+      await load();
       say(`Created ${fresh.length} one-time password(s).`);
     } catch (err) {
       fail(err);
@@ -62,48 +61,70 @@
     download(`kipuka-otps-${stamp}.csv`, csv(fresh), "text/csv");
   });
 
-  function render() {
-    list.replaceChildren(table(`${rows.length} one-time password(s)`, [
+  function render(page) {
+    list.replaceChildren(table(`One-time passwords on this page: ${page.items.length}`, [
+      { title: pick.head, cell: (o) => pick.cell(o, `Select one-time password ${o.id}`, o.status === "revoked") },
       { title: "ID", cell: (o) => String(o.id), num: true },
       { title: "Entity", cell: (o) => o.entity },
       { title: "Label", cell: (o) => o.label || "any" },
       { title: "Status", cell: (o) => badge(o.status) },
       { title: "Uses left", cell: (o) => `${o.uses_left} of ${o.uses_total}`, num: true },
-      { title: "Created", cell: (o) => time(o.created_at) },
-      { title: "Expires", cell: (o) => time(o.expires_at) },
-      { title: "Actions", cell: (o) => o.status !== "active" ? "—" : el("button", {
+      { title: "Certificates", cell: (o) => o.certificates ? el("a", { href: `/console/certs?otp=${o.id}`,
+          "aria-label": `Certificates of one-time password ${o.id}` }, String(o.certificates)) : "0", num: true },
+      { title: "Created", cell: (o) => el("span", { class: "when" }, time(o.created_at)) },
+      { title: "Expires", cell: (o) => el("span", { class: "when" }, time(o.expires_at)) },
+      { title: "Actions", cell: (o) => o.status === "revoked" ? "—" : el("button", {
           type: "button", class: "danger", "aria-label": `Revoke one-time password ${o.id} of ${o.entity}`,
-          onclick: () => revoke(o) }, "Revoke") },
-    ], rows, "No one-time passwords match."));
-    more.hidden = !cursor;
+          onclick: () => revoke([o.id], `one-time password ${o.id} of ${o.entity}`) }, "Revoke") },
+    ], page.items, "No one-time passwords match."));
+    pager(pages, page, go);
   }
 
-  async function load(append) {
+  async function load() {
+    const state = new URLSearchParams(location.search);
+    const q = new URLSearchParams({ order: "desc", limit: state.get("limit") || "50" });
+    for (const name of ["entity", "status", "after", "before"]) if (state.get(name)) q.set(name, state.get(name));
     try {
-      const page = await api("GET", `/admin/otp?${params(filters, { cursor: append ? cursor : null })}`);
-      rows = append ? rows.concat(page.items) : page.items;
-      cursor = page.next_cursor;
-      render();
+      render(await api("GET", `/admin/otp?${q}`));
     } catch (err) {
       fail(err);
     }
   }
 
-  async function revoke(otp) {
+  function go(position) {
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData(filters)) if (String(v).trim() !== "") q.set(k, String(v).trim());
+    for (const [k, v] of Object.entries(position || {})) if (v) q.set(k, v);
+    history.pushState(null, "", `/console/otp?${q}`);
+    return load();
+  }
+
+  async function revoke(ids, what) {
+    if (!ids.length) { say("Select at least one one-time password first.", true); return; }
+    if (!await confirmAct(`Revoke ${what}? ${ids.length === 1 ? "It" : "They"} can no longer enroll a device.`,
+                          `Revoke ${ids.length}`)) {
+      say("Nothing was revoked.");
+      return;
+    }
     try {
-      await api("DELETE", `/admin/otp/${otp.id}`);
-      await load(false);
-      say(`One-time password ${otp.id} of ${otp.entity} revoked.`);
+      const done = await api("POST", "/admin/bulk/revoke-otps", { ids: ids.map(Number) });
+      await load();
+      say(ids.length === 1 ? `One-time password ${ids[0]} revoked.` : `Revoked ${done.revoked} one-time password(s).`);
     } catch (err) {
       fail(err);
     }
   }
 
-  filters.addEventListener("submit", (e) => { e.preventDefault(); load(false); });
-  more.addEventListener("click", () => load(true));
+  document.getElementById("revoke-selected").addEventListener("click", () => {
+    const ids = pick.selected();
+    revoke(ids, `${ids.length} one-time password(s)`);
+  });
+  window.addEventListener("popstate", () => { fillForm(filters, new URLSearchParams(location.search)); load(); });
+  filters.addEventListener("submit", (e) => { e.preventDefault(); go({}); });
+  fillForm(filters, new URLSearchParams(location.search));
   // OTPs name a label or none; the unlabeled path is not a label of its own here.
   K.ready(Promise.all([api("GET", "/admin/labels").then(({ items }) => {
     const select = document.getElementById("otp-label");
     for (const l of items) if (l.name) select.append(el("option", { value: l.name }, l.name));
-  }).catch(fail), load(false)]));
+  }).catch(fail), load()]));
 })();

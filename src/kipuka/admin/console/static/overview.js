@@ -105,9 +105,41 @@
     ], rows, "No failures recorded."));
   }
 
+  /** The dashboard's figures; each links to the filtered list behind it. */
+  async function attention() {
+    const d = await api("GET", "/admin/dashboard");
+    const figure = (label, value, href, id) => el("div", { class: "figure" },
+      el("a", { href, id, "aria-label": `${label}: ${value}` }, String(value)), el("div", {}, label));
+    document.getElementById("rates").replaceChildren(
+      figure("issued in the last hour", d.rates.issued_hour, "/console/certs?sort=issued&order=desc", "issued-hour"),
+      figure("issued in the last 24 hours", d.rates.issued_day, "/console/certs?sort=issued&order=desc", "issued-day"),
+      figure("failed in the last hour", d.rates.failed_hour, "/console/audit?outcome=rejected", "failed-hour"),
+      figure("failed in the last 24 hours", d.rates.failed_day, "/console/audit?outcome=rejected", "failed-day"));
+    const within = (row, days) => {
+      const q = new URLSearchParams({ label: row.label || "-", status: "valid", within: String(days), sort: "expires", order: "asc" });
+      return el("a", { href: `/console/certs?${q}`, "aria-label": `${row[`days_${days}`]} certificates of ${row.label || "the unlabeled path"} expiring within ${days} days` },
+        String(row[`days_${days}`]));
+    };
+    document.getElementById("expiring").replaceChildren(table("Valid certificates expiring within 7, 30 and 90 days", [
+      { title: "Label", cell: (r) => r.label || "(unlabeled)" },
+      { title: "7 days", cell: (r) => within(r, 7), num: true },
+      { title: "30 days", cell: (r) => within(r, 30), num: true },
+      { title: "90 days", cell: (r) => within(r, 90), num: true },
+    ], d.expiring, "No certificate expires within 90 days."));
+    const rows = d.cas.flatMap((ca) => ca.certificates.map((c, i) => ({ ca, c, first: i === 0 })));
+    document.getElementById("ca-status").replaceChildren(table("Each CA's certificates, CRL and OCSP responder", [
+      { title: "CA", cell: (r) => r.first ? el("a", { href: "/console/cas" }, r.ca.id) : "" },
+      { title: "Certificate", cell: (r) => r.c.subject },
+      { title: "Expires", cell: (r) => el("span", { class: "when" }, `${time(r.c.not_after)} (${r.c.days_left} d)`) },
+      { title: "CRL next update", cell: (r) => !r.first ? "" : r.ca.crl
+          ? el("span", {}, badge(r.ca.crl.fresh ? "ok" : "expired"), ` ${time(r.ca.crl.next_update)}`) : "—" },
+      { title: "OCSP", cell: (r) => !r.first ? "" : r.ca.ocsp ? el("span", {}, badge(r.ca.ocsp.status), r.ca.ocsp.detail ? ` ${r.ca.ocsp.detail}` : "") : "—" },
+    ], rows));
+  }
+
   async function load() {
     try {
-      await Promise.all([health(), stats(), failures()]);
+      await Promise.all([health(), stats(), failures(), attention()]);
       document.getElementById("updated").textContent = `Updated ${time(new Date().toISOString())}`;
     } catch (err) {
       fail(err);
