@@ -2,8 +2,9 @@
 client certificate.
 
 A client certificate must chain to [admin] client_ca (checked by the TLS
-handshake), be within its dates, not be revoked when kipuka issued it, and,
-when [admin] subjects is set, carry one of those subjects.
+handshake), be within its dates, not be revoked when kipuka issued it, and
+carry one of the [admin] subjects ("*": any, for a CA that issues only admin
+certificates; an empty list with client_ca set is a configuration error).
 
 Browsers send a session cookie and a client certificate by themselves, even on
 a request another site makes them send; so a state-changing request authenticated
@@ -98,7 +99,7 @@ async def _certificate_admin(cert: x509.Certificate, authority: Authority, cfg: 
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise AdminUnauthorized("admin certificate is expired or not yet valid")
     subject = cert.subject.rfc4514_string()
-    if cfg.subjects and subject not in cfg.subjects:
+    if not cfg.subjects or ("*" not in cfg.subjects and subject not in cfg.subjects):  # config.py refuses empty
         raise AdminUnauthorized(f"certificate subject {subject} is not an admin")
     for ca in authority.cas.values():
         if ca.is_issuer_of(cert) and await authority.store.is_revoked(ca.id, format(cert.serial_number, "x")):

@@ -15,6 +15,7 @@ Layout (private keys apart from what is served, in a 0700 folder, files 0600):
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
                     hostnames: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
                     listen: str = "0.0.0.0:9443", admin_listen: str = "127.0.0.1:9444",
                     revocation_listen: str = "0.0.0.0:9080", backends: Backends | None = None,
-                    pq: bool = False) -> Path:
+                    pq: bool = False, domains: tuple[str, ...] = ("example.com",)) -> Path:
     """Write the deployment; `backends` adds Dogtag/upstream-EST CAs (else they appear as commented examples),
     `pq` the ML-DSA labels pq and pq-mixed (kipuka.cli.init_pq)."""
     backends = backends or Backends()
@@ -79,7 +80,7 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
     public_port = revocation_listen.rpartition(":")[2] if revocation_listen else "9080"
     text = CONFIG_TEMPLATE.format(
         listen=listen, admin_listen=admin_listen, revocation_listen=revocation_listen,
-        base_url=f"http://{hostnames[0]}:{public_port}")
+        base_url=f"http://{hostnames[0]}:{public_port}", dns_suffixes=json.dumps(list(domains)))
     _write(config_path, (text + (pq_cas.config if pq_cas else "") + backends.install(target)).encode())
     return config_path
 
@@ -133,7 +134,10 @@ pending_ttl = "7d"              # a request not approved by then expires (its OT
 
 [admin]
 listen = "{admin_listen}"  # admin API (HTTPS, JSON); "" disables it
-# client_ca = "tls/client-ca.pem" # admin client certificates, with subjects below
+# Admin client certificates: use a CA of their own that issues nothing else, never
+# tls/client-ca.pem (every enrolled device's certificate chains to that), and list
+# the admin subjects; client_ca with an empty subjects is refused.
+# client_ca = "tls/admin-ca.pem"
 subjects = []                   # e.g. ["CN=admin.example.com"]; tokens: `kipuka admin token create NAME`
 
 [revocation]
@@ -172,14 +176,20 @@ key_types = ["ec-p256", "ec-p384", "rsa"]
 rsa_min_bits = 2048
 validity_days = 365
 ekus = ["clientAuth"]
-otp_name_rule = "prefix"        # OTP entity "device-001" may request CN=device-001.example.com
+otp_name_rule = "prefix"        # OTP entity "device-001" may request CN=device-001.example.com (not device-0010...)
+dns_suffixes = {dns_suffixes}  # every name's domain (DNS, email, URI host, dotted CN); ["*"] = any
+max_sans = 10                   # subject alternative names per certificate
 san_types = ["dns", "ip", "email", "uri"]
 require_common_name = true
+subject_attributes = ["CN"]     # subject attribute types a CSR may carry (plus those subject_rdns names)
+subject_unlisted = "refuse"     # any other type: "refuse" (403) or "drop" it from the certificate
 allow_subject_change = false    # reenroll with new names needs ChangeSubjectName when true
 csrattrs = true                 # advertise key types and SAN in /csrattrs
 require_approval = false        # hold simpleenroll for an RA officer (202 + Retry-After)
 reenroll_requires_approval = false
 
+# A label's mTLS /simpleenroll takes certificates of its own CA only; mtls_enroll_cas = ["default"]
+# would let holders of the unlabeled path's certificates enroll here too.
 [labels.iot-fleet]
 ca = "iot-fleet"
 key_types = ["ec-p256", "ec-p384"]

@@ -362,7 +362,7 @@ class FullCmc:
     async def _authorize_names(self, rt: "LabelRuntime", who: Requester, pki: PKIData, principal: Principal,
                                cand: Candidate) -> tuple[str, tuple[str, str] | None]:
         a = self.authority
-        from kipuka.ra import csr as csrcheck
+        from kipuka.ra import csr as csrcheck, name_policy
 
         ids = [cand.body_part_id]
         if principal.kind == "ra":
@@ -381,7 +381,7 @@ class FullCmc:
         if principal.kind == "otp":
             rule = rt.label.policy.otp_name_rule
             await a.trail.guard(rt, OP, who, principal.entity,
-                           lambda: csrcheck.check_names_for_entity(cand.subject, cand.san, principal.entity, rule))
+                           lambda: name_policy.check_names_for_entity(cand.subject, cand.san, principal.entity, rule))
             return principal.entity, None
         assert principal.cert is not None
         credential = await a.mtls_credential(rt, OP, who, principal.entity, principal.cert, cand.subject, cand.san)

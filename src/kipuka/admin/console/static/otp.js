@@ -66,7 +66,7 @@
     list.replaceChildren(table(`${rows.length} one-time password(s)`, [
       { title: "ID", cell: (o) => String(o.id), num: true },
       { title: "Entity", cell: (o) => o.entity },
-      { title: "Label", cell: (o) => o.label || "any" },
+      { title: "Label", cell: (o) => o.label === "" ? "(unlabeled)" : o.label },
       { title: "Status", cell: (o) => badge(o.status) },
       { title: "Uses left", cell: (o) => `${o.uses_left} of ${o.uses_total}`, num: true },
       { title: "Created", cell: (o) => time(o.created_at) },
@@ -101,7 +101,7 @@
 
   filters.addEventListener("submit", (e) => { e.preventDefault(); load(false); });
   more.addEventListener("click", () => load(true));
-  // OTPs name a label or none; the unlabeled path is not a label of its own here.
+  // OTPs are valid on the unlabeled path (""), on one label, or on "any" label.
   K.ready(Promise.all([api("GET", "/admin/labels").then(({ items }) => {
     const select = document.getElementById("otp-label");
     for (const l of items) if (l.name) select.append(el("option", { value: l.name }, l.name));
