@@ -222,11 +222,13 @@ class Authority:
         assert otp is not None
         return otp
 
-    async def check_otp_usable(self, a: Authorized, who: Requester, *, redeliver: bool) -> Enrolled | None:
+    async def check_otp_usable(self, a: Authorized, who: Requester, *, redeliver: bool,
+                               subject: x509.Name | None = None) -> Enrolled | None:
         """A spent or expired OTP ends the request (401) before anything is signed.
 
         With `redeliver`, a retry whose first response was lost gets its certificate
-        again instead (same OTP, CSR key and names, within [otp] recovery_window); the
+        again instead (same OTP, CSR key and names, within [otp] recovery_window; `subject` for a
+        request that is no PKCS#10, CRMF); the
         same key asking for other names is a new request, refused once the OTP is spent.
         """
         otp, now = a.otp, utcnow()
@@ -236,9 +238,9 @@ class Authority:
         other_names = False
         if redeliver:
             window = dt.timedelta(seconds=self.config.otp.recovery_window)
-            subject = subject_policy.certified_subject(a.csr.subject, a.rt.label.policy).rfc4514_string()
+            certified = subject_policy.certified_subject(subject or a.csr.subject, a.rt.label.policy)
             der, other_names = await stored(self.store.recovered_certificate(
-                otp.id, a.pubkey, now - window, subject, sans_text(a.san)))
+                otp.id, a.pubkey, now - window, certified.rfc4514_string(), sans_text(a.san)))
             if der is not None:
                 await self.trail.success(a.rt, a.op + ".redeliver", who, a.entity,
                                          "certificate re-sent for a retried request")

@@ -401,7 +401,8 @@ class FullCmc:
             result = None
             if otp is not None:
                 result = await a.check_otp_usable(Authorized(rt, OP, entity, principal.auth, None, cand.san,  # type: ignore[arg-type]
-                                                             cand.pubkey_sha256, otp=otp), who, redeliver=True)
+                                                             cand.pubkey_sha256, otp=otp), who, redeliver=True,
+                                                    subject=cand.subject)
             if result is None:
                 result = await a.issuance.issue(rt, OP, who, entity, principal.auth, None, cand.san, otp=otp,
                                         pubkey=cand.pubkey_sha256, credential=credential,
