@@ -8,6 +8,7 @@ Layout (private keys apart from what is served, in a 0700 folder, files 0600):
     DIR/tls/server.pem         TLS server certificate + its issuing CA (localhost, 127.0.0.1, ::1)
     DIR/tls/client-ca.pem      trust anchors for client certificates: the issuing CAs and the root
     DIR/private/*.key          CA and TLS private keys; otp-hmac.keys, the OTP hashing keys
+                               (root.key: only until it is taken offline, or elsewhere with --root-key-out)
     DIR/dogtag/, DIR/upstream/ with --dogtag-url / --upstream-url: the files given, copied
                                (their keys and passwords into DIR/private); see cli/init_backends.py
     DIR/ca/pq*.pem             with --pq: ML-DSA-65 CAs for the pq and pq-mixed labels (cli/init_pq.py)
@@ -36,9 +37,11 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
                     hostnames: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
                     listen: str = "0.0.0.0:9443", admin_listen: str = "127.0.0.1:9444",
                     revocation_listen: str = "0.0.0.0:9080", backends: Backends | None = None,
-                    pq: bool = False, domains: tuple[str, ...] = ("example.com",)) -> Path:
+                    pq: bool = False, domains: tuple[str, ...] = ("example.com",),
+                    root_key_out: Path | None = None) -> Path:
     """Write the deployment; `backends` adds Dogtag/upstream-EST CAs (else they appear as commented examples),
-    `pq` the ML-DSA labels pq and pq-mixed (kipuka.cli.init_pq)."""
+    `pq` the ML-DSA labels pq and pq-mixed (kipuka.cli.init_pq). The root CA key goes to
+    `root_key_out` (removable media, say) instead of DIR/private/root.key: the server never reads it."""
     backends = backends or Backends()
     if key_type not in KEY_TYPES:
         raise ValueError(f"unknown key type {key_type!r}; choose from {', '.join(KEY_TYPES)}")
@@ -46,6 +49,12 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
     config_path = target / "kipuka.toml"
     if config_path.exists():
         raise FileExistsError(f"{config_path} already exists; choose an empty directory")
+    root_key_path = root_key_path_for(target, root_key_out)
+    if root_key_out is not None:
+        if root_key_path.exists():
+            raise FileExistsError(f"--root-key-out {root_key_path} already exists")
+        if not root_key_path.parent.is_dir():
+            raise FileNotFoundError(f"--root-key-out: no directory {root_key_path.parent}")
     for sub in ("ca", "tls"):
         (target / sub).mkdir(parents=True, exist_ok=True)
     private = target / "private"
@@ -54,7 +63,7 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
 
     root_key = generate_private_key(key_type)
     root = make_root(root_key, f"{org} Root CA", org)  # type: ignore[arg-type]
-    _write_key(private / "root.key", root_key)
+    _write_key(root_key_path, root_key)
     _write(target / "ca" / "root.pem", certificates_pem([root]))
     issuing = {}
     for ca_id in CA_IDS:
@@ -83,6 +92,20 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
         base_url=f"http://{hostnames[0]}:{public_port}", dns_suffixes=json.dumps(list(domains)))
     _write(config_path, (text + (pq_cas.config if pq_cas else "") + backends.install(target)).encode())
     return config_path
+
+
+def root_key_path_for(target: Path, root_key_out: Path | None) -> Path:
+    return root_key_out.resolve() if root_key_out is not None else target.resolve() / "private" / "root.key"
+
+
+def root_key_advice(root_key: Path, elsewhere: bool = False) -> str:
+    """What `kipuka init` tells the operator about the root key: where it is, and that it belongs offline."""
+    head = (f"kipuka: the root CA key is {root_key}. The server never uses it: it signed the issuing CAs "
+            "and is needed again only to make or renew one. ")
+    if elsewhere:
+        return head + "Keep it offline (the media disconnected, or in a vault)."
+    return head + ("Take it offline: copy it to encrypted removable media (or a vault), then remove it here "
+                   f"(shred -u {root_key}); `kipuka init --root-key-out PATH` writes it there in the first place.")
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--domain", action="append",
                     help="domain the names of enrolled devices must lie under (repeatable; default example.com): "
                          "[policy] dns_suffixes")
+    sp.add_argument("--root-key-out", type=Path, default=None,
+                    help="write the root CA key to this file (e.g. on removable media) instead of DIR/private/root.key; "
+                         "the server never needs it")
     sp.add_argument("--pq", action="store_true",
                     help="add the post-quantum labels pq (ML-DSA-65 root and issuing CA) and pq-mixed "
                          "(ML-DSA-65 issuing CA under the root); docs/pq.md")
@@ -153,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
 # --- commands ---------------------------------------------------------------------
 
 def _init(args: argparse.Namespace) -> int:
-    from kipuka.cli.init import init_deployment
+    from kipuka.cli.init import init_deployment, root_key_advice, root_key_path_for
     from kipuka.cli.init_backends import backends_from_args
 
     hostnames = tuple(args.hostname) if args.hostname else ("localhost", "127.0.0.1", "::1")
@@ -161,11 +164,14 @@ def _init(args: argparse.Namespace) -> int:
     path = init_deployment(args.dir, args.key_type, hostnames=hostnames, listen=args.listen,
                            admin_listen=args.admin_listen, revocation_listen=args.revocation_listen,
                            backends=backends, pq=args.pq,
-                           domains=tuple(args.domain) if args.domain else ("example.com",))
+                           domains=tuple(args.domain) if args.domain else ("example.com",),
+                           root_key_out=args.root_key_out)
     if args.hsm:
         from kipuka.cli.hsm import hsm_demo_ca
         hsm_demo_ca(path, args)
     print(f"kipuka: demo deployment created; configuration at {path}", file=sys.stderr)
+    print(root_key_advice(root_key_path_for(path.parent, args.root_key_out), args.root_key_out is not None),
+          file=sys.stderr)
     print(str(path))
     return 0
 

@@ -142,7 +142,7 @@ class Worker:
                 # EST server) or open HSM sessions, and requests keep being served meanwhile.
                 config, authority = await asyncio.get_running_loop().run_in_executor(None, self._build)
             except Exception as exc:  # keep serving with what we have
-                log.error("reload failed, keeping the previous configuration: %s", exc)
+                log.error("reload failed, keeping the previous configuration: %s: %s", self.config_path, _named(exc))
                 return
             self._swap(config, authority)
 
@@ -155,7 +155,7 @@ class Worker:
             self.tls.reload(config.tls, client_cas(config))
             self.admin_tls.reload(admin_tls(config))
         except Exception as exc:  # keep serving with what we have
-            log.error("reload failed, keeping the previous configuration: %s", exc)
+            log.error("reload failed, keeping the previous configuration: %s: %s", self.config_path, _named(exc))
             return
         old, self.config, self.authority = self.authority, config, authority
         # Requests in flight finish on the old Authority; its back ends' connections close after them.
@@ -274,6 +274,14 @@ def admin_tls(config: Config) -> TLSConfig:
     a = config.admin
     return TLSConfig(cert=a.cert or config.tls.cert, key=a.key or config.tls.key, client_ca=a.client_ca,
                      min_version=config.tls.min_version)
+
+
+def _named(exc: Exception) -> str:
+    """A reload failure in words that name the file: a ConfigError names its key and line (in the
+    configuration file, named by the caller), an OSError its file; anything else says what it is."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot read {exc.filename}: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
 
 
 async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
