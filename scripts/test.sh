@@ -12,6 +12,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)   # a minimal Debian lacks it
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 [ -f /usr/share/java/bcpkix.jar ] || need+=(libbcpkix-java)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -56,6 +57,7 @@ echo "== pass 1: the whole suite on SQLite"
 echo "== pass 2: the EST, admin and console suites on PostgreSQL ($pg_url)"
 KIPUKA_TEST_DATABASE="$pg_url" .venv/bin/python -m pytest -q "${parallel[@]}" \
     tests/test_smoke.py tests/test_wire.py tests/test_otp.py tests/test_mtls.py tests/test_csr_policy.py \
+    tests/test_hostile_device.py \
     tests/test_approval.py tests/test_admin_api.py tests/test_revocation.py tests/test_audit_chain.py \
     tests/test_concurrency.py tests/test_crash_recovery.py tests/test_reference_page.py tests/test_migrations.py \
     tests/test_dogtag.py tests/console tests/fuzz/test_ratelimit.py tests/unit/test_issuance_sql.py tests/test_brski.py \
