@@ -119,7 +119,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Server:
 def pool(srv: Server) -> tuple[str, str]:
     """One many-use OTP for tests that are not about OTPs (each `kipuka otp create` is a process start)."""
     entity = unique("keygen")
-    return entity, srv.otp(entity, "--uses", "1000")
+    return entity, srv.otp(entity, "--uses", "1000", "--label", "any")  # every label
 
 
 # --- CSRs with RFC 7030 4.4.1 attributes ---------------------------------------------------------
