@@ -180,10 +180,11 @@ def test_init_suggests_a_separate_admin_ca_and_sets_the_demo_domain(deployment):
     ('subject_attributes = ["CN", "nickname"]', "policy.subject_attributes"),
     ('subject_unlisted = "ignore"', "policy.subject_unlisted"),
     ('mtls_enroll_cas = ["nope"]', "policy.mtls_enroll_cas"),
+    ('subject_fixed = ["O"]', "policy.subject_fixed"),
 ])
 def test_new_policy_keys_are_checked(tmp_path, edit, key):
     name = edit.split(" ", 1)[0]
-    if name == "mtls_enroll_cas":  # not in the generated file: added under [policy]
+    if name in ("mtls_enroll_cas", "subject_fixed"):  # not set in the generated file: added under [policy]
         out, _ = _broken(tmp_path, replacements={r"^max_sans = 10.*$": f"max_sans = 10\n{edit}"})
     else:
         out, _ = _broken(tmp_path, replacements={rf"^{name} = .*$": edit})

@@ -23,6 +23,10 @@ mtls_enroll_cas = ["default"]   # holders of the unlabeled path's certificates m
 subject_unlisted = "drop"       # O, OU ... are left out instead of refused
 dns_suffixes = ["*"]            # any domain
 max_sans = 50
+
+[labels.fixed]
+ca = "default"
+subject_fixed = ["O=kipuka demo"]   # the CA puts it in; a CSR may only repeat it
 """
 
 
@@ -140,6 +144,26 @@ def test_a_label_may_drop_unlisted_attributes_instead(lenient):
              (NameOID.COMMON_NAME, f"{entity}.example.com")]
     cert = certs_from(_otp_enroll(lenient, entity, _csr(new_key(), attrs), label="lenient"))[0]
     assert cert.subject.rfc4514_string() == f"CN={entity}.example.com"
+
+
+def test_a_label_may_fix_attributes_the_ca_puts_in_itself(lenient, tmp_path):
+    entity = unique("dev")
+    otp = lenient.otp(entity, "--label", "fixed", "--uses", "2")
+    other = [(NameOID.ORGANIZATION_NAME, "Other Corp"), (NameOID.COMMON_NAME, f"{entity}.example.com")]
+    r = _otp_enroll(lenient, entity, _csr(new_key(), other), label="fixed", otp=otp)
+    assert r.status_code == 403 and "set by this label's CA to 'kipuka demo'" in r.text, r.text
+    key = new_key()
+    cert = certs_from(_otp_enroll(lenient, entity, make_csr(f"{entity}.example.com", key)[1], label="fixed",
+                                  otp=otp))[0]
+    assert cert.subject.rfc4514_string() == f"CN={entity}.example.com,O=kipuka demo"
+    crt = tmp_path / "fixed.crt"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "fixed.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    renewed = lenient.post("simplereenroll", b64(make_csr(f"{entity}.example.com", key)[1]), label="fixed",
+                           cert=(str(crt), str(tmp_path / "fixed.key")))  # the CSR need not repeat O
+    assert certs_from(renewed)[0].subject == cert.subject
 
 
 # --- 4. common name content ------------------------------------------------------------------

@@ -77,6 +77,7 @@ class Policy:
     # other is refused (403) or, with subject_unlisted = "drop", left out of the certificate
     subject_attributes: tuple[str, ...] = ("CN",)
     subject_unlisted: str = "refuse"
+    subject_fixed: tuple[str, ...] = ()  # "O=Example Corp": attributes the CA puts in every certificate itself
     # Other [ca.ID]s whose certificate holders may /simpleenroll here over mTLS (the label's own CA always may)
     mtls_enroll_cas: tuple[str, ...] = ()
     san_types: tuple[str, ...] = ("dns", "ip", "email", "uri")
@@ -497,6 +498,10 @@ def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Poli
         if rdn_type_oid(name) is None:
             raise ConfigError(f"{key}.subject_attributes", f"unknown subject attribute type {name!r}; use one of "
                               f"{', '.join(RDN_TYPES)} or a dotted OID")
+    _check_subject_rdns(policy.subject_fixed, f"{key}.subject_fixed")
+    for entry in policy.subject_fixed:
+        if "=" not in entry:
+            raise ConfigError(f"{key}.subject_fixed", f"{entry!r} has no value: write TYPE=VALUE (the CA sets it)")
     if policy.subject_unlisted not in ("refuse", "drop"):
         raise ConfigError(f"{key}.subject_unlisted", 'must be "refuse" or "drop"')
     if policy.otp_name_rule not in NAME_RULES:

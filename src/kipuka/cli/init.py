@@ -206,6 +206,7 @@ san_types = ["dns", "ip", "email", "uri"]
 require_common_name = true
 subject_attributes = ["CN"]     # subject attribute types a CSR may carry (plus those subject_rdns names)
 subject_unlisted = "refuse"     # any other type: "refuse" (403) or "drop" it from the certificate
+# subject_fixed = ["O=kipuka demo"]  # attributes the CA puts in itself (a CSR may only repeat them)
 allow_subject_change = false    # reenroll with new names needs ChangeSubjectName when true
 csrattrs = true                 # advertise key types and SAN in /csrattrs
 require_approval = false        # hold simpleenroll for an RA officer (202 + Retry-After)

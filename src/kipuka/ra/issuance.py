@@ -68,7 +68,7 @@ class Issuance:
             base = self._profiles[rt.label.name] = dataclasses.replace(
                 csrcheck.template_for(subject, public_key, san, rt.label.policy),
                 crl_urls=crl_urls, ocsp_urls=ocsp_urls, label=rt.label.name)
-        if rt.label.policy.subject_unlisted == "drop":  # attribute types the label does not list are left out
+        if subject_policy.changes_subject(rt.label.policy):  # fixed attributes in, unlisted ones (drop) out
             subject = subject_policy.certified_subject(subject, rt.label.policy)
         return dataclasses.replace(base, subject=subject, public_key=public_key, san=san, csr_der=csr_der)
 
