@@ -73,10 +73,11 @@ def check_domains(subject: x509.Name, san: x509.SubjectAlternativeName | None, p
     suffixes = policy.dns_suffixes
     if ANY_DOMAIN in suffixes:
         return
-    for attr in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        cn = str(attr.value)
-        if _DOMAIN_LIKE_RE.match(cn) and not _is_ip(cn):
-            _require_under(cn, "CN", suffixes)
+    for attr in subject:
+        if attr.oid == NameOID.COMMON_NAME:
+            cn = str(attr.value)
+            if _DOMAIN_LIKE_RE.match(cn) and not _is_ip(cn):
+                _require_under(cn, "CN", suffixes)
     for general_name in san or []:
         if isinstance(general_name, x509.DNSName):
             _require_under(general_name.value, "DNS name", suffixes)
@@ -148,6 +149,8 @@ def _bound_to(kind: str, name: str, entity: str, rule: str) -> bool:
 
 
 def _is_ip(text: str) -> bool:
+    if ":" not in text and not text.rpartition(".")[2].isdigit():
+        return False  # the common case, without the cost of ipaddress raising ValueError
     try:
         ipaddress.ip_address(text.strip("[]"))
         return True

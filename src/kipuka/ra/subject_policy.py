@@ -41,11 +41,16 @@ def _allowed(policy: Policy) -> frozenset[str]:
     return allowed_types(policy.subject_attributes, policy.subject_rdns, policy.subject_fixed)
 
 
-def _fixed_values(policy: Policy) -> dict[x509.ObjectIdentifier, set[str]]:
+def _fixed_values(policy: Policy) -> dict[x509.ObjectIdentifier, frozenset[str]]:
+    return _fixed_by_type(policy.subject_fixed)
+
+
+@lru_cache(maxsize=256)
+def _fixed_by_type(subject_fixed: tuple[str, ...]) -> dict[x509.ObjectIdentifier, frozenset[str]]:
     values: dict[x509.ObjectIdentifier, set[str]] = {}
-    for attr in fixed_attributes(policy.subject_fixed):
+    for attr in fixed_attributes(subject_fixed):
         values.setdefault(attr.oid, set()).add(str(attr.value))
-    return values
+    return {oid: frozenset(v) for oid, v in values.items()}
 
 
 def check_subject(subject: x509.Name, policy: Policy) -> None:
