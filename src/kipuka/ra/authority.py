@@ -227,9 +227,9 @@ class Authority:
         """A spent or expired OTP ends the request (401) before anything is signed.
 
         With `redeliver`, a retry whose first response was lost gets its certificate
-        again instead (same OTP, CSR key and names, within [otp] recovery_window; `subject` for a
-        request that is no PKCS#10, CRMF); the
-        same key asking for other names is a new request, refused once the OTP is spent.
+        again instead (same OTP, CSR key and names, within [otp] recovery_window); the same
+        key asking for other names is a new request, refused once the OTP is spent.
+        `subject` stands for the names of a request that is no PKCS#10 (CRMF).
         """
         otp, now = a.otp, utcnow()
         assert otp is not None
