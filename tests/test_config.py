@@ -157,12 +157,26 @@ def test_admin_client_ca_with_empty_subjects_is_a_configuration_error(tmp_path):
     assert served.returncode == 2 and "admin.subjects" in served.stderr
 
 
-def test_admin_client_ca_with_explicit_subjects_or_star_is_accepted(tmp_path):
-    for i, subjects in enumerate(('["CN=ops.example.com"]', '["*"]')):
-        d = tmp_path / f"d{i}"
-        run_cli("init", str(d))
-        edit_config(d / "kipuka.toml", {**ADMIN_CA_ON, r"^subjects = \[\].*$": f"subjects = {subjects}"})
-        assert "OK" in run_cli("config", "check", "-c", str(d / "kipuka.toml")).stderr
+def test_admin_client_ca_with_explicit_subjects_is_accepted(tmp_path):
+    d = tmp_path / "d"
+    run_cli("init", str(d))
+    edit_config(d / "kipuka.toml", {**ADMIN_CA_ON, r"^subjects = \[\].*$": 'subjects = ["CN=ops.example.com"]'})
+    assert "OK" in run_cli("config", "check", "-c", str(d / "kipuka.toml")).stderr
+
+
+def test_any_admin_subject_needs_a_ca_of_admins_alone(tmp_path):
+    from tests.helpers import make_test_ca
+    d = tmp_path / "d"
+    run_cli("init", str(d))
+    star = {r"^subjects = \[\].*$": 'subjects = ["*"]'}
+    edit_config(d / "kipuka.toml", {**ADMIN_CA_ON, **star})  # the device bundle: every device an admin
+    out = run_cli("config", "check", "-c", str(d / "kipuka.toml"), check=False)
+    assert out.returncode == 2 and "admin.subjects" in out.stderr and "every device" in out.stderr
+    served = run_cli("serve", "-c", str(d / "kipuka.toml"), "--listen", "127.0.0.1:1", check=False)
+    assert served.returncode != 0 and "every device" in served.stderr
+    admin_ca, _ = make_test_ca(d / "tls", "admin-ca")
+    edit_config(d / "kipuka.toml", {r'^client_ca = "tls/client-ca.pem"\nsubjects': f'client_ca = "tls/{admin_ca.name}"\nsubjects'})
+    assert "OK" in run_cli("config", "check", "-c", str(d / "kipuka.toml")).stderr
 
 
 def test_init_suggests_a_separate_admin_ca_and_sets_the_demo_domain(deployment):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
 
 from aiohttp import web
 from cryptography import x509
@@ -28,6 +29,10 @@ from kipuka.config import AdminConfig
 from kipuka.est.identity import client_certificate
 from kipuka.ra.authority import Authority
 from kipuka.store.records import utcnow
+
+if TYPE_CHECKING:
+    from kipuka.ca.base import CertificateAuthority
+    from kipuka.config import Config
 
 MAX_TOKEN = 256
 
@@ -105,3 +110,24 @@ async def _certificate_admin(cert: x509.Certificate, authority: Authority, cfg: 
         if ca.is_issuer_of(cert) and await authority.store.is_revoked(ca.id, format(cert.serial_number, "x")):
             raise AdminUnauthorized("admin certificate has been revoked")
     return f"cert:{subject}"
+
+
+def check_admin_anchors(config: "Config", cas: "Mapping[str, CertificateAuthority]") -> None:
+    """`[admin] subjects = ["*"]` trusts every certificate of `client_ca`: refuse it when that bundle
+    holds a certificate of one of kipuka's own CA chains (an issuing CA or its root), whose
+    certificates every enrolled device holds. Checked at start-up, reload and `kipuka config check`."""
+    from kipuka.config import ANY_SUBJECT, ConfigError
+    from kipuka.pem import load_certificates
+
+    admin = config.admin
+    if admin.client_ca is None or ANY_SUBJECT not in admin.subjects:
+        return
+    anchors = set(load_certificates(admin.client_ca))
+    for ca in cas.values():
+        for cert in ca.ca_certificates():
+            if cert in anchors:
+                raise ConfigError("admin.subjects", f'["*"] trusts every certificate of {admin.client_ca}, '
+                                  f"which holds {cert.subject.rfc4514_string()} of CA {ca.id!r}: every device "
+                                  "it enrolls would be an admin. Use a CA that issues admin certificates only, "
+                                  "or list the admin subjects")
+

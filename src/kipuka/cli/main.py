@@ -379,17 +379,23 @@ def _crl_publish(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from kipuka.admin.auth import check_admin_anchors
     from kipuka.ca.registry import build_ca
     from kipuka.pem import load_certificates
     from kipuka.ra.otp import OtpKeyring
     from kipuka.server.tls import server_context
 
     config = load_config(args.config)
+    cas = {}
     for ca in config.cas.values():
         try:
-            build_ca(ca)
+            cas[ca.id] = build_ca(ca)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"ca.{ca.id}", str(exc)) from None
+    try:
+        check_admin_anchors(config, cas)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("admin.client_ca", str(exc)) from None
     try:
         server_context(config.tls)
     except (OSError, ValueError) as exc:

@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from kipuka.admin.api import AdminApi
+from kipuka.admin.auth import check_admin_anchors
 from kipuka.brski.routes import BrskiFrontEnd
 from kipuka.ca.registry import build_ca
 from kipuka.config import Config, ConfigError, ListenOverrides, TLSConfig, load_config
@@ -41,6 +42,7 @@ log = logging.getLogger("kipuka.server")
 
 def build_authority(config: Config, store: AsyncStore) -> Authority:
     cas = {ca_id: build_ca(cfg) for ca_id, cfg in config.cas.items()}
+    check_admin_anchors(config, cas)  # [admin] subjects = ["*"] only with a CA of admins alone
     return Authority(config, cas, store, OtpKeyring.load(config.otp.key_file))
 
 
