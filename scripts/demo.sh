@@ -27,9 +27,15 @@ for port in "$est_port" "$admin_port" "$revocation_port"; do
     fi
 done
 
-if ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then
-    if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq curl openssl >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq curl openssl >/dev/null; fi
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
+# A minimal Debian's python3 lacks venv's pip bootstrap (ensurepip): python3-venv brings it.
+[ -x .venv/bin/kipuka ] || python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 if [ ! -x .venv/bin/kipuka ]; then
     python3 -m venv .venv
@@ -50,12 +56,13 @@ A one-time password for entity device-001 (single use, 24 h): $otp
 
 In another terminal, enroll a device (from the README walkthrough):
 
+  OTP=$otp
   curl -k -o cacerts.p7b https://localhost:$est_port/.well-known/est/cacerts
   base64 -d cacerts.p7b | openssl pkcs7 -inform DER -print_certs -out ca-chain.pem
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 \\
       -keyout device.key -out device.csr -nodes -subj "/CN=device-001.example.com"
   openssl req -in device.csr -outform DER | base64 > device.csr.b64
-  curl -X POST --cacert ca-chain.pem -u "device-001:$otp" \\
+  curl -X POST --cacert ca-chain.pem -u "device-001:\$OTP" \\
       -H "Content-Type: application/pkcs10" --data-binary @device.csr.b64 \\
       -o enrolled.p7b https://localhost:$est_port/.well-known/est/simpleenroll
   base64 -d enrolled.p7b | openssl pkcs7 -inform DER -print_certs -out device.crt

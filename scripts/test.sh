@@ -12,6 +12,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)   # a minimal Debian lacks it
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 [ -f /usr/share/java/bcpkix.jar ] || need+=(libbcpkix-java)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -58,7 +59,7 @@ echo "== pass 2: what the store does differently on PostgreSQL ($pg_url)"
 # chain, escrow, CMC replay, BRSKI, the console's lists, migrations, crash and concurrency); the
 # parsers, TLS and protocol suites do not touch the database and run once, in pass 1.
 KIPUKA_TEST_DATABASE="$pg_url" .venv/bin/python -m pytest -q "${parallel[@]}" \
-    tests/test_smoke.py tests/test_otp.py tests/test_mtls.py tests/test_approval.py tests/test_admin_api.py \
-    tests/test_revocation.py tests/test_audit_chain.py tests/test_concurrency.py tests/test_crash_recovery.py \
-    tests/test_migrations.py tests/console tests/unit/test_issuance_sql.py tests/test_brski.py \
-    tests/test_fullcmc.py tests/test_serverkeygen.py
+    tests/test_smoke.py tests/test_otp.py tests/test_mtls.py tests/test_hostile_device.py tests/test_approval.py \
+    tests/test_admin_api.py tests/test_revocation.py tests/test_audit_chain.py tests/test_concurrency.py \
+    tests/test_crash_recovery.py tests/test_migrations.py tests/console tests/unit/test_issuance_sql.py \
+    tests/test_brski.py tests/test_fullcmc.py tests/test_serverkeygen.py

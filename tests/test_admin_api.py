@@ -12,7 +12,7 @@ def admin(tmp_path_factory):
     from tests.helpers import make_server
     srv = make_server(tmp_path_factory.mktemp("admin"), replacements={
         r"^require_approval = false.*$": "require_approval = false",
-        r"^# client_ca = \"tls/client-ca.pem\".*$": 'client_ca = "tls/client-ca.pem"',
+        r"^# client_ca = \"tls/admin-ca.pem\".*$": 'client_ca = "tls/client-ca.pem"',  # with one subject
         r"^subjects = \[\].*$": 'subjects = ["CN=admin-ops.example.com"]'}).start()
     srv.token = admin_token(srv)
     yield srv

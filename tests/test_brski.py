@@ -28,7 +28,8 @@ def brski(tmp_path_factory):
     root = tmp_path_factory.mktemp("brski")
     acme, globex, masa_ca = make_ca("ACME IDevID CA"), make_ca("Globex IDevID CA"), make_ca("ACME MASA CA")
     masa_port = free_port()
-    server = make_server(root, append=f"""
+    server = make_server(root, replacements={  # LDevIDs are named SERIAL.devices.example
+        r"^dns_suffixes = .*$": 'dns_suffixes = ["example.com", "devices.example"]'}, append=f"""
 [brski]
 registrar_cert = "private/registrar.crt"
 registrar_key = "private/registrar.key"

@@ -32,7 +32,7 @@ def _post_on(tls: ssl.SSLSocket, path: str, body: bytes, auth: tuple[str, str] |
 
 def _enroll_linked(srv, version: ssl.TLSVersion, *, tamper: bool = False, cert=None, label=None, link=True):
     entity = unique()
-    otp = srv.otp(entity)
+    otp = srv.otp(entity, *(["--label", label] if label else []))
     ctx = ssl.create_default_context(cafile=srv.ca_bundle)
     ctx.minimum_version = ctx.maximum_version = version
     if cert:

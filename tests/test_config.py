@@ -142,3 +142,69 @@ def test_db_status_reports_the_schema_version(deployment):
     out = run_cli("db", "status", "-c", str(deployment / "kipuka.toml"))
     from kipuka.store.migrations import LATEST
     assert out.stdout.startswith(f"schema version {LATEST} (latest {LATEST})")
+
+
+# --- issue #16: admin access by any device certificate, and the new policy keys ------------------
+
+ADMIN_CA_ON = {r'^# client_ca = "tls/admin-ca.pem".*$': 'client_ca = "tls/client-ca.pem"'}
+
+
+def test_admin_client_ca_with_empty_subjects_is_a_configuration_error(tmp_path):
+    out, text = _broken(tmp_path, replacements=ADMIN_CA_ON)
+    assert out.returncode == 2 and "admin.subjects" in out.stderr and "every" in out.stderr
+    assert f"line {_line_of(text, 'subjects = []')}" in out.stderr
+    served = run_cli("serve", "-c", str(tmp_path / "d" / "kipuka.toml"), "--listen", "127.0.0.1:1", check=False)
+    assert served.returncode == 2 and "admin.subjects" in served.stderr
+
+
+def test_admin_client_ca_with_explicit_subjects_is_accepted(tmp_path):
+    d = tmp_path / "d"
+    run_cli("init", str(d))
+    edit_config(d / "kipuka.toml", {**ADMIN_CA_ON, r"^subjects = \[\].*$": 'subjects = ["CN=ops.example.com"]'})
+    assert "OK" in run_cli("config", "check", "-c", str(d / "kipuka.toml")).stderr
+
+
+def test_any_admin_subject_needs_a_ca_of_admins_alone(tmp_path):
+    from tests.helpers import make_test_ca
+    d = tmp_path / "d"
+    run_cli("init", str(d))
+    star = {r"^subjects = \[\].*$": 'subjects = ["*"]'}
+    edit_config(d / "kipuka.toml", {**ADMIN_CA_ON, **star})  # the device bundle: every device an admin
+    out = run_cli("config", "check", "-c", str(d / "kipuka.toml"), check=False)
+    assert out.returncode == 2 and "admin.subjects" in out.stderr and "every device" in out.stderr
+    served = run_cli("serve", "-c", str(d / "kipuka.toml"), "--listen", "127.0.0.1:1", check=False)
+    assert served.returncode != 0 and "every device" in served.stderr
+    admin_ca, _ = make_test_ca(d / "tls", "admin-ca")
+    edit_config(d / "kipuka.toml", {r'^client_ca = "tls/client-ca.pem"\nsubjects': f'client_ca = "tls/{admin_ca.name}"\nsubjects'})
+    assert "OK" in run_cli("config", "check", "-c", str(d / "kipuka.toml")).stderr
+
+
+def test_init_suggests_a_separate_admin_ca_and_sets_the_demo_domain(deployment):
+    text = (deployment / "kipuka.toml").read_text()
+    assert '# client_ca = "tls/admin-ca.pem"' in text and "never\n# tls/client-ca.pem" in text
+    policy = tomllib.loads(text)["policy"]
+    assert policy["dns_suffixes"] == ["example.com"] and policy["max_sans"] == 10
+    assert policy["subject_attributes"] == ["CN"] and policy["subject_unlisted"] == "refuse"
+
+
+@pytest.mark.parametrize("edit, key", [
+    ('dns_suffixes = ["*", "example.com"]', "policy.dns_suffixes"),
+    ('dns_suffixes = ["exa mple.com"]', "policy.dns_suffixes"),
+    ("max_sans = -1", "policy.max_sans"),
+    ('subject_attributes = ["CN", "nickname"]', "policy.subject_attributes"),
+    ('subject_unlisted = "ignore"', "policy.subject_unlisted"),
+    ('mtls_enroll_cas = ["nope"]', "policy.mtls_enroll_cas"),
+    ('subject_fixed = ["O"]', "policy.subject_fixed"),
+])
+def test_new_policy_keys_are_checked(tmp_path, edit, key):
+    name = edit.split(" ", 1)[0]
+    if name in ("mtls_enroll_cas", "subject_fixed"):  # not set in the generated file: added under [policy]
+        out, _ = _broken(tmp_path, replacements={r"^max_sans = 10.*$": f"max_sans = 10\n{edit}"})
+    else:
+        out, _ = _broken(tmp_path, replacements={rf"^{name} = .*$": edit})
+    assert out.returncode == 2 and key in out.stderr, out.stderr
+
+
+def test_a_label_named_any_is_a_configuration_error(tmp_path):
+    out, _ = _broken(tmp_path, append='\n[labels.any]\nca = "default"\n')
+    assert out.returncode == 2 and "labels.any" in out.stderr and "reserved" in out.stderr

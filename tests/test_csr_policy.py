@@ -12,7 +12,7 @@ from tests.helpers import b64, certs_from, certs_in_body, make_csr, new_key, uni
 
 def _enroll(server, der: bytes, label: str | None = None, entity: str | None = None):
     entity = entity or unique()
-    otp = server.otp(entity)
+    otp = server.otp(entity, *(["--label", label] if label else []))  # an OTP is valid on its own label only
     return server.post("simpleenroll", b64(der), auth=(entity, otp), label=label)
 
 
@@ -87,7 +87,8 @@ def test_wildcard_dns_name_is_400(server):
 
 
 def test_dns_name_outside_allowed_domains_is_400(fresh_server):
-    srv = fresh_server(replacements={r'^san_types = .*$': 'san_types = ["dns"]\ndns_suffixes = [".example.com"]'})
+    srv = fresh_server(replacements={r'^san_types = .*$': 'san_types = ["dns"]',
+                                     r'^dns_suffixes = .*$': 'dns_suffixes = [".example.com"]'})
     entity = unique()
     _, der = make_csr(f"{entity}.example.com", sans=[x509.DNSName(f"{entity}.evil.test")])
     r = _enroll(srv, der, entity=entity)
@@ -167,7 +168,7 @@ def test_each_label_signs_with_its_own_ca(server):
 
 def test_san_from_csr_is_issued(server):
     entity = unique()
-    sans = [x509.DNSName(f"{entity}.example.com"), x509.DNSName(f"{entity}-alt.example.com")]
+    sans = [x509.DNSName(f"{entity}.example.com"), x509.DNSName(f"{entity}.alt.example.com")]
     _, der = make_csr(f"{entity}.example.com", sans=sans)
     cert = certs_from(_enroll(server, der, entity=entity))[0]
     assert list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value) == sans

@@ -116,7 +116,7 @@ def test_rsa_size_is_a_dummy_key_of_that_length(srv):
 
 def test_csr_built_from_the_template_is_accepted(srv):
     entity = unique()
-    otp = srv.otp(entity)
+    otp = srv.otp(entity, "--label", "templated")
     template = template_of(csrattrs_der(srv, "templated"))
     curve = CURVES[str(decoder.decode(bytes(template["subjectPKInfo"]["algorithm"]["parameters"]))[0])]
     der = csr_from_template(template, ec.generate_private_key(curve),
@@ -160,7 +160,7 @@ C, O, OU, CN = NameOID.COUNTRY_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZA
 ])
 def test_csr_against_the_advertised_template_is_400(srv, case, make, reason):
     entity = unique()
-    otp = srv.otp(entity, "--uses", "2")
+    otp = srv.otp(entity, "--uses", "2", "--label", "templated")
     r = srv.post("simpleenroll", b64(make(f"{entity}.example.com")), label="templated", auth=(entity, otp))
     assert r.status_code == 400, (case, r.status_code, r.text)
     assert r.headers["Content-Type"].startswith("text/plain")
@@ -169,7 +169,7 @@ def test_csr_against_the_advertised_template_is_400(srv, case, make, reason):
 
 def test_rsa_key_below_the_advertised_size_is_400(srv):
     entity = unique()
-    otp = srv.otp(entity)
+    otp = srv.otp(entity, "--label", "rsa-templated")
     _, der = make_csr(f"{entity}.example.com", new_key("rsa2048"))
     r = srv.post("simpleenroll", b64(der), label="rsa-templated", auth=(entity, otp))
     assert r.status_code == 400 and r.text.strip() == "RSA key of 2048 bits is too small (minimum 3072)"
@@ -219,7 +219,7 @@ def test_kipuka_est_shows_the_template(srv, capsys):
 
 def test_kipuka_est_enrolls_from_the_template(srv, capsys, tmp_path):
     entity = unique()
-    otp = srv.otp(entity)
+    otp = srv.otp(entity, "--label", "templated")
     names = ("-u", entity, "--otp", otp, "--cn", f"{entity}.example.com", "--out-cert", str(tmp_path / "d.crt"),
              "--out-key", str(tmp_path / "d.key"))
     code, _, err = kipuka_est(srv, capsys, "enroll", *names)  # what the template asks for and is missing

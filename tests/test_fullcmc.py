@@ -247,10 +247,10 @@ def test_crmf_request_with_pop_signature_and_ski_signer_id(env):
 def test_crmf_without_pop_from_an_ra_is_pop_required_but_ra_verified_stands(env):
     key = new_key()
     b = _builder()
-    bpid = b.add_crm(cmc.build_crmf_request(key, cert_req_id=5, subject=_name(f"{unique()}.x"), pop=None))
+    bpid = b.add_crm(cmc.build_crmf_request(key, cert_req_id=5, subject=_name(f"{unique()}.example.com"), pop=None))
     failure(env, post(env, b.sign(env.ra.signer())), 400, CMCFailInfo.popRequired)
     b = _builder()
-    b.add_crm(cmc.build_crmf_request(key, cert_req_id=5, subject=_name(f"{unique()}.x"), pop="raVerified"))
+    b.add_crm(cmc.build_crmf_request(key, cert_req_id=5, subject=_name(f"{unique()}.example.com"), pop="raVerified"))
     parsed = answer(env, post(env, b.sign(env.ra.signer())))
     assert statuses(parsed)[bpid].status == CMCStatus.success
 

@@ -67,6 +67,8 @@ def test_expired_otp_is_401(server):
     time.sleep(1.5)
     _, r = _enroll(server, entity, otp)
     assert r.status_code == 401 and "expired" in r.text
+    (listed,) = server.cli("otp", "list", "--entity", entity).stdout.splitlines()  # as the admin API says it
+    assert listed.endswith("\texpired") and "\t(unlabeled)\t" in listed, listed
 
 
 def test_multi_use_otp_gives_exactly_its_uses(server):

@@ -119,7 +119,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Server:
 def pool(srv: Server) -> tuple[str, str]:
     """One many-use OTP for tests that are not about OTPs (each `kipuka otp create` is a process start)."""
     entity = unique("keygen")
-    return entity, srv.otp(entity, "--uses", "1000")
+    return entity, srv.otp(entity, "--uses", "1000", "--label", "any")  # every label
 
 
 # --- CSRs with RFC 7030 4.4.1 attributes ---------------------------------------------------------
@@ -232,7 +232,8 @@ def post(srv: Server, der: bytes, label: str | None = "keygen", **kwargs) -> req
     return srv.post("serverkeygen", b64(der), label=label, **kwargs)
 
 
-def otp_for(srv: Server, label: str | None = None) -> tuple[str, str]:
+def otp_for(srv: Server, label: str | None = "keygen") -> tuple[str, str]:
+    """A single-use OTP for one label (`post`'s default, keygen, unless told)."""
     entity = unique()
     return entity, srv.otp(entity, *(["--label", label] if label else []))
 
@@ -456,7 +457,7 @@ def test_no_key_is_delivered_when_escrow_fails(srv: Server):
 
     from kipuka.store import schema
 
-    entity, otp = otp_for(srv)
+    entity, otp = otp_for(srv, "keygen-escrow")
     _, der = keygen_csr(f"{entity}.example.com")
     engine = _engine(srv)
     try:
@@ -521,7 +522,7 @@ def test_unknown_or_foreign_kek_identifier_is_400(srv: Server, pool, kek_id: byt
 
 
 def test_forbidden_delivery_is_400_never_a_downgrade(srv: Server):
-    entity, otp = otp_for(srv)
+    entity, otp = otp_for(srv, "keygen-pkcs8,keygen")  # a list of labels
     # the pkcs8-only label refuses a CSR that asks for symmetric encryption
     _, der = keygen_csr(f"{entity}.example.com", attributes=[(DECRYPT_KEY_ID, octet_string(KEK_ID))])
     assert_plain(post(srv, der, label="keygen-pkcs8", auth=(entity, otp)), 400,

@@ -101,7 +101,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory, java) -> Server:
 @pytest.fixture(scope="module")
 def pool(srv: Server) -> tuple[str, str]:
     entity = unique("bc")
-    return entity, srv.otp(entity, "--uses", "100")
+    return entity, srv.otp(entity, "--uses", "100", "--label", "any")  # every label
 
 
 def _bc_est_client(srv: Server, pool, java, tmp_path: Path, mode: str) -> None:

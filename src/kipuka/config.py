@@ -27,6 +27,7 @@ SERVERKEYGEN_KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096",
 DELIVERIES = ("csr-key", "asymmetric", "symmetric", "pkcs8")
 ID_KP_CMC_RA = "1.3.6.1.5.5.7.3.28"  # RFC 6402: an RA agent may act for others in Full CMC
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ANY_LABEL = "any"  # an OTP valid on every label (`kipuka otp create --label any`): no label may be named so
 
 
 class ConfigError(Exception):
@@ -67,8 +68,18 @@ class Policy:
     validity_days: int = 365
     validity: int = 0  # seconds ("10m", "12h"); when set, replaces validity_days (short-lived certificates)
     ekus: tuple[str, ...] = ("clientAuth",)
-    otp_name_rule: str = "prefix"
+    otp_name_rule: str = "prefix"  # the entity id, then a boundary: "." (CN, DNS, URI host), "@" (email) or the end
+    # Domains every name must lie under (DNS SANs, email domains, URI hosts, a dotted CN); () allows none,
+    # ("*",) any. `kipuka init` writes the demo's domain.
     dns_suffixes: tuple[str, ...] = ()
+    max_sans: int = 10  # subject alternative names per certificate
+    # Subject attribute types a requester may fill in (those subject_rdns names are allowed too); any
+    # other is refused (403) or, with subject_unlisted = "drop", left out of the certificate
+    subject_attributes: tuple[str, ...] = ("CN",)
+    subject_unlisted: str = "refuse"
+    subject_fixed: tuple[str, ...] = ()  # "O=Example Corp": attributes the CA puts in every certificate itself
+    # Other [ca.ID]s whose certificate holders may /simpleenroll here over mTLS (the label's own CA always may)
+    mtls_enroll_cas: tuple[str, ...] = ()
     san_types: tuple[str, ...] = ("dns", "ip", "email", "uri")
     require_common_name: bool = True
     allow_subject_change: bool = False
@@ -363,17 +374,42 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
             raise ConfigError(key, f"a label may not be named like the EST operation {name!r}")
         if not LABEL_RE.match(name):
             raise ConfigError(key, "label names are letters, digits, '.', '_' and '-' (at most 64)")
+        if name == ANY_LABEL:
+            raise ConfigError(key, f"{ANY_LABEL!r} is reserved: an OTP made with --label any is valid on every label")
         ca_id = table.get("ca", est.default_ca)
         if ca_id not in cas:
             raise ConfigError(f"{key}.ca", f"no [ca.{ca_id}] table")
         rest = {k: v for k, v in table.items() if k != "ca"}
         labels[name] = Label(name, ca_id, _policy(rest, key, base, default_policy))
+    for name, label in labels.items():
+        for other in label.policy.mtls_enroll_cas:
+            if other not in cas:
+                raise ConfigError(f"labels.{name}.mtls_enroll_cas" if name else "policy.mtls_enroll_cas",
+                                  f"no [ca.{other}] table")
+    _check_admin(admin)
     brski = None
     if "brski" in data:
         from kipuka.brski.settings import parse_brski  # it builds on this module's helpers
         brski = parse_brski(data["brski"], base, set(labels))
     return Config(path, server, tls, database, otp, est, cas, labels, admin, revocation, audit, ratelimit=ratelimit,
                   brski=brski)
+
+
+ANY_SUBJECT = "*"  # [admin] subjects = ["*"]: any certificate of client_ca (a CA that issues only admins)
+
+
+def _check_admin(admin: AdminConfig) -> None:
+    """An admin client certificate must name an explicit subject: with `client_ca` set, an empty
+    `subjects` would let every certificate chaining to it administer the server."""
+    if admin.client_ca is not None and not admin.subjects:
+        raise ConfigError("admin.subjects", "client_ca is set but subjects is empty, which would let every "
+                          "certificate chaining to client_ca (an enrolled device's too) administer the server: list "
+                          'the admin subjects (e.g. ["CN=ops.example.com"]), or ["*"] when client_ca is a CA that '
+                          "issues admin certificates and nothing else")
+    if ANY_SUBJECT in admin.subjects and len(admin.subjects) > 1:
+        raise ConfigError("admin.subjects", '"*" stands alone (any certificate of client_ca)')
+    if ANY_SUBJECT in admin.subjects and admin.client_ca is None:
+        raise ConfigError("admin.subjects", '"*" needs client_ca (a CA that issues admin certificates only)')
 
 
 def _check_limits(server: ServerConfig) -> None:
@@ -450,6 +486,24 @@ def _policy(table: dict[str, Any], key: str, base: Path, parent: Policy) -> Poli
             raise ConfigError(f"{key}.serverkeygen_deliveries", f"unknown delivery {d!r}; known: {', '.join(DELIVERIES)}")
     if policy.escrow and policy.escrow_cert is None:
         raise ConfigError(f"{key}.escrow_cert", "escrow = true needs an escrow (key recovery) certificate")
+    for suffix in policy.dns_suffixes:
+        if suffix != "*" and not re.match(r"^\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$", suffix):
+            raise ConfigError(f"{key}.dns_suffixes", f"{suffix!r} is not a domain such as example.com "
+                              '(or "*" for any domain)')
+    if "*" in policy.dns_suffixes and len(policy.dns_suffixes) > 1:
+        raise ConfigError(f"{key}.dns_suffixes", '"*" (any domain) stands alone')
+    if not 0 <= policy.max_sans <= 1000:
+        raise ConfigError(f"{key}.max_sans", "must be between 0 and 1000")
+    for name in policy.subject_attributes:
+        if rdn_type_oid(name) is None:
+            raise ConfigError(f"{key}.subject_attributes", f"unknown subject attribute type {name!r}; use one of "
+                              f"{', '.join(RDN_TYPES)} or a dotted OID")
+    _check_subject_rdns(policy.subject_fixed, f"{key}.subject_fixed")
+    for entry in policy.subject_fixed:
+        if "=" not in entry:
+            raise ConfigError(f"{key}.subject_fixed", f"{entry!r} has no value: write TYPE=VALUE (the CA sets it)")
+    if policy.subject_unlisted not in ("refuse", "drop"):
+        raise ConfigError(f"{key}.subject_unlisted", 'must be "refuse" or "drop"')
     if policy.otp_name_rule not in NAME_RULES:
         raise ConfigError(f"{key}.otp_name_rule", "must be exact, prefix or any")
     _check_subject_rdns(policy.subject_rdns, f"{key}.subject_rdns")

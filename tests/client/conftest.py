@@ -62,7 +62,7 @@ def otp_pool(server) -> tuple[str, str]:
     """
     from tests.helpers import unique
     entity = unique("est-client")
-    return entity, server.otp(entity, "--uses", "1000")
+    return entity, server.otp(entity, "--uses", "1000", "--label", "any")
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +73,7 @@ def keygen_server(tmp_path_factory: pytest.TempPathFactory):
 
     srv = make_keygen_server(tmp_path_factory.mktemp("client-keygen")).start()
     entity = unique("keygen-client")
-    yield srv, entity, srv.otp(entity, "--uses", "1000")
+    yield srv, entity, srv.otp(entity, "--uses", "1000", "--label", "any")
     srv.stop()
 
 

@@ -31,10 +31,10 @@ def server(agent_srv):
 def test_agent_enrolls_once_with_the_otp_then_renews_each_certificate_at_its_threshold(server, tmp_path):
     hook_log = tmp_path / "hook.log"
     rotating, keeping = unique("rot"), unique("keep")
-    e_rot = entry(tmp_path, "rot", rotating, server.otp(rotating), label="short", renew_before="100s",
+    e_rot = entry(tmp_path, "rot", rotating, server.otp(rotating, "--label", "short"), label="short", renew_before="100s",
                   rotate_key=True, post_renew=f"env | grep ^KIPUKA_EST_ | sort >> {hook_log}; echo --- >> {hook_log}",
                   chain=str(tmp_path / "rot-chain.pem"), key_mode="0640")
-    e_keep = entry(tmp_path, "keep", keeping, server.otp(keeping), label="short", renew_before="25%",
+    e_keep = entry(tmp_path, "keep", keeping, server.otp(keeping, "--label", "short"), label="short", renew_before="25%",
                    rotate_key=False, post_renew=["touch", str(tmp_path / "keep.reloaded")])
     config = write_config(tmp_path / "agent.toml", server, {"rot": e_rot, "keep": e_keep},
                           prometheus_textfile=str(tmp_path / "kipuka-est.prom"))

@@ -29,7 +29,7 @@ def server(agent_srv):
 def test_agent_resumes_a_held_request_after_kill_9_with_the_same_key_and_one_otp_use(server, tmp_path):
     token = admin_token(server)
     entity = unique("held")
-    e = entry(tmp_path, "dev", entity, server.otp(entity), label="held")  # a single-use OTP
+    e = entry(tmp_path, "dev", entity, server.otp(entity, "--label", "held"), label="held")  # a single-use OTP
     config = write_config(tmp_path / "agent.toml", server, {"dev": e})
     log = tmp_path / "agent.log"
     agent = start_agent(config, log)
@@ -57,7 +57,7 @@ def test_agent_resumes_a_held_request_after_kill_9_with_the_same_key_and_one_otp
 
 def test_kill_9_at_any_moment_never_leaves_a_key_that_does_not_match_its_certificate(server, tmp_path):
     entity = unique("kill")
-    e = entry(tmp_path, "dev", entity, server.otp(entity), label="short", rotate_key=True, renew_before="1s")
+    e = entry(tmp_path, "dev", entity, server.otp(entity, "--label", "short"), label="short", rotate_key=True, renew_before="1s")
     config = write_config(tmp_path / "agent.toml", server, {"dev": e})
     assert run_agent(config, "--once").returncode == 0
     # how long a whole forced renewal takes on this machine now: the kills are spread over all of it
@@ -90,7 +90,7 @@ def test_kill_9_at_any_moment_never_leaves_a_key_that_does_not_match_its_certifi
 def test_agent_rides_out_a_server_that_is_down_for_a_while_enrolling_and_renewing_when_it_returns(tmp_path):
     srv = agent_server(tmp_path)  # made, not started: the agent starts during an outage
     entity = unique("outage")
-    e = entry(tmp_path, "dev", entity, srv.otp(entity, "--uses", "1"), label="short", renew_before="115s")
+    e = entry(tmp_path, "dev", entity, srv.otp(entity, "--uses", "1", "--label", "short"), label="short", renew_before="115s")
     config = write_config(tmp_path / "agent.toml", srv, {"dev": e}, check_interval="2s")
     log = tmp_path / "agent.log"
     agent = start_agent(config, log)

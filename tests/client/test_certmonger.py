@@ -159,7 +159,7 @@ def test_getcert_request_on_a_held_label_waits_until_an_officer_approves(server,
     token = admin_token(server)
     entity = unique("cmheld")
     otp_file = tmp_path / "otp"
-    otp_file.write_text(server.otp(entity))
+    otp_file.write_text(server.otp(entity, "--label", "held"))
     crt, key = tmp_path / "held.crt", tmp_path / "held.key"
     certmonger.getcert("add-ca", "-c", f"kipuka-{entity}", "-e",
                        " ".join([HELPER, *helper_args(server, entity, otp_file, crt, key)]))
@@ -237,7 +237,7 @@ def test_helper_submit_then_poll_a_held_request_with_certmongers_cookie(server, 
     token = admin_token(server)
     entity = unique("cmpoll")
     otp_file = tmp_path / "otp"
-    otp_file.write_text(server.otp(entity))
+    otp_file.write_text(server.otp(entity, "--label", "held"))
     csr = csr_pem(f"{entity}.example.com")
     args = helper_args(server, entity, otp_file)
     first = run_helper("SUBMIT", args, CERTMONGER_CSR=csr, CERTMONGER_CA_PROFILE="held")

@@ -43,7 +43,7 @@ def _mode(path) -> int:
 def test_enroll_held_past_max_wait_keeps_its_key_and_a_rerun_resumes_the_same_request(server, run, tmp_path):
     token = admin_token(server)
     entity = unique("held")
-    otp = server.otp(entity)  # single use: a second use would be refused
+    otp = server.otp(entity, "--label", "held")  # single use: a second use would be refused
     crt, key = tmp_path / "dev.crt", tmp_path / "dev.key"
     args = ("enroll", "-l", "held", "-u", entity, "--otp", otp, "--cn", f"{entity}.example.com",
             "--out-cert", str(crt), "--out-key", str(key), "--max-wait", "0")
@@ -66,7 +66,7 @@ def test_enroll_held_past_max_wait_keeps_its_key_and_a_rerun_resumes_the_same_re
 
 def test_enroll_new_request_discards_a_kept_one(server, run, tmp_path):
     entity = unique("again")
-    otp = server.otp(entity, "--uses", "2")
+    otp = server.otp(entity, "--uses", "2", "--label", "held")
     args = ("enroll", "-l", "held", "-u", entity, "--otp", otp, "--cn", f"{entity}.example.com",
             "--out-cert", str(tmp_path / "c"), "--out-key", str(tmp_path / "k"), "--max-wait", "0")
     assert run(*args)[0] == 7

@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 # admin client certificates accepted for one subject (as tests/test_admin_api.py does).
 CONSOLE_CONFIG = {
     r'^retry_after = "60s".*$': 'retry_after = "1s"',
-    r'^# client_ca = "tls/client-ca.pem".*$': 'client_ca = "tls/client-ca.pem"',
+    r'^# client_ca = "tls/admin-ca.pem".*$': 'client_ca = "tls/client-ca.pem"',
     r"^subjects = \[\].*$": 'subjects = ["CN=console-admin.example.com"]',
 }
 HELD_LABEL = '\n[labels.held]\nca = "default"\nrequire_approval = true\n'

@@ -178,7 +178,10 @@ def test_otp_batch_csv_download_and_curl_enrollment(console, tmp_path):
     console.login()
     console.open("/console/otp")
     console.page.get_by_label("Entity IDs, one per line (up to 1000)").fill("\n".join(entities))
-    console.page.get_by_label("Valid on EST label").select_option("iot-fleet")
+    scope = console.page.get_by_label("Valid on EST label")  # the unlabeled path unless chosen (issue #16)
+    assert scope.input_value() == "" and scope.locator("option").first.inner_text() == "Unlabeled path only"
+    assert scope.locator("option[value=any]").inner_text() == "Any label"
+    scope.select_option("iot-fleet")
     console.page.get_by_label("Valid for").fill("2h")
     console.page.get_by_role("button", name="Create").click()
     console.page.locator("#created").wait_for()

@@ -22,6 +22,7 @@ from kipuka.est import fullcmc as est_fullcmc
 from kipuka.est.identity import basic_credentials
 from kipuka.keydelivery.multipart import MultipartError, parse_media_type, parse_multipart_mixed
 from kipuka.ra import csr as csrcheck
+from kipuka.ra import name_policy, subject_policy
 from kipuka.ra.change_subject import change_subject_name
 from kipuka.ra.keygen_request import read_ask
 from kipuka.ra.linking import check_linking
@@ -48,7 +49,8 @@ def check_csr(der_csr: bytes, pol: Policy, binding: tuple[str, bytes] | None) ->
     _expected(check_linking, csr, lambda: binding, pol, False)
     san = _expected(csrcheck.requested_san, csr)
     _expected(csrcheck.check_names, csr.subject, san, pol)
-    _expected(csrcheck.check_names_for_entity, csr.subject, san, "device-1", pol.otp_name_rule)
+    _expected(name_policy.check_names_for_entity, csr.subject, san, "device-1", pol.otp_name_rule)
+    _expected(subject_policy.certified_subject, csr.subject, pol)
     _expected(change_subject_name, der_csr)
     _expected(read_ask, der_csr)
     if pop:  # a CSR that passed proof of possession has a usable key and names for the certificate

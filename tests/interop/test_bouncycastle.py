@@ -145,7 +145,7 @@ def _issued(m: Matrix, c: dict, label: str, *, cn: str, auth: str) -> x509.Certi
 
 def _cn(m: Matrix, label: str, tls: str, suffix: str = "") -> str:
     tag = tls.replace("TLSv", "t").replace(".", "")
-    return f"{m.entities[label]}-{tag}{'-' + label if label else ''}{suffix}.example.com"
+    return f"{m.entities[label]}.{tag}{'-' + label if label else ''}{suffix}.example.com"
 
 
 # --- the cells -------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def label_chain(server: Server, work: Path, label: str) -> str:
 
 def enroll(server: Server, work: Path, entity: str, label: str) -> None:
     """The page's key + CSR and OTP enrollment (on `label`), decoded to device.crt."""
-    otp = server.otp(entity)
+    otp = server.otp(entity, *(["--label", label] if label else []))
     sh(adapt(PAGE_KEY_AND_CSR, server, entity), work)
     page = PAGE_ENROLL_LABEL.replace("corp-devices", label) if label else PAGE_ENROLL_OTP
     sh(adapt(page, server, entity, otp), work)

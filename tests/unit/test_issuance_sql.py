@@ -79,6 +79,23 @@ def test_an_otp_use_is_spent_once_and_a_retry_with_the_same_key_is_recovered(sto
     assert store.certificate_status("ca", "aa02") is None and store.certificate_status("ca", "aa03") is None
 
 
+def test_a_retry_with_the_same_key_and_other_names_is_not_recovered(store):
+    otp_id = _otp(store, uses=1)
+    now = dt.datetime.now(UTC)
+    window = dt.timedelta(minutes=10)
+    first = _cert("ee01", otp_id, at=now)
+    assert store.issue_with_otp(otp_id, first, AuditEvent(event="enroll", outcome="success"), now, window)[0] \
+        == "issued"
+    renamed = dataclasses.replace(_cert("ee02", otp_id, at=now), sans="dev-1.example.com,dev-1.admin.example.com")
+    assert store.issue_with_otp(otp_id, renamed, AuditEvent(event="enroll", outcome="success"), now, window) \
+        == ("different", None)
+    assert store.recovered_certificate(otp_id, first.pubkey_sha256, now - window, renamed.subject,
+                                       renamed.sans) == (None, True)
+    assert store.recovered_certificate(otp_id, first.pubkey_sha256, now - window, first.subject,
+                                       first.sans) == (first.der, False)
+    assert store.certificate_status("ca", "ee02") is None
+
+
 def test_an_expired_otp_is_not_spent(store):
     otp_id = _otp(store, uses=1, ttl=dt.timedelta(seconds=1))
     later = dt.datetime.now(UTC) + dt.timedelta(seconds=5)

@@ -25,7 +25,7 @@ from kipuka.admin.openapi import document
 from kipuka.config import Config, parse_duration
 from kipuka.errors import BadRequest, Conflict, Forbidden, KipukaError, NotFound, Unavailable
 from kipuka.ra.authority import Authority
-from kipuka.ra.otp import ENTITY_RE, issue_otp
+from kipuka.ra.otp import ENTITY_RE, issue_otp, otp_scope, otp_status, scope_json
 from kipuka.ra.revocation import REASONS
 from kipuka.store import CertRecord, PendingRecord
 from kipuka.store.browse import Page
@@ -175,7 +175,7 @@ class AdminApi:
         for entity, label, ttl, uses in specs:
             otp_id, secret = await _in_thread(issue_otp, authority.store.store, authority.keyring, entity, label,
                                               ttl, uses, known, request["admin"])
-            created.append({"id": otp_id, "entity": entity, "label": label, "otp": secret, "uses": uses,
+            created.append({"id": otp_id, "entity": entity, "label": scope_json(label), "otp": secret, "uses": uses,
                             "expires_at": _iso(utcnow() + dt.timedelta(seconds=ttl))})
         return web.json_response({"items": created}, status=201)
 
@@ -189,11 +189,16 @@ class AdminApi:
         entity, label = item.get("entity"), item.get("label")
         if not isinstance(entity, str) or not ENTITY_RE.match(entity):
             raise ApiError(400, "bad_request", f"{where}.entity must be 1-255 characters, no ':' or control characters")
-        if label is not None and not isinstance(label, str):
-            raise ApiError(400, "bad_request", f"{where}.label must be a string or null")
-        label = label or None  # "" is the unlabeled path: an OTP valid on every label
-        if label is not None and label not in self._config().labels:
-            raise ApiError(404, "not_found", f"{where}.label: unknown EST label {label[:64]!r}")
+        if label is not None and not isinstance(label, str) and not (
+                isinstance(label, list) and all(isinstance(x, str) for x in label)):
+            raise ApiError(400, "bad_request", f"{where}.label must be a label name, a list of them, \"any\" or null")
+        known = {name for name in self._config().labels if name}
+        try:  # null or "": the unlabeled path only; "any": every label (an explicit choice)
+            label = otp_scope(label, known)
+        except BadRequest as exc:
+            raise ApiError(404 if "unknown EST label" in exc.reason else 400,
+                           "not_found" if "unknown EST label" in exc.reason else "bad_request",
+                           f"{where}.label: {exc.reason}") from None
         uses = _integral(item.get("uses", 1))
         if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= 1000:
             raise ApiError(400, "bad_request", f"{where}.uses must be an integer from 1 to 1000")
@@ -466,11 +471,8 @@ def _page(items: list[dict[str, Any]], next_id: int | None) -> web.Response:
 
 
 def _otp_json(o: OtpRecord) -> dict[str, Any]:
-    now = utcnow()
-    status = "revoked" if o.revoked_at else ("spent" if o.uses_left <= 0 else
-                                             ("expired" if o.expires_at <= now else "active"))
-    return {"id": o.id, "entity": o.entity, "label": o.label, "uses_total": o.uses_total, "uses_left": o.uses_left,
-            "created_at": _iso(o.created_at), "expires_at": _iso(o.expires_at), "status": status}
+    return {"id": o.id, "entity": o.entity, "label": scope_json(o.label), "uses_total": o.uses_total, "uses_left": o.uses_left,
+            "created_at": _iso(o.created_at), "expires_at": _iso(o.expires_at), "status": otp_status(o, utcnow())}
 
 
 def _request_json(r: PendingRecord | None) -> dict[str, Any]:

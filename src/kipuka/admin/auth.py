@@ -2,8 +2,9 @@
 client certificate.
 
 A client certificate must chain to [admin] client_ca (checked by the TLS
-handshake), be within its dates, not be revoked when kipuka issued it, and,
-when [admin] subjects is set, carry one of those subjects.
+handshake), be within its dates, not be revoked when kipuka issued it, and
+carry one of the [admin] subjects ("*": any, for a CA that issues only admin
+certificates; an empty list with client_ca set is a configuration error).
 
 Browsers send a session cookie and a client certificate by themselves, even on
 a request another site makes them send; so a state-changing request authenticated
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
 
 from aiohttp import web
 from cryptography import x509
@@ -27,6 +29,10 @@ from kipuka.config import AdminConfig
 from kipuka.est.identity import client_certificate
 from kipuka.ra.authority import Authority
 from kipuka.store.records import utcnow
+
+if TYPE_CHECKING:
+    from kipuka.ca.base import CertificateAuthority
+    from kipuka.config import Config
 
 MAX_TOKEN = 256
 
@@ -98,9 +104,30 @@ async def _certificate_admin(cert: x509.Certificate, authority: Authority, cfg: 
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise AdminUnauthorized("admin certificate is expired or not yet valid")
     subject = cert.subject.rfc4514_string()
-    if cfg.subjects and subject not in cfg.subjects:
+    if not cfg.subjects or ("*" not in cfg.subjects and subject not in cfg.subjects):  # config.py refuses empty
         raise AdminUnauthorized(f"certificate subject {subject} is not an admin")
     for ca in authority.cas.values():
         if ca.is_issuer_of(cert) and await authority.store.is_revoked(ca.id, format(cert.serial_number, "x")):
             raise AdminUnauthorized("admin certificate has been revoked")
     return f"cert:{subject}"
+
+
+def check_admin_anchors(config: "Config", cas: "Mapping[str, CertificateAuthority]") -> None:
+    """`[admin] subjects = ["*"]` trusts every certificate of `client_ca`: refuse it when that bundle
+    holds a certificate of one of kipuka's own CA chains (an issuing CA or its root), whose
+    certificates every enrolled device holds. Checked at start-up, reload and `kipuka config check`."""
+    from kipuka.config import ANY_SUBJECT, ConfigError
+    from kipuka.pem import load_certificates
+
+    admin = config.admin
+    if admin.client_ca is None or ANY_SUBJECT not in admin.subjects:
+        return
+    anchors = set(load_certificates(admin.client_ca))
+    for ca in cas.values():
+        for cert in ca.ca_certificates():
+            if cert in anchors:
+                raise ConfigError("admin.subjects", f'["*"] trusts every certificate of {admin.client_ca}, '
+                                  f"which holds {cert.subject.rfc4514_string()} of CA {ca.id!r}: every device "
+                                  "it enrolls would be an admin. Use a CA that issues admin certificates only, "
+                                  "or list the admin subjects")
+

@@ -23,6 +23,7 @@ from cryptography import x509
 from kipuka.brski import idevid
 from kipuka.errors import Forbidden
 from kipuka.ra import csr as csrcheck
+from kipuka.ra import name_policy
 from kipuka.ra.requester import Requester
 from kipuka.ra.trail import stored
 from kipuka.store import AuditEvent, CertRecord
@@ -64,7 +65,7 @@ class PledgeEnrollment:
         rule, serial = reg.settings.name_rule, pledge.serial_number
 
         def names(csr: x509.CertificateSigningRequest, san: x509.SubjectAlternativeName | None) -> None:
-            csrcheck.check_names_for_entity(csr.subject, san, serial, rule)
+            name_policy.check_names_for_entity(csr.subject, san, serial, rule)
 
         async def record(cert: CertRecord, audit: AuditEvent) -> None:
             await reg.store.record_ldevid(cert, audit, pledge.id)

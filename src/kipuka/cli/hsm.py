@@ -241,7 +241,7 @@ def hsm_demo_ca(config_path: Path, args: argparse.Namespace, ca_id: str = "iot-f
         pin_env=args.hsm_pin_env, pin_file=args.hsm_pin_file, key_label=f"kipuka-{ca_id}",
         key_type=args.key_type if args.key_type in KEY_TYPES else "ec-p256",
         common_name=f"kipuka demo {ca_id} Issuing CA (HSM)", org="kipuka demo",
-        issuer_cert=target / "ca" / "root.pem", issuer_key=target / "private" / "root.key",
+        issuer_cert=target / "ca" / "root.pem", issuer_key=getattr(args, "root_key_out", None) or target / "private" / "root.key",
         cert_out=target / "ca" / f"{ca_id}.pem", base=target)
     text = config_path.read_text(encoding="utf-8")
     pattern = re.compile(rf"^\[ca\.{re.escape(ca_id)}\]\n(?:(?!\[).*\n)*", flags=re.M)

@@ -8,6 +8,7 @@ Layout (private keys apart from what is served, in a 0700 folder, files 0600):
     DIR/tls/server.pem         TLS server certificate + its issuing CA (localhost, 127.0.0.1, ::1)
     DIR/tls/client-ca.pem      trust anchors for client certificates: the issuing CAs and the root
     DIR/private/*.key          CA and TLS private keys; otp-hmac.keys, the OTP hashing keys
+                               (root.key: only until it is taken offline, or elsewhere with --root-key-out)
     DIR/dogtag/, DIR/upstream/ with --dogtag-url / --upstream-url: the files given, copied
                                (their keys and passwords into DIR/private); see cli/init_backends.py
     DIR/ca/pq*.pem             with --pq: ML-DSA-65 CAs for the pq and pq-mixed labels (cli/init_pq.py)
@@ -15,6 +16,7 @@ Layout (private keys apart from what is served, in a 0700 folder, files 0600):
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,9 +37,11 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
                     hostnames: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
                     listen: str = "0.0.0.0:9443", admin_listen: str = "127.0.0.1:9444",
                     revocation_listen: str = "0.0.0.0:9080", backends: Backends | None = None,
-                    pq: bool = False) -> Path:
+                    pq: bool = False, domains: tuple[str, ...] = ("example.com",),
+                    root_key_out: Path | None = None) -> Path:
     """Write the deployment; `backends` adds Dogtag/upstream-EST CAs (else they appear as commented examples),
-    `pq` the ML-DSA labels pq and pq-mixed (kipuka.cli.init_pq)."""
+    `pq` the ML-DSA labels pq and pq-mixed (kipuka.cli.init_pq). The root CA key goes to
+    `root_key_out` (removable media, say) instead of DIR/private/root.key: the server never reads it."""
     backends = backends or Backends()
     if key_type not in KEY_TYPES:
         raise ValueError(f"unknown key type {key_type!r}; choose from {', '.join(KEY_TYPES)}")
@@ -45,6 +49,12 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
     config_path = target / "kipuka.toml"
     if config_path.exists():
         raise FileExistsError(f"{config_path} already exists; choose an empty directory")
+    root_key_path = root_key_path_for(target, root_key_out)
+    if root_key_out is not None:
+        if root_key_path.exists():
+            raise FileExistsError(f"--root-key-out {root_key_path} already exists")
+        if not root_key_path.parent.is_dir():
+            raise FileNotFoundError(f"--root-key-out: no directory {root_key_path.parent}")
     for sub in ("ca", "tls"):
         (target / sub).mkdir(parents=True, exist_ok=True)
     private = target / "private"
@@ -53,7 +63,7 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
 
     root_key = generate_private_key(key_type)
     root = make_root(root_key, f"{org} Root CA", org)  # type: ignore[arg-type]
-    _write_key(private / "root.key", root_key)
+    _write_key(root_key_path, root_key)
     _write(target / "ca" / "root.pem", certificates_pem([root]))
     issuing = {}
     for ca_id in CA_IDS:
@@ -79,9 +89,23 @@ def init_deployment(target: Path, key_type: str = "ec-p256", org: str = "kipuka 
     public_port = revocation_listen.rpartition(":")[2] if revocation_listen else "9080"
     text = CONFIG_TEMPLATE.format(
         listen=listen, admin_listen=admin_listen, revocation_listen=revocation_listen,
-        base_url=f"http://{hostnames[0]}:{public_port}")
+        base_url=f"http://{hostnames[0]}:{public_port}", dns_suffixes=json.dumps(list(domains)))
     _write(config_path, (text + (pq_cas.config if pq_cas else "") + backends.install(target)).encode())
     return config_path
+
+
+def root_key_path_for(target: Path, root_key_out: Path | None) -> Path:
+    return root_key_out.resolve() if root_key_out is not None else target.resolve() / "private" / "root.key"
+
+
+def root_key_advice(root_key: Path, elsewhere: bool = False) -> str:
+    """What `kipuka init` tells the operator about the root key: where it is, and that it belongs offline."""
+    head = (f"kipuka: the root CA key is {root_key}. The server never uses it: it signed the issuing CAs "
+            "and is needed again only to make or renew one. ")
+    if elsewhere:
+        return head + "Keep it offline (the media disconnected, or in a vault)."
+    return head + ("Take it offline: copy it to encrypted removable media (or a vault), then remove it here "
+                   f"(shred -u {root_key}); `kipuka init --root-key-out PATH` writes it there in the first place.")
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -133,7 +157,10 @@ pending_ttl = "7d"              # a request not approved by then expires (its OT
 
 [admin]
 listen = "{admin_listen}"  # admin API (HTTPS, JSON); "" disables it
-# client_ca = "tls/client-ca.pem" # admin client certificates, with subjects below
+# Admin client certificates: use a CA of their own that issues nothing else, never
+# tls/client-ca.pem (every enrolled device's certificate chains to that), and list
+# the admin subjects; client_ca with an empty subjects is refused.
+# client_ca = "tls/admin-ca.pem"
 subjects = []                   # e.g. ["CN=admin.example.com"]; tokens: `kipuka admin token create NAME`
 
 [revocation]
@@ -172,14 +199,21 @@ key_types = ["ec-p256", "ec-p384", "rsa"]
 rsa_min_bits = 2048
 validity_days = 365
 ekus = ["clientAuth"]
-otp_name_rule = "prefix"        # OTP entity "device-001" may request CN=device-001.example.com
+otp_name_rule = "prefix"        # OTP entity "device-001" may request CN=device-001.example.com (not device-0010...)
+dns_suffixes = {dns_suffixes}  # every name's domain (DNS, email, URI host, dotted CN); ["*"] = any
+max_sans = 10                   # subject alternative names per certificate
 san_types = ["dns", "ip", "email", "uri"]
 require_common_name = true
+subject_attributes = ["CN"]     # subject attribute types a CSR may carry (plus those subject_rdns names)
+subject_unlisted = "refuse"     # any other type: "refuse" (403) or "drop" it from the certificate
+# subject_fixed = ["O=kipuka demo"]  # attributes the CA puts in itself (a CSR may only repeat them)
 allow_subject_change = false    # reenroll with new names needs ChangeSubjectName when true
 csrattrs = true                 # advertise key types and SAN in /csrattrs
 require_approval = false        # hold simpleenroll for an RA officer (202 + Retry-After)
 reenroll_requires_approval = false
 
+# A label's mTLS /simpleenroll takes certificates of its own CA only; mtls_enroll_cas = ["default"]
+# would let holders of the unlabeled path's certificates enroll here too.
 [labels.iot-fleet]
 ca = "iot-fleet"
 key_types = ["ec-p256", "ec-p384"]

@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--listen", default="0.0.0.0:9443")
     sp.add_argument("--admin-listen", default="127.0.0.1:9444")
     sp.add_argument("--revocation-listen", default="0.0.0.0:9080")
+    sp.add_argument("--domain", action="append",
+                    help="domain the names of enrolled devices must lie under (repeatable; default example.com): "
+                         "[policy] dns_suffixes")
+    sp.add_argument("--root-key-out", type=Path, default=None,
+                    help="write the root CA key to this file (e.g. on removable media) instead of DIR/private/root.key; "
+                         "the server never needs it")
     sp.add_argument("--pq", action="store_true",
                     help="add the post-quantum labels pq (ML-DSA-65 root and issuing CA) and pq-mixed "
                          "(ML-DSA-65 issuing CA under the root); docs/pq.md")
@@ -82,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("entity")
     sp.add_argument("--ttl", default=None, help="lifetime, e.g. 30m, 24h, 7d (default: [otp] default_ttl)")
     sp.add_argument("--uses", type=int, default=1)
-    sp.add_argument("--label", default=None, help="only valid on this EST label")
+    sp.add_argument("--label", default=None, help="the EST labels it is valid on: a name or a comma-separated "
+                    'list, or "any" for every label (default: the unlabeled path only)')
     sp = with_config(cmd("list", _otp_list, "list OTPs (never their secrets)", otp))
     sp.add_argument("--entity")
     sp = with_config(cmd("revoke", _otp_revoke, "revoke an OTP by id", otp))
@@ -149,18 +156,22 @@ def _parser() -> argparse.ArgumentParser:
 # --- commands ---------------------------------------------------------------------
 
 def _init(args: argparse.Namespace) -> int:
-    from kipuka.cli.init import init_deployment
+    from kipuka.cli.init import init_deployment, root_key_advice, root_key_path_for
     from kipuka.cli.init_backends import backends_from_args
 
     hostnames = tuple(args.hostname) if args.hostname else ("localhost", "127.0.0.1", "::1")
     backends = backends_from_args(args)  # checked before anything is written
     path = init_deployment(args.dir, args.key_type, hostnames=hostnames, listen=args.listen,
                            admin_listen=args.admin_listen, revocation_listen=args.revocation_listen,
-                           backends=backends, pq=args.pq)
+                           backends=backends, pq=args.pq,
+                           domains=tuple(args.domain) if args.domain else ("example.com",),
+                           root_key_out=args.root_key_out)
     if args.hsm:
         from kipuka.cli.hsm import hsm_demo_ca
         hsm_demo_ca(path, args)
     print(f"kipuka: demo deployment created; configuration at {path}", file=sys.stderr)
+    print(root_key_advice(root_key_path_for(path.parent, args.root_key_out), args.root_key_out is not None),
+          file=sys.stderr)
     print(str(path))
     return 0
 
@@ -182,24 +193,29 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _otp_create(args: argparse.Namespace) -> int:
-    from kipuka.ra.otp import OtpKeyring, issue_otp
+    from kipuka.ra.otp import OtpKeyring, describe_scope, issue_otp, otp_scope
 
     config, store = _store(args)
     ttl = parse_duration(args.ttl, "--ttl") if args.ttl else config.otp.default_ttl
     known = {name for name in config.labels if name}
-    otp_id, secret = issue_otp(store, OtpKeyring.load(config.otp.key_file), args.entity, args.label, ttl,
+    scope = otp_scope(args.label, known)
+    otp_id, secret = issue_otp(store, OtpKeyring.load(config.otp.key_file), args.entity, scope, ttl,
                                args.uses, known)
-    print(f"kipuka: OTP {otp_id} for {args.entity} (uses {args.uses}, ttl {ttl}s"
-          f"{', label ' + args.label if args.label else ''}); shown once, store it now", file=sys.stderr)
+    print(f"kipuka: OTP {otp_id} for {args.entity} (uses {args.uses}, ttl {ttl}s, labels {describe_scope(scope)}); "
+          "shown once, store it now", file=sys.stderr)
     print(secret)
     return 0
 
 
 def _otp_list(args: argparse.Namespace) -> int:
+    from kipuka.ra.otp import describe_scope, otp_status
+    from kipuka.store.records import utcnow
+
     _, store = _store(args)
+    now = utcnow()
     for o in store.list_otps(args.entity):
-        state = "revoked" if o.revoked_at else ("spent" if o.uses_left <= 0 else "active")
-        print(f"{o.id}\t{o.entity}\t{o.label or '-'}\t{o.uses_left}/{o.uses_total}\t"
+        state = otp_status(o, now)  # the admin API's words: active, spent, expired, revoked
+        print(f"{o.id}\t{o.entity}\t{describe_scope(o.label)}\t{o.uses_left}/{o.uses_total}\t"
               f"{o.expires_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
     return 0
 
@@ -363,17 +379,23 @@ def _crl_publish(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from kipuka.admin.auth import check_admin_anchors
     from kipuka.ca.registry import build_ca
     from kipuka.pem import load_certificates
     from kipuka.ra.otp import OtpKeyring
     from kipuka.server.tls import server_context
 
     config = load_config(args.config)
+    cas = {}
     for ca in config.cas.values():
         try:
-            build_ca(ca)
+            cas[ca.id] = build_ca(ca)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"ca.{ca.id}", str(exc)) from None
+    try:
+        check_admin_anchors(config, cas)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("admin.client_ca", str(exc)) from None
     try:
         server_context(config.tls)
     except (OSError, ValueError) as exc:

@@ -22,13 +22,14 @@ from kipuka.config import Config
 from kipuka.errors import Forbidden, NotFound, Unauthenticated
 from kipuka.pem import load_certificates
 from kipuka.ra import csr as csrcheck
+from kipuka.ra import name_policy, subject_policy
 from kipuka.ra.approval import Approvals
 from kipuka.ra.change_subject import change_subject_name
 from kipuka.ra.fullcmc import FullCmc
-from kipuka.ra.issuance import Issuance, renewed
+from kipuka.ra.issuance import OTP_USED_OTHER_NAMES, Issuance, renewed, sans_text
 from kipuka.brski.registrar import Registrar
 from kipuka.ra.linking import check_linking
-from kipuka.ra.otp import OtpKeyring
+from kipuka.ra.otp import OtpKeyring, otp_scope_allows
 from kipuka.ra.requester import Requester
 from kipuka.ra.revocation import Revocation
 from kipuka.ra.runtime import (CMC_RA, Authorized, Enrolled, Held, LabelRuntime, has_eku, hex_serial,
@@ -133,7 +134,12 @@ class Authority:
                 f"an IDevID may only use simpleenroll, once its device has a voucher (RFC 8995 §5.9), not {op}"))
         issuer = self.kipuka_issuer(cert)
         if issuer is not None:
-            if not csrcheck.same_names(cert, subject, san):
+            if issuer.id != rt.ca.id and issuer.id not in rt.label.policy.mtls_enroll_cas:
+                # a device of another label (or of the unlabeled path) would get this label's EKUs and validity
+                await self.trail.reject(rt, op, who, entity, Forbidden(
+                    f"client certificate was issued by CA {issuer.id!r}, not by this label's CA {rt.ca.id!r}, "
+                    "and this label does not accept its holders (mtls_enroll_cas)"))
+            if not csrcheck.same_names(cert, subject_policy.certified_subject(subject, rt.label.policy), san):
                 await self.trail.reject(rt, op, who, entity, Forbidden(
                     "a certificate issued by this server may only request its own names again"))
             return (issuer.id, hex_serial(cert.serial_number))
@@ -158,7 +164,7 @@ class Authority:
             await self.trail.reject(rt, op, who, entity, Forbidden(
                 "client certificate was not issued by this label's CA"))
         csr, san = await self._valid_csr(rt, op, who, entity, csr_der)
-        if not csrcheck.same_names(cert, csr.subject, san):
+        if not csrcheck.same_names(cert, subject_policy.certified_subject(csr.subject, rt.label.policy), san):
             if not rt.label.policy.allow_subject_change:
                 await self.trail.reject(rt, op, who, entity, Forbidden(
                     "CSR subject or subjectAltName differs from the current certificate"))
@@ -207,7 +213,7 @@ class Authority:
         otp = await self.authenticate_otp(rt, op, who)
         csr, san = await self._valid_csr(rt, op, who, entity, csr_der, proof_of_possession)
         await self.trail.guard(rt, op, who, entity,
-                          lambda: csrcheck.check_names_for_entity(csr.subject, san, entity,
+                          lambda: name_policy.check_names_for_entity(csr.subject, san, entity,
                                                                   rt.label.policy.otp_name_rule))
         return Authorized(rt, op, entity, "otp", csr, san, csrcheck.public_key_sha256(csr), otp=otp)
 
@@ -227,25 +233,31 @@ class Authority:
         assert otp is not None
         return otp
 
-    async def check_otp_usable(self, a: Authorized, who: Requester, *, redeliver: bool) -> Enrolled | None:
+    async def check_otp_usable(self, a: Authorized, who: Requester, *, redeliver: bool,
+                               subject: x509.Name | None = None) -> Enrolled | None:
         """A spent or expired OTP ends the request (401) before anything is signed.
 
         With `redeliver`, a retry whose first response was lost gets its certificate
-        again instead (same OTP and CSR key, within [otp] recovery_window).
+        again instead (same OTP, CSR key and names, within [otp] recovery_window); the same
+        key asking for other names is a new request, refused once the OTP is spent.
+        `subject` stands for the names of a request that is no PKCS#10 (CRMF).
         """
         otp, now = a.otp, utcnow()
         assert otp is not None
         if otp.uses_left > 0 and otp.expires_at > now:
             return None
+        other_names = False
         if redeliver:
             window = dt.timedelta(seconds=self.config.otp.recovery_window)
-            der = await stored(self.store.recovered_certificate(otp.id, a.pubkey, now - window))
+            certified = subject_policy.certified_subject(subject or a.csr.subject, a.rt.label.policy)
+            der, other_names = await stored(self.store.recovered_certificate(
+                otp.id, a.pubkey, now - window, certified.rfc4514_string(), sans_text(a.san)))
             if der is not None:
                 await self.trail.success(a.rt, a.op + ".redeliver", who, a.entity,
                                          "certificate re-sent for a retried request")
                 return Enrolled(x509.load_der_x509_certificate(der), redelivered=True)
         await self.trail.reject(a.rt, a.op, who, a.entity, Unauthenticated(
-            "OTP already used" if otp.uses_left <= 0 else "OTP expired"))
+            OTP_USED_OTHER_NAMES if other_names else "OTP already used" if otp.uses_left <= 0 else "OTP expired"))
         raise AssertionError("unreachable")
 
     def _match_otp(self, candidates: list[OtpRecord], rt: LabelRuntime, entity: str,
@@ -253,7 +265,7 @@ class Authority:
         found = None
         for otp in candidates:  # every candidate is hashed and compared: no early exit
             if self.keyring.matches(otp.key_id, entity, secret, otp.digest):
-                if otp.label is None or otp.label == rt.label.name:
+                if otp_scope_allows(otp.label, rt.label.name):
                     found = found or otp
         return found
 

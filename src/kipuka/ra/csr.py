@@ -21,10 +21,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorit
 
 from kipuka.ca.base import IssueRequest
 from kipuka.config import Policy, rdn_type_oid
-from kipuka.errors import BadRequest, Forbidden
+from kipuka.errors import BadRequest
 from kipuka.keydelivery._der import split_tlv
 from kipuka.keys import key_type_of
-from kipuka.ra import name_match
+from kipuka.ra import name_match, name_policy, subject_policy
 
 # SHA-1 and MD5 signatures prove nothing today; DSA is not offered by any EST client we know.
 ALLOWED_SIGNATURES = frozenset({
@@ -105,7 +105,9 @@ def requested_san(csr: x509.CertificateSigningRequest) -> x509.SubjectAlternativ
 
 
 def check_names(subject: x509.Name, san: x509.SubjectAlternativeName | None, policy: Policy) -> None:
-    """Shape rules of the policy: CN presence, SAN types, DNS syntax and suffixes."""
+    """Shape rules of the policy: content (ra/name_policy.py), CN presence, SAN types, DNS syntax,
+    domains (400), then the subject attribute allow-list (ra/subject_policy.py, 403)."""
+    name_policy.check_content(subject, san, policy)
     cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if policy.require_common_name and not cns:
         raise BadRequest("CSR subject has no common name (CN)")
@@ -123,9 +125,9 @@ def check_names(subject: x509.Name, san: x509.SubjectAlternativeName | None, pol
         if kind == "dns":
             dns = general_name.value
             if not _DNS_RE.match(dns):
-                raise BadRequest(f"{dns!r} is not a valid DNS name (wildcards are not issued)")
-            if policy.dns_suffixes and not any(_under(dns, s) for s in policy.dns_suffixes):
-                raise BadRequest(f"DNS name {dns} is outside the allowed domains ({', '.join(policy.dns_suffixes)})")
+                raise BadRequest(f"{name_policy.show(dns)} is not a valid DNS name (wildcards are not issued)")
+    name_policy.check_domains(subject, san, policy)
+    subject_policy.check_subject(subject, policy)
 
 
 def subject_requirements(policy: Policy) -> list[tuple[x509.ObjectIdentifier, str | None]]:
@@ -163,23 +165,6 @@ def check_subject_rdns(subject: x509.Name, policy: Policy) -> None:
                              f"{', '.join(repr(v) for v in fixed)})")
         if len(present) < free:
             raise BadRequest(f"CSR subject has no {label} (this label requires one)")
-
-
-def check_names_for_entity(subject: x509.Name, san: x509.SubjectAlternativeName | None,
-                           entity: str, rule: str) -> None:
-    """The OTP identity binding: which names an entity id may ask for (else 403)."""
-    if rule == "any":
-        return
-    names = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    for general_name in san or []:
-        if isinstance(general_name, x509.IPAddress):
-            raise Forbidden(f"IP address names cannot be bound to entity {entity!r} by this policy")
-        names.append(str(general_name.value))
-    for name in names:
-        ok = name == entity if rule == "exact" else name.startswith(entity)
-        if not ok:
-            how = "equal" if rule == "exact" else "start with"
-            raise Forbidden(f"name {name!r} is not allowed for entity {entity!r} (names must {how} the entity id)")
 
 
 def same_names(cert: x509.Certificate, subject: x509.Name, san: x509.SubjectAlternativeName | None) -> bool:
@@ -236,11 +221,6 @@ def csr_spki(csr: x509.CertificateSigningRequest) -> bytes:
     _, _, pos = split_tlv(info, pos)  # subject
     _, _, end = split_tlv(info, pos)  # subjectPKInfo
     return info[pos:end]
-
-
-def _under(dns: str, suffix: str) -> bool:
-    dns, suffix = dns.lower().rstrip("."), suffix.lower().rstrip(".")
-    return dns == suffix.lstrip(".") or dns.endswith("." + suffix.lstrip("."))
 
 
 def _describe(general_name: x509.GeneralName) -> str:

@@ -362,7 +362,7 @@ class FullCmc:
     async def _authorize_names(self, rt: "LabelRuntime", who: Requester, pki: PKIData, principal: Principal,
                                cand: Candidate) -> tuple[str, tuple[str, str] | None]:
         a = self.authority
-        from kipuka.ra import csr as csrcheck
+        from kipuka.ra import csr as csrcheck, name_policy
 
         ids = [cand.body_part_id]
         if principal.kind == "ra":
@@ -381,7 +381,7 @@ class FullCmc:
         if principal.kind == "otp":
             rule = rt.label.policy.otp_name_rule
             await a.trail.guard(rt, OP, who, principal.entity,
-                           lambda: csrcheck.check_names_for_entity(cand.subject, cand.san, principal.entity, rule))
+                           lambda: name_policy.check_names_for_entity(cand.subject, cand.san, principal.entity, rule))
             return principal.entity, None
         assert principal.cert is not None
         credential = await a.mtls_credential(rt, OP, who, principal.entity, principal.cert, cand.subject, cand.san)
@@ -401,7 +401,8 @@ class FullCmc:
             result = None
             if otp is not None:
                 result = await a.check_otp_usable(Authorized(rt, OP, entity, principal.auth, None, cand.san,  # type: ignore[arg-type]
-                                                             cand.pubkey_sha256, otp=otp), who, redeliver=True)
+                                                             cand.pubkey_sha256, otp=otp), who, redeliver=True,
+                                                    subject=cand.subject)
             if result is None:
                 result = await a.issuance.issue(rt, OP, who, entity, principal.auth, None, cand.san, otp=otp,
                                         pubkey=cand.pubkey_sha256, credential=credential,

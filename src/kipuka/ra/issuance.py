@@ -23,6 +23,7 @@ from kipuka.ca.base import IssuancePending, IssuanceRejected, IssueRequest, Issu
 from kipuka.config import Config
 from kipuka.errors import BadRequest, Forbidden, InternalError, NotImplementedYet, Unauthenticated
 from kipuka.ra import csr as csrcheck
+from kipuka.ra import subject_policy
 from kipuka.ra.requester import Requester
 from kipuka.ra.revocation import Revocation
 from kipuka.ra.runtime import Enrolled, Held, LabelRuntime, hex_serial, requester_key
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from kipuka.ra.approval import Approvals
 
 SERIAL_RETRIES = 3
+OTP_USED_OTHER_NAMES = ("OTP already used; a retry within the recovery window gets the certificate again only "
+                        "for the same key and the same names")
 
 
 class Issuance:
@@ -65,6 +68,8 @@ class Issuance:
             base = self._profiles[rt.label.name] = dataclasses.replace(
                 csrcheck.template_for(subject, public_key, san, rt.label.policy),
                 crl_urls=crl_urls, ocsp_urls=ocsp_urls, label=rt.label.name)
+        if subject_policy.changes_subject(rt.label.policy):  # fixed attributes in, unlisted ones (drop) out
+            subject = subject_policy.certified_subject(subject, rt.label.policy)
         return dataclasses.replace(base, subject=subject, public_key=public_key, san=san, csr_der=csr_der)
 
     # --- sign and record ------------------------------------------------------------
@@ -133,8 +138,9 @@ class Issuance:
                     outcome, der = "issued", None
                 if outcome == "recovered":
                     return Enrolled(x509.load_der_x509_certificate(der), redelivered=True)
-                if outcome == "spent":
-                    await reject(rt, op, who, entity, Unauthenticated("OTP already used"))
+                if outcome in ("spent", "different"):
+                    await reject(rt, op, who, entity, Unauthenticated(
+                        OTP_USED_OTHER_NAMES if outcome == "different" else "OTP already used"))
             except SerialCollision:
                 if forwards_requests(rt.ca):  # asking a remote CA again would issue a second certificate
                     await reject(rt, op, who, entity, InternalError(

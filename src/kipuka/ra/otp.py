@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kipuka.store import Store
+    import datetime as dt
+
+    from kipuka.store import OtpRecord, Store
 
 OTP_BYTES = 16
 ENTITY_RE = re.compile(r"^[^:\x00-\x1f\x7f]{1,255}$")
@@ -84,9 +86,70 @@ def new_secret() -> str:
             return secret
 
 
+ANY_LABEL = "any"
+SCOPE_MAX = 64  # the otps.label column
+
+
+def otp_scope(requested: str | list[str] | None, known_labels: set[str]) -> str | None:
+    """The stored scope of a new OTP from what the operator asked for (CLI --label, admin API label).
+
+    Nothing (None, "") is the unlabeled path only; "any" is every label, stored as NULL
+    (what every OTP made before scopes existed means too); a label name, a
+    comma-separated list or a JSON list are those labels. Unknown labels are refused.
+    """
+    from kipuka.errors import BadRequest
+
+    if requested is None or requested == "" or requested == []:
+        return ""
+    if requested == ANY_LABEL or requested == [ANY_LABEL]:
+        return None
+    names = requested.split(",") if isinstance(requested, str) else list(requested)
+    names = [n.strip() for n in names]
+    if ANY_LABEL in names:
+        raise BadRequest('"any" stands alone: every label, or a list of label names')
+    for name in names:
+        if name not in known_labels:
+            raise BadRequest(f"unknown EST label {name[:64]!r}")
+    scope = ",".join(dict.fromkeys(names))
+    if len(scope) > SCOPE_MAX:
+        raise BadRequest(f"a list of labels is at most {SCOPE_MAX} characters; use \"any\" or fewer labels")
+    return scope
+
+
+def otp_scope_allows(scope: str | None, label: str) -> bool:
+    """May an OTP of this stored scope enroll on `label` ("" is the unlabeled path)?"""
+    if scope is None:
+        return True
+    if scope == label:
+        return True
+    return bool(label) and "," in scope and label in scope.split(",")
+
+
+def describe_scope(scope: str | None) -> str:
+    """How listings show a scope: "any", "(unlabeled)" or the label names."""
+    return ANY_LABEL if scope is None else (scope or "(unlabeled)")
+
+
+def otp_status(otp: "OtpRecord", now: "dt.datetime") -> str:
+    """revoked, spent, expired or active: the same word in `kipuka otp list`, the admin API and the console."""
+    if otp.revoked_at:
+        return "revoked"
+    if otp.uses_left <= 0:
+        return "spent"
+    return "expired" if otp.expires_at <= now else "active"
+
+
+def scope_json(scope: str | None) -> str:
+    """A scope in the admin API: "any", "" (the unlabeled path) or the label names, comma-separated."""
+    return ANY_LABEL if scope is None else scope
+
+
 def issue_otp(store: "Store", keyring: OtpKeyring, entity: str, label: str | None, ttl_seconds: int,
               uses: int, known_labels: set[str], actor: str = "cli") -> tuple[int, str]:
-    """Create an OTP and return (id, secret). The secret is shown once and never stored."""
+    """Create an OTP and return (id, secret). The secret is shown once and never stored.
+
+    `label` is the stored scope (see `otp_scope`): "" the unlabeled path, None any label.
+    """
     import datetime as dt
 
     from kipuka.errors import BadRequest
@@ -94,7 +157,7 @@ def issue_otp(store: "Store", keyring: OtpKeyring, entity: str, label: str | Non
 
     if not ENTITY_RE.match(entity):
         raise BadRequest("entity id must be 1-255 characters without ':' or control characters")
-    if label is not None and label not in known_labels:
+    if label and any(name not in known_labels for name in label.split(",")):
         raise BadRequest(f"unknown EST label {label!r}")
     if uses < 1 or uses > 1000:
         raise BadRequest("uses must be between 1 and 1000")
@@ -104,5 +167,6 @@ def issue_otp(store: "Store", keyring: OtpKeyring, entity: str, label: str | Non
     now = utcnow()
     otp_id = store.create_otp(entity, label, keyring.current, digest, now + dt.timedelta(seconds=ttl_seconds), uses,
                               AuditEvent(event="otp.create", outcome="success", label=label or "", entity=entity,
-                                         auth=actor, reason=f"ttl={ttl_seconds}s uses={uses}", at=now))
+                                         auth=actor, at=now,
+                                         reason=f"ttl={ttl_seconds}s uses={uses} labels={describe_scope(label)}"))
     return otp_id, secret

@@ -1,7 +1,8 @@
 """`kipuka serve`: check the configuration, migrate the database, start workers.
 
 With [server] workers = 1 the single worker runs in this process. With more,
-this process forks them (they share the port through SO_REUSEPORT), forwards
+this process forks them (they share the port through SO_REUSEPORT, after this
+process made sure no other process listens there), forwards
 SIGHUP and SIGTERM to them, and restarts one that dies unexpectedly.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from kipuka.config import ListenOverrides, load_config
 from kipuka.server.logs import configure_logging
 from kipuka.ra.otp import OtpKeyring
-from kipuka.server.worker import run_worker
+from kipuka.server.worker import check_address_free, run_worker
 from kipuka.store import Store
 
 log = logging.getLogger("kipuka.server")
@@ -35,6 +36,10 @@ def serve(config_path: Path, overrides: ListenOverrides | None = None) -> int:
         if applied:
             log.info("database migrated to version %d", applied[-1])
     store.close()
+    for key, listen in (("server.listen", config.server.listen), ("admin.listen", config.admin.listen),
+                        ("revocation.listen", config.revocation.listen)):
+        if listen:
+            check_address_free(listen, key)  # SO_REUSEPORT is for this server's own workers only
     workers = config.server.workers or os.cpu_count() or 1
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Before the fork, so that every worker's metrics land where a scrape sums them.

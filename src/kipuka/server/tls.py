@@ -25,11 +25,17 @@ def server_context(cfg: TLSConfig, extra_client_cas: tuple[Path, ...] = ()) -> s
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.load_cert_chain(str(cfg.cert), str(cfg.key))
+    try:
+        ctx.load_cert_chain(str(cfg.cert), str(cfg.key))
+    except (OSError, ssl.SSLError) as exc:  # name the files: OpenSSL's own words do not
+        raise ValueError(f"cannot load the TLS certificate {cfg.cert} with its key {cfg.key}: {exc}") from None
     anchors = ((cfg.client_ca,) if cfg.client_ca is not None else ()) + tuple(extra_client_cas)
     if anchors:
         for path in anchors:
-            ctx.load_verify_locations(cafile=str(path))
+            try:
+                ctx.load_verify_locations(cafile=str(path))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load client CA certificates from {path}: {exc}") from None
         ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.verify_flags |= X509_V_FLAG_NO_CHECK_TIME
     else:
@@ -61,6 +67,11 @@ class ReloadableContext:
 
     def reload(self, cfg: TLSConfig, extra_client_cas: tuple[Path, ...] = ()) -> None:
         self.current = server_context(cfg, extra_client_cas)
+        # Whether a client certificate is asked for is the listener's setting (OpenSSL copies it into each
+        # connection before the switch); its verification uses the current context's anchors. So a
+        # client_ca added or removed by a reload applies to the next handshake, never half.
+        self.listener.verify_mode = self.current.verify_mode
+        self.listener.verify_flags = self.current.verify_flags
 
     def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         ssl_object.context = self.current

@@ -1,6 +1,7 @@
 """One worker process: an event loop serving the EST listener.
 
-Each worker opens its own SO_REUSEPORT socket, its own database connections
+Each worker opens its own socket (SO_REUSEPORT when there are several workers; the
+supervisor checked that no other process listens there), its own database connections
 and (after the fork) its own CA keys. SIGHUP rebuilds the Authority and the TLS
 certificates from the configuration file and swaps them in; a bad file is
 logged and the old state kept. SIGTERM stops accepting, lets in-flight requests
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from pathlib import Path
@@ -18,9 +20,10 @@ from pathlib import Path
 from aiohttp import web
 
 from kipuka.admin.api import AdminApi
+from kipuka.admin.auth import check_admin_anchors
 from kipuka.brski.routes import BrskiFrontEnd
 from kipuka.ca.registry import build_ca
-from kipuka.config import Config, ListenOverrides, TLSConfig, load_config
+from kipuka.config import Config, ConfigError, ListenOverrides, TLSConfig, load_config
 from kipuka.est.app import BODY_TIMEOUT, EstFrontEnd
 from kipuka.publish.app import PublishFrontEnd
 from kipuka.ra.authority import Authority
@@ -39,17 +42,51 @@ log = logging.getLogger("kipuka.server")
 
 def build_authority(config: Config, store: AsyncStore) -> Authority:
     cas = {ca_id: build_ca(cfg) for ca_id, cfg in config.cas.items()}
+    check_admin_anchors(config, cas)  # [admin] subjects = ["*"] only with a CA of admins alone
     return Authority(config, cas, store, OtpKeyring.load(config.otp.key_file))
 
 
-def listen_socket(listen: str) -> socket.socket:
+def _family_host_port(listen: str) -> tuple[socket.AddressFamily, str, int]:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return (socket.AF_INET6 if ":" in host else socket.AF_INET), host, int(port)
+
+
+def check_address_free(listen: str, key: str) -> None:
+    """Refuse to start on an address another process listens on.
+
+    Workers share their port through SO_REUSEPORT, which the kernel grants to any
+    process of the same user: a second, unrelated deployment started on the same
+    port would otherwise run silently, the two answering alternately. A probe
+    bound without SO_REUSEPORT fails while anyone else holds the port. Run once,
+    by the process that starts the workers, before any of them binds.
+    """
+    family, host, port = _family_host_port(listen)
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT left by our last run is fine
+        probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(key, f"cannot listen on {listen}: {exc.strerror or exc}; another process (another "
+                          "kipuka deployment?) is already listening there: stop it, or choose another address") \
+            from None
+    finally:
+        probe.close()
+
+
+def listen_socket(listen: str, shared: bool = True) -> socket.socket:
+    """The listening socket of one worker; `shared` (more than one worker) joins the port's SO_REUSEPORT group."""
+    family, host, port = _family_host_port(listen)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, int(port)))
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("listen", f"cannot listen on {listen}: {exc.strerror or exc}; another process is "
+                          "already listening there") from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -61,6 +98,7 @@ class Worker:
         self.overrides = overrides or ListenOverrides()
         self.config = self.overrides.apply(load_config(config_path))
         self.listen = self.config.server.listen
+        self.shared_port = (self.config.server.workers or os.cpu_count() or 1) > 1  # SO_REUSEPORT among workers
         store = Store(self.config.database.url)
         store.defer_checkpoints()  # background.py checkpoints every second instead
         self.store = AsyncStore(store)
@@ -106,7 +144,7 @@ class Worker:
                 # EST server) or open HSM sessions, and requests keep being served meanwhile.
                 config, authority = await asyncio.get_running_loop().run_in_executor(None, self._build)
             except Exception as exc:  # keep serving with what we have
-                log.error("reload failed, keeping the previous configuration: %s", exc)
+                log.error("reload failed, keeping the previous configuration: %s: %s", self.config_path, _named(exc))
                 return
             self._swap(config, authority)
 
@@ -119,7 +157,7 @@ class Worker:
             self.tls.reload(config.tls, client_cas(config))
             self.admin_tls.reload(admin_tls(config))
         except Exception as exc:  # keep serving with what we have
-            log.error("reload failed, keeping the previous configuration: %s", exc)
+            log.error("reload failed, keeping the previous configuration: %s: %s", self.config_path, _named(exc))
             return
         old, self.config, self.authority = self.authority, config, authority
         # Requests in flight finish on the old Authority; its back ends' connections close after them.
@@ -154,15 +192,15 @@ class Worker:
             if est:
                 self.guard.attach(runner.server)  # type: ignore[arg-type]
             if proxied and est:
-                site: web.SockSite | ProxySite = ProxySite(runner, listen_socket(address), ssl_context,
+                site: web.SockSite | ProxySite = ProxySite(runner, listen_socket(address, self.shared_port), ssl_context,
                                                            self.config.server.proxy_from,
                                                            handshake_timeout=self.config.server.header_timeout)
                 what += " (PROXY protocol v2)"
             elif est:
-                site = GuardedSite(runner, listen_socket(address), ssl_context=ssl_context, shutdown_timeout=timeout,
+                site = GuardedSite(runner, listen_socket(address, self.shared_port), ssl_context=ssl_context, shutdown_timeout=timeout,
                                    handshake_timeout=self.config.server.header_timeout)
             else:
-                site = web.SockSite(runner, listen_socket(address), ssl_context=ssl_context, shutdown_timeout=timeout)
+                site = web.SockSite(runner, listen_socket(address, self.shared_port), ssl_context=ssl_context, shutdown_timeout=timeout)
             await site.start()
             runners.append(runner)
             sites.append(site)
@@ -238,6 +276,14 @@ def admin_tls(config: Config) -> TLSConfig:
     a = config.admin
     return TLSConfig(cert=a.cert or config.tls.cert, key=a.key or config.tls.key, client_ca=a.client_ca,
                      min_version=config.tls.min_version)
+
+
+def _named(exc: Exception) -> str:
+    """A reload failure in words that name the file: a ConfigError names its key and line (in the
+    configuration file, named by the caller), an OSError its file; anything else says what it is."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot read {exc.filename}: {exc.strerror or exc}"
+    return str(exc) or type(exc).__name__
 
 
 async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:

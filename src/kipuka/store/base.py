@@ -99,6 +99,18 @@ def _sqlite_path(url: str) -> str | None:
     return path if path and path != ":memory:" else None
 
 
+def _create_private(path: str) -> None:
+    """Create a new SQLite file mode 0600 before SQLite does (it would follow the umask): it holds
+    OTP hashes, the audit trail and escrowed keys. SQLite gives its -wal and -shm files the
+    database file's mode. An existing file keeps the mode its operator chose."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        pass  # a directory we cannot write: SQLite reports it, with its own words, on first use
+
+
 def _make_engine(url: str, immediate: bool) -> Engine:
     url = engine_url(url)
     if not url.startswith("sqlite"):
@@ -132,6 +144,8 @@ class StoreBase:
         self._reader = self._writer if self.dialect != "sqlite" else _make_engine(url, immediate=False)
         self._down_until = 0.0
         path = _sqlite_path(url) if self.dialect == "sqlite" else None
+        if path:
+            _create_private(path)
         self._write_lock = SqliteWriteLock(path) if path else None
         self.sql = Statements.of(Dialect(self.dialect))  # the enrollment path's statements, on the driver
 

@@ -87,10 +87,13 @@ class EnrollmentStore(StoreBase):
         """issue_with_otp inside a caller's transaction (escrow adds its row to the same one)."""
         return self._raw(conn, lambda cur: self.sql.issue_with_otp(cur, otp_id, cert, audit, now, recovery_window))
 
-    def recovered_certificate(self, otp_id: int, pubkey_sha256: str, since: dt.datetime) -> bytes | None:
-        """The certificate an OTP already gave this public key since `since`, if any."""
+    def recovered_certificate(self, otp_id: int, pubkey_sha256: str, since: dt.datetime, subject: str,
+                              sans: str) -> tuple[bytes | None, bool]:
+        """The certificate an OTP already gave this public key for these names since `since`, if any;
+        and whether it gave this key one for other names instead (issuance_sql.recovered_der)."""
         with self._read() as conn:
-            return self._raw(conn, lambda cur: self.sql.recovered_der(cur, otp_id, pubkey_sha256, since))
+            return self._raw(conn, lambda cur: self.sql.recovered_der(cur, otp_id, pubkey_sha256, since,
+                                                                      subject, sans))
 
     def record_issuance(self, cert: CertRecord, audit: AuditEvent,
                         credential: tuple[str, str] | None = None) -> None:

@@ -80,8 +80,8 @@ class Statements:
                            f"VALUES ({', '.join(':' + c for c in _AUDIT_COLUMNS)})"),
             spend_otp=q("UPDATE otps SET uses_left = uses_left - 1 WHERE id = :id AND uses_left > 0 "
                         "AND revoked_at IS NULL AND expires_at > :now"),
-            recovered=q("SELECT der FROM certificates WHERE otp_id = :otp_id AND pubkey_sha256 = :pubkey "
-                        "AND issued_at >= :since ORDER BY id DESC LIMIT 1"),
+            recovered=q("SELECT der, subject, sans FROM certificates WHERE otp_id = :otp_id "
+                        "AND pubkey_sha256 = :pubkey AND issued_at >= :since ORDER BY id DESC LIMIT 1"),
             revoked=q("SELECT revoked_at FROM certificates WHERE ca_id = :ca_id AND serial = :serial"),
             otps=q(f"SELECT {', '.join(_OTP_COLUMNS)} FROM otps WHERE entity = :entity AND revoked_at IS NULL "
                    "ORDER BY id DESC LIMIT 64"),
@@ -106,15 +106,18 @@ class Statements:
     def issue_with_otp(self, cur: Any, otp_id: int, cert: CertRecord, audit: AuditEvent, now: dt.datetime,
                        recovery_window: dt.timedelta) -> tuple[str, bytes | None]:
         """Spend one use of the OTP and record its certificate: ("issued", None); ("recovered", der)
-        when the OTP already gave this public key a certificate within the window; ("spent", None)."""
-        earlier = self.recovered_der(cur, otp_id, cert.pubkey_sha256, now - recovery_window)
+        when the OTP already gave this public key a certificate for the same names within the
+        window; ("spent", None) when no use is left, ("different", None) when no use is left and the
+        OTP's certificate for this key within the window names something else (not a retry)."""
+        earlier, other = self.recovered_der(cur, otp_id, cert.pubkey_sha256, now - recovery_window,
+                                            cert.subject, cert.sans)
         if earlier is not None:
             self.audit(cur, dataclasses.replace(audit, event=audit.event + ".redeliver",
                                                 reason="certificate re-sent for a retried request"))
             return "recovered", earlier
         cur.execute(self.spend_otp, {"id": otp_id, "now": self.dialect.time(now)})
         if cur.rowcount != 1:
-            return "spent", None
+            return ("different" if other else "spent"), None
         self.certificate(cur, cert)
         self.audit(cur, audit)
         return "issued", None
@@ -132,10 +135,18 @@ class Statements:
 
     # --- reads ------------------------------------------------------------------------
 
-    def recovered_der(self, cur: Any, otp_id: int, pubkey: str, since: dt.datetime) -> bytes | None:
+    def recovered_der(self, cur: Any, otp_id: int, pubkey: str, since: dt.datetime, subject: str,
+                      sans: str) -> tuple[bytes | None, bool]:
+        """The certificate this OTP gave this key since `since` if it names `subject` and `sans`
+        (a lost response, retried); else None, and whether one naming something else exists.
+        The names are compared as the certificate record stores them (RFC 4514 subject, SAN list)."""
         cur.execute(self.recovered, {"otp_id": otp_id, "pubkey": pubkey, "since": self.dialect.time(since)})
         row = cur.fetchone()
-        return bytes(row[0]) if row is not None else None
+        if row is None:
+            return None, False
+        if row[1] == subject and row[2] == sans:
+            return bytes(row[0]), False
+        return None, True
 
     def is_revoked(self, cur: Any, ca_id: str, serial: str) -> bool:
         cur.execute(self.revoked, {"ca_id": ca_id, "serial": serial})

@@ -100,7 +100,8 @@ public final class EstDriver {
     /** The five operations for one (TLS version, label). */
     private void cell(String tls, String label, String user, String otp) {
         String tag = tls.replace("TLSv", "t").replace(".", "");
-        String cn = user + "-" + tag + (label.isEmpty() ? "" : "-" + label) + ".example.com";
+        // the OTP's entity, then "." (kipuka binds names to the entity id with a boundary)
+        String cn = user + "." + tag + (label.isEmpty() ? "" : "-" + label) + ".example.com";
         ESTService est = service(tls, label, null);
 
         run("cacerts", tls, label, out -> {

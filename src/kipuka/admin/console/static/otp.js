@@ -39,7 +39,7 @@
       document.getElementById("created-list").replaceChildren(table(`${fresh.length} one-time password(s)`, [
         { title: "Entity", cell: (i) => i.entity },
         { title: "One-time password", cell: (i) => el("span", { class: "secret" }, i.otp) },
-        { title: "Label", cell: (i) => i.label || "any" },
+        { title: "Label", cell: (i) => i.label === "" ? "(unlabeled)" : i.label },
         { title: "Uses", cell: (i) => String(i.uses), num: true },
         { title: "Expires", cell: (i) => time(i.expires_at) },
       ], fresh));
@@ -66,7 +66,7 @@
       { title: pick.head, cell: (o) => pick.cell(o, `Select one-time password ${o.id}`, o.status === "revoked") },
       { title: "ID", cell: (o) => String(o.id), num: true },
       { title: "Entity", cell: (o) => o.entity },
-      { title: "Label", cell: (o) => o.label || "any" },
+      { title: "Label", cell: (o) => o.label === "" ? "(unlabeled)" : o.label },
       { title: "Status", cell: (o) => badge(o.status) },
       { title: "Uses left", cell: (o) => `${o.uses_left} of ${o.uses_total}`, num: true },
       { title: "Certificates", cell: (o) => o.certificates ? el("a", { href: `/console/certs?otp=${o.id}`,
@@ -122,7 +122,7 @@
   window.addEventListener("popstate", () => { fillForm(filters, new URLSearchParams(location.search)); load(); });
   filters.addEventListener("submit", (e) => { e.preventDefault(); go({}); });
   fillForm(filters, new URLSearchParams(location.search));
-  // OTPs name a label or none; the unlabeled path is not a label of its own here.
+  // OTPs are valid on the unlabeled path (""), on one label, on a list of labels, or on "any" label.
   K.ready(Promise.all([api("GET", "/admin/labels").then(({ items }) => {
     const select = document.getElementById("otp-label");
     for (const l of items) if (l.name) select.append(el("option", { value: l.name }, l.name));
