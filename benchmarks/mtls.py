@@ -70,7 +70,7 @@ def enroll_devices(server: Deployment, out: Path, count: int, ca_file: Path, lab
     out.mkdir(parents=True, exist_ok=True)
     entities = [f"bench-{i:04d}" for i in range(count)]
     log(f"creating {count} OTPs through the admin API and enrolling {count} devices")
-    otps = {o["entity"]: o["otp"] for o in server.create_otps(entities)}
+    otps = {o["entity"]: o["otp"] for o in server.create_otps(entities, label=label)}
     path = f"{EST}/{label}/simpleenroll" if label else f"{EST}/simpleenroll"
 
     def enroll(entity: str) -> str:

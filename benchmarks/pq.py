@@ -58,6 +58,8 @@ def start(root: Path, backend: str) -> tuple[subprocess.Popen, int, Path]:
     text = config.read_text()
     if backend != "stdlib":
         text = text.replace('min_version = "1.2"', f'min_version = "1.2"\nbackend = "{backend}"', 1)
+    # the same EC devices (certificates of the default CA) enroll on label pq too: an explicit opt-in
+    text = text.replace('[labels.pq]\nca = "pq"\n', '[labels.pq]\nca = "pq"\nmtls_enroll_cas = ["default"]\n', 1)
     config.write_text(text)
     proc, port = serve(config, root / f"serve-{backend}.log")
     return proc, port, d
@@ -78,7 +80,7 @@ def identities(port: int, d: Path, out: Path, count: int) -> dict[str, Path]:
 
     def one(i: int) -> dict[str, str]:
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench-{i:03d}.example.com")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench.d{i:03d}.example.com")])
         r = requests.post(base + "/simpleenroll", data=csr_body(key, name), auth=("bench", otp),
                           verify=str(out / "ca.pem"), headers={"Content-Type": "application/pkcs10"}, timeout=30)
         r.raise_for_status()

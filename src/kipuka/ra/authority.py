@@ -123,8 +123,7 @@ class Authority:
     async def renewal_entity(self, credential: tuple[str, str], fallback: str) -> str:
         """A renewal keeps the entity of the certificate it renews, so a device's history stays one
         (its OTP entity, not the `CN=...` of its subject); `fallback` if that one is not on record."""
-        record = await stored(self.store.certificate_status(*credential))
-        return record.entity if record is not None and record.entity else fallback
+        return await stored(self.store.certificate_entity(*credential)) or fallback
 
     async def mtls_credential(self, rt: LabelRuntime, op: str, who: Requester, entity: str, cert: x509.Certificate,
                               subject: x509.Name, san: x509.SubjectAlternativeName | None) -> tuple[str, str] | None:

@@ -79,6 +79,15 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.store.otp_candidates, entity, address)
 
+    async def certificate_entity(self, ca_id: str, serial: str) -> str | None:
+        """Read on the loop on SQLite (every mTLS renewal asks it), else on a reader thread."""
+        if self._inline is not None:
+            found = self._inline.read(lambda cur: (self.store.sql.certificate_entity(cur, ca_id, serial),))
+            if found is not None:
+                return found[0]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self.store.certificate_entity, ca_id, serial)
+
     def close(self) -> None:
         self._group.close()
         self._writer.shutdown(wait=True)

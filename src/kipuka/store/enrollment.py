@@ -30,6 +30,11 @@ class EnrollmentStore(StoreBase):
         with self._read() as conn:
             return self._raw(conn, lambda cur: self.sql.otp_candidates(cur, entity, address))
 
+    def certificate_entity(self, ca_id: str, serial: str) -> str | None:
+        """The entity a certificate was issued to: what its renewal is recorded under."""
+        with self._read() as conn:
+            return self._raw(conn, lambda cur: self.sql.certificate_entity(cur, ca_id, serial))
+
     def list_otps(self, entity: str | None = None) -> list[OtpRecord]:
         t = schema.otps
         query = select(t).order_by(t.c.id)

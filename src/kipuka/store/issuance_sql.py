@@ -68,6 +68,7 @@ class Statements:
     revoked: str
     otps: str
     locked: str
+    entity: str
 
     @classmethod
     def of(cls, dialect: Dialect) -> "Statements":
@@ -86,6 +87,7 @@ class Statements:
             otps=q(f"SELECT {', '.join(_OTP_COLUMNS)} FROM otps WHERE entity = :entity AND revoked_at IS NULL "
                    "ORDER BY id DESC LIMIT 64"),
             locked=q("SELECT locked_until FROM otp_failures WHERE entity = :entity AND address = :address"),
+            entity=q("SELECT entity FROM certificates WHERE ca_id = :ca_id AND serial = :serial"),
         )
 
     # --- writes (inside the caller's transaction) ------------------------------------
@@ -152,6 +154,12 @@ class Statements:
         cur.execute(self.revoked, {"ca_id": ca_id, "serial": serial})
         row = cur.fetchone()
         return row is not None and row[0] is not None
+
+    def certificate_entity(self, cur: Any, ca_id: str, serial: str) -> str | None:
+        """The entity a certificate was issued to (a renewal keeps it), or None when not on record."""
+        cur.execute(self.entity, {"ca_id": ca_id, "serial": serial})
+        row = cur.fetchone()
+        return row[0] if row is not None else None
 
     def otp_candidates(self, cur: Any, entity: str, address: str) -> tuple[list[OtpRecord], dt.datetime | None]:
         """An entity's unrevoked OTPs (newest first, spent ones too) and its lockout for this address."""

@@ -93,11 +93,15 @@ class Console:
     async def home(self, request: web.Request) -> web.Response:
         return _redirect("/console/")
 
-    async def page(self, request: web.Request) -> web.Response:
+    async def _signed_in(self, request: web.Request) -> BrowserIdentity | None:
+        """The officer behind this browser session, or None (the page then sends them to log in)."""
         try:
-            who = await browser_identity(request, self._authority(), self._config().admin)
+            return await browser_identity(request, self._authority(), self._config().admin)
         except AdminUnauthorized:
-            who = None
+            return None
+
+    async def page(self, request: web.Request) -> web.Response:
+        who = await self._signed_in(request)
         if who is None:
             return _redirect("/console/login?next=" + quote(request.path_qs, safe="/"))
         name, title = PAGES[request.path.removeprefix("/console/")]
@@ -105,10 +109,7 @@ class Console:
 
     async def detail(self, request: web.Request) -> web.Response:
         """A page of one certificate or request; its script reads the key from the URL."""
-        try:
-            who = await browser_identity(request, self._authority(), self._config().admin)
-        except AdminUnauthorized:
-            who = None
+        who = await self._signed_in(request)
         if who is None:
             return _redirect("/console/login?next=" + quote(request.path_qs, safe="/"))
         name, title, nav = DETAILS[request.path.split("/")[2]]
