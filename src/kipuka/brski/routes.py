@@ -17,7 +17,7 @@ from kipuka.brski.masa import MasaBadAnswer
 from kipuka.brski.registrar import Registrar, VoucherHeld
 from kipuka.brski.signing import MAX_CMS, MEDIA_TYPE
 from kipuka.errors import KipukaError, NotFound, NotImplementedYet, Unavailable
-from kipuka.est.app import STATUS, _text, read_bounded
+from kipuka.est.app import STATUS, plain_text, read_bounded
 from kipuka.est.identity import client_certificate
 from kipuka.ra.authority import Authority
 from kipuka.ra.requester import Requester
@@ -64,7 +64,7 @@ class BrskiFrontEnd:
                 raise NotFound(f"unknown BRSKI operation {op!r}")
             method, handler, event = self._operations[op]
             if request.method != method:
-                return _text(405, f"{op} takes {method}", {"Allow": method})
+                return plain_text(405, f"{op} takes {method}", {"Allow": method})
             try:
                 return await handler(request, registrar, who)
             except KipukaError as exc:
@@ -74,7 +74,7 @@ class BrskiFrontEnd:
             return _error(exc)
         except Exception:  # never leak a traceback to the client
             log.exception("unhandled error in %s %s", request.method, request.path)
-            return _text(500, "internal server error")
+            return plain_text(500, "internal server error")
 
     async def requestvoucher(self, request: web.Request, registrar: Registrar, who: Requester) -> web.Response:
         _content_type(request, MEDIA_TYPE)
@@ -114,13 +114,13 @@ def _content_type(request: web.Request, expected: str) -> None:
 
 def _error(exc: KipukaError) -> web.Response:
     if isinstance(exc, UnsupportedMediaType):
-        return _text(415, exc.reason)
+        return plain_text(415, exc.reason)
     if isinstance(exc, NotAcceptable):
-        return _text(406, exc.reason)
+        return plain_text(406, exc.reason)
     if isinstance(exc, MasaBadAnswer):
-        return _text(502, exc.reason)
+        return plain_text(502, exc.reason)
     status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
     if status == 413 or type(exc).__name__ == "PayloadTooLarge":
-        return _text(413, exc.reason)
+        return plain_text(413, exc.reason)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
-    return _text(status, exc.reason, headers)
+    return plain_text(status, exc.reason, headers)

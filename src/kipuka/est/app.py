@@ -81,7 +81,7 @@ class EstFrontEnd:
             method, handler = self._operations[op]
             if request.method != method and not (method == "GET" and request.method == "HEAD"):
                 allow = "GET, HEAD" if method == "GET" else method
-                return _text(405, f"{op} takes {allow}", {"Allow": allow})
+                return plain_text(405, f"{op} takes {allow}", {"Allow": allow})
             # HEAD (RFC 9110 9.3.2) runs the GET handler: the same status and headers
             # (Content-Type, Content-Length, Content-Transfer-Encoding); aiohttp sends no body.
             return await handler(request, authority, label)
@@ -92,7 +92,7 @@ class EstFrontEnd:
                 # Only the current certificate, as the TLS client certificate, authenticates a
                 # re-enrollment (RFC 7030 4.2.2): a Basic challenge would invite credentials that
                 # can never succeed, so the 401 carries the reason and no challenge.
-                return _text(401, exc.reason)
+                return plain_text(401, exc.reason)
             if isinstance(exc, Unauthenticated) and _no_credentials(request):
                 # The pure challenge: Bouncy Castle's and libest's clients send credentials only
                 # after a 401, and Bouncy Castle fails on a challenge that has a body.
@@ -100,7 +100,7 @@ class EstFrontEnd:
             return _error(exc)
         except Exception:  # never leak a traceback to the client
             log.exception("unhandled error in %s %s", request.method, request.path)
-            return _text(500, "internal server error")
+            return plain_text(500, "internal server error")
 
     # --- operations -------------------------------------------------------------------
 
@@ -211,9 +211,9 @@ def _certificate(cert: x509.Certificate) -> web.Response:
 
 def _error(exc: KipukaError) -> web.Response:
     if isinstance(exc, PayloadTooLarge):
-        return _text(413, exc.reason)
+        return plain_text(413, exc.reason)
     if isinstance(exc, RequestTimeout):
-        response = _text(408, exc.reason)
+        response = plain_text(408, exc.reason)
         response.force_close()  # the rest of a stalled body is not worth waiting for
         return response
     status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
@@ -222,10 +222,11 @@ def _error(exc: KipukaError) -> web.Response:
         headers["WWW-Authenticate"] = CHALLENGE
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
-    return _text(status, exc.reason, headers)
+    return plain_text(status, exc.reason, headers)
 
 
-def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+def plain_text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    """An EST error answer: one line of text/plain (the registrar's /.well-known/brski answers share it)."""
     line = reason.replace("\r", " ").replace("\n", " ")
     return web.Response(status=status, body=(line + "\n").encode(),
                         headers={"Content-Type": "text/plain; charset=utf-8", **(headers or {})})
