@@ -104,7 +104,7 @@ async def _certificate_admin(cert: x509.Certificate, authority: Authority, cfg: 
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise AdminUnauthorized("admin certificate is expired or not yet valid")
     subject = cert.subject.rfc4514_string()
-    if not cfg.subjects or ("*" not in cfg.subjects and subject not in cfg.subjects):  # config.py refuses empty
+    if not cfg.subjects or ("*" not in cfg.subjects and subject not in cfg.subjects):  # kipuka.config refuses empty
         raise AdminUnauthorized(f"certificate subject {subject} is not an admin")
     for ca in authority.cas.values():
         if ca.is_issuer_of(cert) and await authority.store.is_revoked(ca.id, format(cert.serial_number, "x")):

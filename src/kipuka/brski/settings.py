@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kipuka.config import NAME_RULES, ConfigError, _section, parse_duration
+from kipuka.config import NAME_RULES, ConfigError, parse_duration, section
 
 UNKNOWN_DEVICES = ("reject", "hold")
 MAX_RETRY_AFTER = 60  # RFC 8995 §5.3: a pledge caps Retry-After at 60 seconds
@@ -52,7 +52,7 @@ def parse_brski(table: Any, base: Path, labels: set[str]) -> BrskiConfig:
     durations = {name: parse_duration(rest.pop(name), f"brski.{name}")
                  for name in ("masa_timeout", "retry_after", "enroll_window") if name in rest}
     makers = rest.pop("manufacturers", {})
-    settings: BrskiConfig = _section(BrskiConfig, {k: v for k, v in rest.items()}, "brski", base)
+    settings: BrskiConfig = section(BrskiConfig, {k: v for k, v in rest.items()}, "brski", base)
     if settings.unknown_devices not in UNKNOWN_DEVICES:
         raise ConfigError("brski.unknown_devices", 'must be "reject" or "hold"')
     if settings.name_rule not in NAME_RULES:
@@ -70,7 +70,7 @@ def parse_brski(table: Any, base: Path, labels: set[str]) -> BrskiConfig:
             raise ConfigError(key, "expected a table")
         if "ca" in raw and isinstance(raw["ca"], str):
             raw = {**raw, "ca": [raw["ca"]]}
-        maker: Manufacturer = _section(Manufacturer, {"name": name, **raw}, key, base)
+        maker: Manufacturer = section(Manufacturer, {"name": name, **raw}, key, base)
         if not maker.ca:
             raise ConfigError(f"{key}.ca", "the CA certificates that issue this manufacturer's IDevIDs are required")
         if maker.unknown_devices not in ("", *UNKNOWN_DEVICES):
