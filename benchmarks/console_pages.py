@@ -38,25 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from kipuka.store import AuditEvent, Store, schema  # noqa: E402
 from kipuka.store.audit import GENESIS, audit_hash  # noqa: E402
 
-PY = sys.executable
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from store_scale import PY, free_port, percentile, run  # noqa: E402,F401  (the same deployment helpers)
+
 BENCH_DB = "kipuka_console_bench"
 LABELS = ("", "iot-fleet", "corp-devices")
-
-
-def run(*args: str) -> str:
-    return subprocess.run([PY, "-m", "kipuka", *args], check=True, capture_output=True, text=True).stdout
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def seed(store: Store, certs: int, pending: int, otps: int, events: int, der: bytes, csr_der: bytes) -> None:

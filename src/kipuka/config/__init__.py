@@ -229,11 +229,7 @@ def _build(path: Path, data: dict[str, Any]) -> Config:
         raise ConfigError("server.workers", "must be 0 (one per core) or more")
     if server.max_body < 1024:
         raise ConfigError("server.max_body", "must be at least 1024 bytes")
-    for net in server.proxy_from:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise ConfigError("server.proxy_from", f"{net!r} is not a network such as 10.0.0.0/8") from None
+    _check_networks(server.proxy_from, "server.proxy_from")
     if server.log_format not in ("json", "text"):
         raise ConfigError("server.log_format", 'must be "json" or "text"')
     _check_limits(server)
@@ -347,11 +343,15 @@ def _check_ratelimit(ratelimit: RateLimitConfig) -> None:
         raise ConfigError("ratelimit.rate", "must be at least 1 request per second")
     if ratelimit.burst < 1:
         raise ConfigError("ratelimit.burst", "must be at least 1")
-    for net in ratelimit.exempt:
+    _check_networks(ratelimit.exempt, "ratelimit.exempt")
+
+
+def _check_networks(networks: tuple[str, ...], key: str) -> None:
+    for net in networks:
         try:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
-            raise ConfigError("ratelimit.exempt", f"{net!r} is not a network such as 10.0.0.0/8") from None
+            raise ConfigError(key, f"{net!r} is not a network such as 10.0.0.0/8") from None
 
 
 def _required(data: dict[str, Any], name: str) -> dict[str, Any]:
