@@ -155,3 +155,31 @@ def test_group_commit_answers_only_after_the_commit(store):
     finally:
         astore._group.close()
         other.close()
+
+
+def test_group_commit_takes_contended_rows_in_one_order_so_batches_cannot_deadlock(store):
+    """Two processes' batches that spend uses of the same OTPs lock those rows; run in arrival order
+    they locked them in different orders and PostgreSQL had to break a deadlock (after 1 s). A batch
+    runs the units that name a row (`lock_order`) in ascending order, the others after them, and
+    each request still gets its own unit's result."""
+    from kipuka.store.groupcommit import GroupCommit
+    ran: list[str] = []
+    group = GroupCommit(store)
+
+    def unit(name: str):
+        def run(cur):
+            ran.append(name)
+            return name
+        return run
+
+    async def burst():
+        futures = [group.submit(unit("otp-7"), lock_order=7), group.submit(unit("audit")),
+                   group.submit(unit("otp-3"), lock_order=3), group.submit(unit("otp-5"), lock_order=5)]
+        return await asyncio.gather(*futures)
+
+    try:
+        results = asyncio.run(burst())
+    finally:
+        group.close()
+    assert ran == ["otp-3", "otp-5", "otp-7", "audit"]
+    assert results == ["otp-7", "audit", "otp-3", "otp-5"]

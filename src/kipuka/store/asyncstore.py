@@ -59,7 +59,7 @@ class AsyncStore:
                              recovery_window: dt.timedelta) -> tuple[str, bytes | None]:
         sql = self.store.sql
         return await self._group.submit(lambda cur: sql.issue_with_otp(cur, otp_id, cert, audit, now,
-                                                                       recovery_window))
+                                                                       recovery_window), lock_order=otp_id)
 
     async def record_issuance(self, cert: CertRecord, audit: AuditEvent,
                               credential: tuple[str, str] | None = None) -> None:
