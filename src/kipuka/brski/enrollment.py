@@ -22,7 +22,6 @@ from cryptography import x509
 
 from kipuka.brski import idevid
 from kipuka.errors import Forbidden
-from kipuka.ra import csr as csrcheck
 from kipuka.ra import name_policy
 from kipuka.ra.requester import Requester
 from kipuka.ra.trail import stored
