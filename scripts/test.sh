@@ -20,6 +20,7 @@ command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)   # PKCS#11 CA test
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)           # web console tests (tests/console)
 command -v certmonger >/dev/null 2>&1 || need+=(certmonger)   # drives kipuka-est certmonger-submit (tests/client)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verifies packaging/ units (tests/client/test_packaging.py)
 command -v testssl >/dev/null 2>&1 || command -v testssl.sh >/dev/null 2>&1 || need+=(testssl.sh)  # TLS matrix
 if [ ${#need[@]} -gt 0 ]; then
     as_root apt-get update -qq

@@ -7,7 +7,6 @@ store's query methods; every change goes through the RA, which audits it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 from typing import Any, Awaitable, Callable
@@ -19,21 +18,21 @@ from cryptography.hazmat.primitives import serialization
 from kipuka import metrics
 from kipuka.admin import overview
 from kipuka.admin.auth import AdminForbidden, AdminUnauthorized, authenticate
-from kipuka.admin.certinfo import csr_key, decoded, decoded_csr
+from kipuka.admin.certinfo import decoded, decoded_csr
 from kipuka.admin.console.routes import Console
 from kipuka.admin.openapi import document
+from kipuka.admin.shapes import (MAX_JSON, ApiError, audit_json, cert_json, integral, iso, json_body,
+                                 otp_json, page_response, path_int, request_json)
 from kipuka.config import Config, parse_duration
 from kipuka.errors import BadRequest, Conflict, Forbidden, KipukaError, NotFound, Unavailable
 from kipuka.ra.authority import Authority
-from kipuka.ra.otp import ENTITY_RE, issue_otp, otp_scope, otp_status, scope_json
+from kipuka.ra.otp import ENTITY_RE, issue_otp, otp_scope, scope_json
 from kipuka.ra.revocation import REASONS
-from kipuka.store import CertRecord, PendingRecord
+from kipuka.store import CertRecord
 from kipuka.store.browse import Page
-from kipuka.store.records import AuditEvent, OtpRecord, utcnow
-from kipuka.streams import read_at_most
+from kipuka.store.records import AuditEvent, utcnow
 
 log = logging.getLogger("kipuka.admin")
-MAX_JSON = 1 << 20
 MAX_BULK = 1000
 SERIAL_RE = re.compile(r"^(0x)?[0-9A-Fa-f]{1,40}$")
 TTL_RE = re.compile(r"^([1-9][0-9]{0,2}[smhd]|[1-9][0-9]{0,7}s?)$")
@@ -42,12 +41,6 @@ MAX_TTL = 3650 * 86400
 PUBLIC = {"/admin/health/live"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
 
 
 class AdminApi:
@@ -162,7 +155,7 @@ class AdminApi:
     # --- OTPs -------------------------------------------------------------------------
 
     async def create_otp(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         if isinstance(body, dict) and "items" in body and set(body) != {"items"}:
             raise ApiError(400, "bad_request", "a bulk request has only the field items")
         items = body.get("items") if isinstance(body, dict) and "items" in body else [body]
@@ -176,7 +169,7 @@ class AdminApi:
             otp_id, secret = await _in_thread(issue_otp, authority.store.store, authority.keyring, entity, label,
                                               ttl, uses, known, request["admin"])
             created.append({"id": otp_id, "entity": entity, "label": scope_json(label), "otp": secret, "uses": uses,
-                            "expires_at": _iso(utcnow() + dt.timedelta(seconds=ttl))})
+                            "expires_at": iso(utcnow() + dt.timedelta(seconds=ttl))})
         return web.json_response({"items": created}, status=201)
 
     def _otp_spec(self, item: Any, index: int) -> tuple[str, str | None, int, int]:
@@ -199,10 +192,10 @@ class AdminApi:
             raise ApiError(404 if "unknown EST label" in exc.reason else 400,
                            "not_found" if "unknown EST label" in exc.reason else "bad_request",
                            f"{where}.label: {exc.reason}") from None
-        uses = _integral(item.get("uses", 1))
+        uses = integral(item.get("uses", 1))
         if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= 1000:
             raise ApiError(400, "bad_request", f"{where}.uses must be an integer from 1 to 1000")
-        ttl_raw = _integral(item.get("ttl", self._config().otp.default_ttl))
+        ttl_raw = integral(item.get("ttl", self._config().otp.default_ttl))
         valid = (isinstance(ttl_raw, int) and not isinstance(ttl_raw, bool) and 1 <= ttl_raw <= MAX_TTL) or (
             isinstance(ttl_raw, str) and TTL_RE.match(ttl_raw))
         if not valid:
@@ -218,10 +211,10 @@ class AdminApi:
         cursor, limit = q.cursor(), q.limit()
         rows = [] if q.impossible else [o for o in await self._authority().store.list_otps(entity)
                                         if o.id > cursor][:limit]  # cursor, limit: parsed above
-        return _page([_otp_json(o) for o in rows], rows[-1].id if len(rows) == limit else None)
+        return page_response([otp_json(o) for o in rows], rows[-1].id if len(rows) == limit else None)
 
     async def revoke_otp(self, request: web.Request) -> web.Response:
-        otp_id = _path_int(request, "id")
+        otp_id = path_int(request, "id")
         now = utcnow()
         done = await self._authority().store.revoke_otp(otp_id, now, AuditEvent(
             event="otp.revoke", outcome="success", auth=request["admin"], reason=f"otp {otp_id}", at=now))
@@ -239,36 +232,36 @@ class AdminApi:
             return await self._fleet.request_page(q, None if status == "all" else status, label)
         rows = [] if q.impossible else await self._authority().store.pending_requests(
             None if status == "all" else status, label=label, after_id=cursor, limit=limit)
-        return _page([_request_json(r) for r in rows], rows[-1].id if len(rows) == limit else None)
+        return page_response([request_json(r) for r in rows], rows[-1].id if len(rows) == limit else None)
 
     async def get_request(self, request: web.Request) -> web.Response:
-        pending = await self._authority().store.pending(_path_int(request, "id"))
+        pending = await self._authority().store.pending(path_int(request, "id"))
         if pending is None:
             raise ApiError(404, "not_found", f"no request {request.match_info['id']}")
-        body = _request_json(pending)
+        body = request_json(pending)
         body["csr"] = decoded_csr(pending.csr_der)  # the whole CSR, for the officer who decides
         return web.json_response(body)
 
     async def approve(self, request: web.Request) -> web.Response:
-        request_id = _path_int(request, "id")
-        await _json_body(request, optional=True)
+        request_id = path_int(request, "id")
+        await json_body(request, optional=True)
         authority = self._authority()
         record = await authority.approve(request_id, request["admin"])
         pending = await authority.store.pending(request_id)
         if isinstance(record, str):  # a remote CA holds it in turn: the requester's retry collects it
-            return web.json_response({"request": _request_json(pending), "certificate": None, "ca_ref": record},
+            return web.json_response({"request": request_json(pending), "certificate": None, "ca_ref": record},
                                      status=202)
-        return web.json_response({"request": _request_json(pending), "certificate": _cert_json(record)})
+        return web.json_response({"request": request_json(pending), "certificate": cert_json(record)})
 
     async def reject(self, request: web.Request) -> web.Response:
-        request_id = _path_int(request, "id")
-        body = await _json_body(request)
+        request_id = path_int(request, "id")
+        body = await json_body(request)
         reason = body.get("reason") if isinstance(body, dict) else None
         if not isinstance(body, dict) or set(body) - {"reason"} or not isinstance(reason, str) or not reason:
             raise ApiError(400, "bad_request", 'the body must be {"reason": "<non-empty text>"}')
         authority = self._authority()
         await authority.reject(request_id, reason, request["admin"])
-        return web.json_response(_request_json(await authority.store.pending(request_id)))
+        return web.json_response(request_json(await authority.store.pending(request_id)))
 
     # --- certificates -----------------------------------------------------------------
 
@@ -281,11 +274,11 @@ class AdminApi:
         limit, cursor = q.limit(), q.cursor()
         rows = [] if q.impossible else await self._authority().store.search_certificates(
             f, limit=limit, after_id=cursor)
-        return _page([_cert_json(r) for _, r in rows], rows[-1][0] if len(rows) == limit else None)
+        return page_response([cert_json(r) for _, r in rows], rows[-1][0] if len(rows) == limit else None)
 
     async def get_cert(self, request: web.Request) -> web.Response:
         record = await self._one_cert(request)
-        body = _cert_json(record, pem=True)
+        body = cert_json(record, pem=True)
         body["decoded"] = decoded(x509.load_der_x509_certificate(record.der))
         from kipuka.admin.brski import idevid_of
         body["idevid"] = await idevid_of(self._authority(), record)  # the BRSKI pledge of an LDevID, or null
@@ -294,7 +287,7 @@ class AdminApi:
 
     async def revoke_cert(self, request: web.Request) -> web.Response:
         record = await self._one_cert(request)
-        body = await _json_body(request, optional=True)
+        body = await json_body(request, optional=True)
         reason = body.get("reason", "unspecified") if isinstance(body, dict) and not set(body) - {"reason"} else None
         if not isinstance(reason, str) or reason not in REASONS or reason == "removeFromCRL":
             raise ApiError(400, "bad_request", "reason must be an RFC 5280 reason such as keyCompromise")
@@ -303,7 +296,7 @@ class AdminApi:
         authority = self._authority()
         await authority.revocation.revoke(record.serial, reason, request["admin"], record.ca_id)
         updated = await authority.store.certificate_status(record.ca_id, record.serial)
-        return web.json_response(_cert_json(updated or record))
+        return web.json_response(cert_json(updated or record))
 
     async def _one_cert(self, request: web.Request) -> CertRecord:
         raw = request.match_info["serial"]
@@ -334,7 +327,7 @@ class AdminApi:
         labels = [name or "(default)" for name, rt in authority.labels.items() if rt.ca.id == ca_id]
         crl_urls, ocsp_urls = authority.revocation.urls(ca_id)
         return {"id": ca_id, "type": self._config().cas[ca_id].type, "labels": labels,
-                "subject": chain[0].subject.rfc4514_string(), "not_after": _iso(chain[0].not_valid_after_utc),
+                "subject": chain[0].subject.rfc4514_string(), "not_after": iso(chain[0].not_valid_after_utc),
                 "chain": [c.public_bytes(serialization.Encoding.PEM).decode() for c in chain],
                 "health": await ca.health(), "crl_urls": list(crl_urls), "ocsp_urls": list(ocsp_urls),
                 **await overview.ca_details(authority, self._config(), ca_id)}
@@ -356,7 +349,7 @@ class AdminApi:
                        label=q.text("label"), actor=q.text("actor"), since=q.time("since"), until=q.time("until"))
         page = Page([], None, None) if q.impossible else await self._authority().store.audit_page(
             **filters, after=after, before=before, limit=limit)
-        return page_json([_audit_json(e) for e in page.items], page, page.next_key)
+        return page_json([audit_json(e) for e in page.items], page, page.next_key)
 
     async def verify_audit(self, request: web.Request) -> web.Response:
         store = self._authority().store
@@ -429,78 +422,9 @@ class Query:
         return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-async def _json_body(request: web.Request, optional: bool = False) -> Any:
-    raw = await read_at_most(request.content, MAX_JSON)
-    if len(raw) > MAX_JSON:
-        raise ApiError(413, "too_large", "request body is too large")
-    if not raw.strip():
-        if optional:
-            return {}
-        raise ApiError(400, "bad_request", "a JSON body is required")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "request body is not valid JSON") from None
-
-
-def _integral(value: Any) -> Any:
-    """JSON Schema counts 23.0 as an integer; so does the API."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _path_int(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise ApiError(400, "bad_request", f"{name} must be a positive integer")
-    return int(raw)
-
-
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     import asyncio
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-# --- JSON shapes (documented in openapi.py) ------------------------------------------------
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z") if value else None
-
-
-def _page(items: list[dict[str, Any]], next_id: int | None) -> web.Response:
-    return web.json_response({"items": items, "next_cursor": str(next_id) if next_id is not None else None})
-
-
-def _otp_json(o: OtpRecord) -> dict[str, Any]:
-    return {"id": o.id, "entity": o.entity, "label": scope_json(o.label), "uses_total": o.uses_total, "uses_left": o.uses_left,
-            "created_at": _iso(o.created_at), "expires_at": _iso(o.expires_at), "status": otp_status(o, utcnow())}
-
-
-def _request_json(r: PendingRecord | None) -> dict[str, Any]:
-    assert r is not None
-    return {"id": r.id, "op": r.op, "label": r.label, "ca": r.ca_id, "entity": r.entity, "auth": r.auth,
-            "client_addr": r.client_addr, "subject": r.subject, "sans": r.sans, "status": r.status,
-            "reason": r.reason, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
-            "decided_at": _iso(r.decided_at), "decided_by": r.decided_by, "serial": r.serial, "ca_ref": r.ca_ref,
-            "requester": r.requester, "key": csr_key(r.csr_der)}
-
-
-def _cert_json(r: CertRecord, pem: bool = False) -> dict[str, Any]:
-    now = utcnow()
-    status = "revoked" if r.revoked_at else ("expired" if r.not_after <= now else "valid")
-    out = {"serial": r.serial, "ca": r.ca_id, "label": r.label, "subject": r.subject, "sans": r.sans,
-           "entity": r.entity, "auth": r.auth, "not_before": _iso(r.not_before), "not_after": _iso(r.not_after),
-           "issued_at": _iso(r.issued_at), "status": status, "revoked_at": _iso(r.revoked_at),
-           "revocation_reason": r.revocation_reason, "sha256": r.fingerprint_sha256,
-           "replaces_serial": r.replaces_serial}
-    if pem:
-        out["pem"] = x509.load_der_x509_certificate(r.der).public_bytes(serialization.Encoding.PEM).decode()
-    return out
-
-
-def _audit_json(e: AuditEvent) -> dict[str, Any]:
-    return {"id": e.id, "at": _iso(e.at), "event": e.event, "outcome": e.outcome, "reason": e.reason,
-            "label": e.label, "entity": e.entity, "client_addr": e.client_addr, "auth": e.auth, "ca": e.ca_id,
-            "serial": e.serial, "chain_seq": e.chain_seq, "hash": e.hash}
 
 
 def _status_of(exc: KipukaError) -> tuple[int, str]:

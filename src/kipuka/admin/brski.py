@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from kipuka.admin.api import ApiError, Query, _iso, _json_body, _page, _path_int
+from kipuka.admin.api import Query
+from kipuka.admin.shapes import ApiError, iso, json_body, page_response, path_int
 from kipuka.brski.registrar import Registrar
 from kipuka.ra.authority import Authority
 from kipuka.store import CertRecord
@@ -46,11 +47,11 @@ class BrskiAdmin:
         limit, cursor = q.limit(), q.cursor()
         rows = [] if q.impossible else await registrar.store.brski_pledges(
             None if status == "all" else status, after_id=cursor, limit=limit)
-        return _page([pledge_json(r) for r in rows], rows[-1].id if len(rows) == limit else None)
+        return page_response([pledge_json(r) for r in rows], rows[-1].id if len(rows) == limit else None)
 
     async def get_pledge(self, request: web.Request) -> web.Response:
         registrar = self._registrar()
-        record = await registrar.store.brski_pledge_by_id(_path_int(request, "id"))
+        record = await registrar.store.brski_pledge_by_id(path_int(request, "id"))
         if record is None:
             raise ApiError(404, "not_found", f"no pledge {request.match_info['id']}")
         body = pledge_json(record)
@@ -61,8 +62,8 @@ class BrskiAdmin:
 
     async def approve(self, request: web.Request) -> web.Response:
         registrar = self._registrar()
-        pledge_id = _path_int(request, "id")
-        body = await _json_body(request, optional=True)
+        pledge_id = path_int(request, "id")
+        body = await json_body(request, optional=True)
         label = body.get("label") if isinstance(body, dict) else None
         if not isinstance(body, dict) or set(body) - {"label"} or (label is not None and not isinstance(label, str)):
             raise ApiError(400, "bad_request", 'the body must be empty or {"label": "<EST label>"}')
@@ -70,8 +71,8 @@ class BrskiAdmin:
 
     async def reject(self, request: web.Request) -> web.Response:
         registrar = self._registrar()
-        pledge_id = _path_int(request, "id")
-        body = await _json_body(request)
+        pledge_id = path_int(request, "id")
+        body = await json_body(request)
         reason = body.get("reason") if isinstance(body, dict) else None
         if not isinstance(body, dict) or set(body) - {"reason"} or not isinstance(reason, str) or not reason:
             raise ApiError(400, "bad_request", 'the body must be {"reason": "<non-empty text>"}')
@@ -86,7 +87,7 @@ class BrskiAdmin:
 
     async def add_rule(self, request: web.Request) -> web.Response:
         registrar = self._registrar()
-        body = await _json_body(request)
+        body = await json_body(request)
         if not isinstance(body, dict) or set(body) - {"manufacturer", "pattern", "label"} or not all(
                 isinstance(body.get(k), str) for k in ("manufacturer", "pattern")) or (
                 "label" in body and not isinstance(body["label"], str)):
@@ -98,7 +99,7 @@ class BrskiAdmin:
         return web.json_response(rule_json(rule), status=201)
 
     async def delete_rule(self, request: web.Request) -> web.Response:
-        await self._registrar().delete_rule(_path_int(request, "id"), request["admin"])
+        await self._registrar().delete_rule(path_int(request, "id"), request["admin"])
         return web.Response(status=204)
 
 
@@ -113,11 +114,11 @@ async def idevid_of(authority: Authority, record: CertRecord) -> dict[str, Any] 
 def pledge_json(r: PledgeRecord) -> dict[str, Any]:
     return {"id": r.id, "manufacturer": r.manufacturer, "serial_number": r.serial_number,
             "idevid_subject": r.idevid_subject, "idevid_sha256": r.idevid_sha256, "status": r.status,
-            "label": r.label, "reason": r.reason, "decided_by": r.decided_by, "created_at": _iso(r.created_at),
-            "decided_at": _iso(r.decided_at), "client_addr": r.client_addr, "masa_url": r.masa_url,
-            "voucher_at": _iso(r.voucher_at), "voucher_status": r.voucher_status, "enroll_status": r.enroll_status}
+            "label": r.label, "reason": r.reason, "decided_by": r.decided_by, "created_at": iso(r.created_at),
+            "decided_at": iso(r.decided_at), "client_addr": r.client_addr, "masa_url": r.masa_url,
+            "voucher_at": iso(r.voucher_at), "voucher_status": r.voucher_status, "enroll_status": r.enroll_status}
 
 
 def rule_json(r: OwnershipRule) -> dict[str, Any]:
     return {"id": r.id, "manufacturer": r.manufacturer, "pattern": r.pattern, "label": r.label, "source": "api",
-            "created_by": r.created_by, "created_at": _iso(r.created_at)}
+            "created_by": r.created_by, "created_at": iso(r.created_at)}

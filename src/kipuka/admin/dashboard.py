@@ -15,10 +15,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 
-from kipuka.admin.overview import _iso
+from kipuka.admin.shapes import iso
 from kipuka.ca.base import signs_revocation
 from kipuka.ra.authority import Authority
-from kipuka.ra.revocation import OcspQuery, _issuer_hashes
+from kipuka.ra.revocation import OcspQuery, issuer_hashes
 from kipuka.store.records import utcnow
 
 WINDOWS = (7, 30, 90)
@@ -35,9 +35,9 @@ async def dashboard(authority: Authority) -> dict[str, Any]:
         crl = await store.latest_crl(ca_id) if publishes else None
         cas.append({
             "id": ca_id, "health": await ca.health(),
-            "certificates": [{"subject": c.subject.rfc4514_string(), "not_after": _iso(c.not_valid_after_utc),
+            "certificates": [{"subject": c.subject.rfc4514_string(), "not_after": iso(c.not_valid_after_utc),
                               "days_left": (c.not_valid_after_utc - now).days} for c in chain],
-            "crl": None if crl is None else {"number": crl.number, "next_update": _iso(crl.next_update),
+            "crl": None if crl is None else {"number": crl.number, "next_update": iso(crl.next_update),
                                              "fresh": crl.next_update > now},
             "ocsp": await _ocsp_health(authority, ca_id, chain[0]) if publishes else None,
         })
@@ -48,7 +48,7 @@ async def dashboard(authority: Authority) -> dict[str, Any]:
     outcomes_day = await store.outcome_counts(day)
     outcomes_hour = await store.outcome_counts(hour)
     return {
-        "at": _iso(now),
+        "at": iso(now),
         "expiring": [{"label": label, **{f"days_{d}": counts[d] for d in WINDOWS}}
                      for label, counts in sorted(expiring.items())],
         "cas": cas,
@@ -61,7 +61,7 @@ async def dashboard(authority: Authority) -> dict[str, Any]:
 
 async def _ocsp_health(authority: Authority, ca_id: str, issuer: x509.Certificate) -> dict[str, Any]:
     """Ask the responder about serial 1 of this CA, as a relying party would: a signed answer is health."""
-    names, key = _issuer_hashes(issuer, hashes.SHA1())
+    names, key = issuer_hashes(issuer, hashes.SHA1())
     try:
         der = await authority.revocation.ocsp(ca_id, OcspQuery(names, key, hashes.SHA1(), 1, None))
         answer = ocsp.load_der_ocsp_response(der)

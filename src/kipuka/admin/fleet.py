@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from kipuka.admin.api import ApiError, Query, _cert_json, _integral, _iso, _json_body, _otp_json, _request_json
-from kipuka.admin.overview import _cert_summary
+from kipuka.admin.api import Query
+from kipuka.admin.shapes import ApiError, cert_json, integral, iso, json_body, otp_json, request_json
+from kipuka.admin.overview import cert_summary
 from kipuka.ra.authority import Authority
 from kipuka.ra.revocation import REASONS
 from kipuka.store import CertFilter, CertRecord
@@ -90,7 +91,7 @@ class FleetAdmin:
                                                               before=before, limit=q.limit())
         items = []
         for record in page.items:
-            body = _cert_json(record)
+            body = cert_json(record)
             body["superseded"] = (record.ca_id, record.serial) in page.superseded
             items.append(body)
         return page_json(items, page)
@@ -101,11 +102,11 @@ class FleetAdmin:
         earlier, later = await authority.store.lineage(record.ca_id, record.serial)
         ca = authority.cas.get(record.ca_id)
         crl = await authority.store.latest_crl(record.ca_id) if ca is not None else None
-        return {"renewed_from": _cert_json(earlier) if earlier is not None else None,
-                "superseded_by": [_cert_json(r) for r in later], "superseded": bool(later),
-                "chain": [] if ca is None else [_cert_summary(c) for c in ca.ca_certificates()],
-                "crl": None if crl is None else {"number": crl.number, "this_update": _iso(crl.this_update),
-                                                 "next_update": _iso(crl.next_update)}}
+        return {"renewed_from": cert_json(earlier) if earlier is not None else None,
+                "superseded_by": [cert_json(r) for r in later], "superseded": bool(later),
+                "chain": [] if ca is None else [cert_summary(c) for c in ca.ca_certificates()],
+                "crl": None if crl is None else {"number": crl.number, "this_update": iso(crl.this_update),
+                                                 "next_update": iso(crl.next_update)}}
 
     async def otp_page(self, q: Query, entity: str | None) -> web.Response:
         """GET /admin/otp with status, order, after or before: newest first by default."""
@@ -116,7 +117,7 @@ class FleetAdmin:
         page = Page([], None, None) if q.impossible else await store.otp_page(
             entity=entity, status=status, descending=descending, after=after, before=before, limit=q.limit())
         produced = await store.otp_certificates_exist([o.id for o in page.items])
-        return page_json([{**_otp_json(o), "certificates": produced.get(o.id, 0)} for o in page.items], page)
+        return page_json([{**otp_json(o), "certificates": produced.get(o.id, 0)} for o in page.items], page)
 
     async def request_page(self, q: Query, status: str | None, label: str | None) -> web.Response:
         """GET /admin/requests with entity, order, after or before: the queue, oldest first by default."""
@@ -125,7 +126,7 @@ class FleetAdmin:
         entity = q.text("entity")
         page = Page([], None, None) if q.impossible else await self._authority().store.pending_page(
             status, label=label, entity=entity, descending=descending, after=after, before=before, limit=q.limit())
-        return page_json([_request_json(r) for r in page.items], page)
+        return page_json([request_json(r) for r in page.items], page)
 
     async def count_certs(self, request: web.Request) -> web.Response:
         q = Query(request, CERT_PARAMS)
@@ -148,7 +149,7 @@ class FleetAdmin:
         while not q.impossible:
             page = await store.certificate_page(f, sort=sort, descending=descending, after=after,
                                                 limit=EXPORT_BATCH)
-            await response.write(_csv_rows([[_csv_value(_cert_json(r), name, r) for name in CSV_COLUMNS]
+            await response.write(_csv_rows([[_csv_value(cert_json(r), name, r) for name in CSV_COLUMNS]
                                              for r in page.items]))
             if page.next_key is None:
                 break
@@ -158,7 +159,7 @@ class FleetAdmin:
 
     async def revoke_certs(self, request: web.Request) -> web.Response:
         """Revoke a selection ({"serials": [...]}) or a search ({"filter": {...}, "count": n})."""
-        body = await _json_body(request)
+        body = await json_body(request)
         if not isinstance(body, dict) or set(body) - {"serials", "filter", "count", "reason"}:
             raise ApiError(400, "bad_request", 'the body is {"reason", "serials"} or {"reason", "filter", "count"}')
         reason = body.get("reason")
@@ -179,7 +180,7 @@ class FleetAdmin:
                     raise ApiError(404, "not_found", f"no certificate with serial {serial}")
                 targets += [(r.ca_id, r.serial) for r in found if r.revoked_at is None]
         else:
-            spec, count = body["filter"], _integral(body.get("count"))
+            spec, count = body["filter"], integral(body.get("count"))
             if not isinstance(spec, dict) or not all(isinstance(v, str) for v in spec.values()):
                 raise ApiError(400, "bad_request", "filter must be an object of certificate search parameters")
             if isinstance(count, bool) or not isinstance(count, int):
@@ -197,9 +198,9 @@ class FleetAdmin:
         return web.json_response({"revoked": len(done), "serials": [s for _, s in done]})
 
     async def revoke_otps(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         ids = body.get("ids") if isinstance(body, dict) and set(body) == {"ids"} else None
-        ids = [_integral(i) for i in ids] if isinstance(ids, list) else None
+        ids = [integral(i) for i in ids] if isinstance(ids, list) else None
         if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_BULK_REVOKE or \
                 not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= 10 ** 17 for i in ids):
             raise ApiError(400, "bad_request", f'the body must be {{"ids": [1 to {MAX_BULK_REVOKE} OTP ids]}}')

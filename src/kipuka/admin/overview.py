@@ -15,14 +15,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from kipuka.admin.shapes import iso
 from kipuka.ca.base import signs_revocation
 from kipuka.config import Config
 from kipuka.ra.authority import Authority
 from kipuka.store.records import utcnow
 
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
 
 async def issuance(authority: Authority, hours: int) -> dict[str, Any]:
@@ -34,8 +32,8 @@ async def issuance(authority: Authority, hours: int) -> dict[str, Any]:
     issued = await store.issued_per_hour(since, until)
     failed = await store.failures_per_hour(since, until)
     buckets = [since + dt.timedelta(hours=i) for i in range(hours)]
-    return {"since": _iso(since), "until": _iso(until),
-            "items": [{"start": _iso(b), "issued": issued.get(b, 0), "failed": failed.get(b, 0)} for b in buckets],
+    return {"since": iso(since), "until": iso(until),
+            "items": [{"start": iso(b), "issued": issued.get(b, 0), "failed": failed.get(b, 0)} for b in buckets],
             "pending": await store.count_pending()}
 
 
@@ -58,9 +56,9 @@ def labels(authority: Authority, config: Config) -> list[dict[str, Any]]:
     return out
 
 
-def _cert_summary(cert: x509.Certificate) -> dict[str, Any]:
+def cert_summary(cert: x509.Certificate) -> dict[str, Any]:
     return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-            "not_after": _iso(cert.not_valid_after_utc), "sha256": cert.fingerprint(hashes.SHA256()).hex()}
+            "not_after": iso(cert.not_valid_after_utc), "sha256": cert.fingerprint(hashes.SHA256()).hex()}
 
 
 async def ca_details(authority: Authority, config: Config, ca_id: str) -> dict[str, Any]:
@@ -73,8 +71,8 @@ async def ca_details(authority: Authority, config: Config, ca_id: str) -> dict[s
     crl_json = None
     if crl is not None:
         entries = len(x509.load_der_x509_crl(crl.der))
-        crl_json = {"number": crl.number, "this_update": _iso(crl.this_update),
-                    "next_update": _iso(crl.next_update), "entries": entries,
+        crl_json = {"number": crl.number, "this_update": iso(crl.this_update),
+                    "next_update": iso(crl.next_update), "entries": entries,
                     "fresh": crl.next_update > utcnow()}
     cfg = config.cas.get(ca_id)
     responder = None
@@ -86,5 +84,5 @@ async def ca_details(authority: Authority, config: Config, ca_id: str) -> dict[s
                 responder = f"delegated responder {delegated.subject.rfc4514_string()}"
             except (OSError, ValueError):
                 responder = f"delegated responder {cfg.ocsp_cert}"
-    return {"replicas": replicas, "chain_info": [_cert_summary(c) for c in ca.ca_certificates()],
+    return {"replicas": replicas, "chain_info": [cert_summary(c) for c in ca.ca_certificates()],
             "publishes_revocation": publishes, "crl": crl_json, "ocsp_responder": responder}

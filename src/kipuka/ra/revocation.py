@@ -112,7 +112,7 @@ class Revocation:
         issuer = ca.ca_certificates()[0]
         cache_key = (ca_id, query.hash_algorithm.name)
         if cache_key not in self._hashes:  # the issuer's CertID hashes never change: compute once
-            self._hashes[cache_key] = _issuer_hashes(issuer, query.hash_algorithm)
+            self._hashes[cache_key] = issuer_hashes(issuer, query.hash_algorithm)
         name_hash, key_hash = self._hashes[cache_key]
         if (query.issuer_name_hash, query.issuer_key_hash) != (name_hash, key_hash):
             return unsuccessful_ocsp(ocsp.OCSPResponseStatus.UNAUTHORIZED)
@@ -141,7 +141,7 @@ class Revocation:
         return ca_id in self.cas and signs_revocation(self.cas[ca_id])
 
 
-def _issuer_hashes(issuer, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]
+def issuer_hashes(issuer, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]
     """RFC 6960 CertID hashes: of the issuer's DER name and of its public key BIT STRING."""
     name_hash = hashes.Hash(algorithm)
     name_hash.update(issuer.subject.public_bytes())
