@@ -24,6 +24,7 @@ from kipuka.admin.console.session import (
 )
 from kipuka.config import Config
 from kipuka.ra.authority import Authority
+from kipuka.ra.revocation import REASONS
 from kipuka.store.records import AuditEvent, utcnow
 
 log = logging.getLogger("kipuka.admin.console")
@@ -45,6 +46,13 @@ DETAILS: dict[str, tuple[str, str, str]] = {
     "certs": ("cert", "Certificate", "certs"),
     "requests": ("request", "Request", "requests"),
 }
+# Markup several pages share, filled into their fragments once at start-up: the revocation reasons
+# the RA accepts (removeFromCRL only undoes a hold in a delta CRL: not an officer's choice) and the
+# page sizes the lists offer (the admin API takes up to 1,000 a page).
+PARTIALS = {
+    "revocation_reasons": "\n".join(f'<option value="{r}">{r}</option>' for r in REASONS if r != "removeFromCRL"),
+    "page_sizes": "\n".join(f'<option value="{n}">{n}</option>' for n in (50, 100, 200, 500)),
+}
 NEXT_RE = re.compile(r"^/console/(" + "|".join(p for p in PAGES if p) + r"|certs/[0-9a-fA-F]{1,42}|requests/[0-9]{1,18})?"
                      r"(\?[A-Za-z0-9=&%._~-]{0,600})?$")
 SECURITY_HEADERS = {
@@ -64,7 +72,7 @@ class Console:
         self._config = config
         self._shell = (STATIC / "shell.html").read_text()
         self._login = (STATIC / "login.html").read_text()
-        self._fragments = {name: (STATIC / "pages" / f"{name}.html").read_text()
+        self._fragments = {name: _fill((STATIC / "pages" / f"{name}.html").read_text(), PARTIALS)
                            for name in [n for n, _ in PAGES.values()] + [d[0] for d in DETAILS.values()]}
         self._assets = {p.name: (p.read_bytes(), ASSET_TYPES[p.suffix]) for p in STATIC.iterdir()
                         if p.suffix in ASSET_TYPES}
