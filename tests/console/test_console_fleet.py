@@ -18,19 +18,9 @@ import requests
 from cryptography import x509
 
 from tests.helpers import admin_call, b64, certs_from, make_csr, public_url, unique, write_identity
+from tests.console.keyboard import tab_to
 
 DEVICES = 24
-
-
-def _tab_to(page, accessible_name: str, limit: int = 150) -> None:
-    """Move focus with the Tab key only, until the control with this name has it."""
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        name = page.evaluate("() => document.activeElement.getAttribute('aria-label') || "
-                             "document.activeElement.textContent.trim()")
-        if name == accessible_name:
-            return
-    raise AssertionError(f"Tab never reached {accessible_name!r}")
 
 
 def _otps(srv, entities: list[str], label: str | None = None) -> list[str]:
@@ -96,14 +86,14 @@ def test_certificates_are_newest_first_with_issued_and_sans_and_page_both_ways_b
     assert _rows(console) == newest[:10]
     assert f"{fleet.entities[0]}.example.com" in console.page.locator("#results tbody tr").first.inner_text()
     console.shot("fleet-certificates")
-    _tab_to(console.page, "Next page")
+    tab_to(console.page, "Next page")
     console.page.keyboard.press("Enter")
     _wait_rows(console, newest[10])
     assert _rows(console) == newest[10:20] and "after=" in console.page.url
     console.page.keyboard.press("Enter")  # the focus stays on Next page
     _wait_rows(console, newest[20])
     assert _rows(console) == newest[20:] and console.page.get_by_role("button", name="Next page").is_disabled()
-    _tab_to(console.page, "Previous page")
+    tab_to(console.page, "Previous page")
     console.page.keyboard.press("Enter")
     _wait_rows(console, newest[10])
     assert _rows(console) == newest[10:20]
@@ -235,7 +225,7 @@ def test_revoking_every_match_of_a_search_states_its_count_and_works_from_the_ke
     console.page.get_by_role("button", name="Search").click()
     _wait_rows(console, batch[-1])
     console.page.get_by_label("Revocation reason (RFC 5280)").select_option("cessationOfOperation")
-    _tab_to(console.page, "Revoke every match")
+    tab_to(console.page, "Revoke every match")
     console.page.keyboard.press("Enter")
     dialog = console.page.locator("dialog[open]")
     dialog.wait_for()
@@ -323,7 +313,7 @@ def test_a_selection_of_requests_is_approved_then_rejected_after_a_confirmation(
     console.open("/console/requests?label=held")
     console.page.get_by_label(f"Select request {held[2][0]}").check()
     console.page.get_by_label("Reason for rejection").fill("not on the delivery list")
-    _tab_to(console.page, "Reject selected")
+    tab_to(console.page, "Reject selected")
     console.page.keyboard.press("Enter")
     console.page.locator("dialog[open]").wait_for()
     console.page.keyboard.press("Tab")
@@ -419,6 +409,6 @@ def test_the_pages_of_one_certificate_and_one_request_are_labelled_and_keyboard_
         assert console.page.locator("nav[aria-label] a[aria-current=page]").count() == 1
         console.page.keyboard.press("Tab")
         assert console.page.evaluate("() => document.activeElement.className") == "skip"
-        _tab_to(console.page, "Back to the list" if "certs" in path else "Back to the queue")
+        tab_to(console.page, "Back to the list" if "certs" in path else "Back to the queue")
         console.page.keyboard.press("Enter")
         console.page.wait_for_url(re.compile("/console/(certs|requests)$"))

@@ -17,6 +17,7 @@ import requests
 from cryptography import x509
 
 from tests.helpers import admin_call, b64, certs_in_body, enroll_identity, make_csr, public_url, unique
+from tests.console.keyboard import tab_to
 
 CURL_UNTIL_ISSUED = r"""
 for attempt in $(seq 1 60); do
@@ -57,17 +58,6 @@ def _wait_for_pending(srv, entity: str) -> int:
     raise AssertionError(f"no pending request from {entity}")
 
 
-def _tab_to(page, accessible_name: str, limit: int = 120) -> None:
-    """Move focus with the Tab key only, until the control with this name has it."""
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        name = page.evaluate("() => document.activeElement.getAttribute('aria-label') || "
-                             "document.activeElement.textContent.trim()")
-        if name == accessible_name:
-            return
-    raise AssertionError(f"Tab never reached {accessible_name!r}")
-
-
 def test_login_sets_a_hardened_session_cookie_and_lands_on_the_overview(console):
     console.page.goto(console.base + "/console/certs")
     assert "/console/login?next=/console/certs" in console.page.url
@@ -98,7 +88,7 @@ def test_approve_in_the_console_delivers_the_certificate_to_the_waiting_curl_cli
         row = console.page.locator("tr", has_text=entity)
         assert "EC P-256" in row.inner_text() and "held" in row.inner_text()
         console.shot("requests")
-        _tab_to(console.page, f"Approve request {request_id}")  # keyboard only
+        tab_to(console.page, f"Approve request {request_id}")  # keyboard only
         console.page.keyboard.press("Enter")
         console.page.locator("dialog[open]").wait_for()  # the confirmation step: Cancel has the focus
         console.page.keyboard.press("Tab")
