@@ -7,6 +7,7 @@ server's internals except the CLI commands an operator would run.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import re
 import signal
@@ -32,10 +33,35 @@ PKCS10 = {"Content-Type": "application/pkcs10"}
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 
 
+# Ports for test servers come from a block per xdist worker below the kernel's ephemeral range
+# (32768+ on Linux). A port the kernel hands out for bind(0) can be taken, between choosing it
+# and the server binding it, by another worker's server or by any outgoing connection's local
+# port; CI lost a run to exactly that ("revocation.listen ... Address already in use").
+_PORT_FLOOR, _PORT_CEILING = 20000, 32000
+
+
+def _port_block() -> range:
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (_PORT_CEILING - _PORT_FLOOR) // workers
+    start = _PORT_FLOOR + index * size
+    return range(start, start + size)
+
+
+_PORTS = itertools.cycle(_port_block())
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and no other test worker will be given."""
+    for _ in range(_PORT_CEILING - _PORT_FLOOR):
+        port = next(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's block")
 
 
 def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
