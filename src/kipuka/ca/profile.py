@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from kipuka.ca import spliced
 from kipuka.ca.base import IssueRequest
 from kipuka.ca.signing import signing_hash
 
@@ -36,6 +37,29 @@ def build_certificate(
     serial: int,
     now: dt.datetime,
 ) -> x509.Certificate:
+    """The end-entity certificate for `req`, spliced from the label's pre-encoded template
+    (ca/spliced.py); the template itself comes from reference_certificate()."""
+    is_rsa = isinstance(req.public_key, rsa.RSAPublicKey)
+    return spliced.assemble(
+        lambda: reference_certificate(req, issuer, issuer_key, serial, now, san=False),
+        (issuer, req.ekus, req.crl_urls, req.ocsp_urls, is_rsa),
+        issuer_key=issuer_key, serial=serial,
+        not_before=max(now - CLOCK_SKEW, issuer.not_valid_before_utc),
+        not_after=min(now + req.validity, issuer.not_valid_after_utc),
+        subject=req.subject, public_key=req.public_key, san=req.san)
+
+
+def reference_certificate(
+    req: IssueRequest,
+    issuer: x509.Certificate,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    serial: int,
+    now: dt.datetime,
+    *,
+    san: bool = True,
+) -> x509.Certificate:
+    """The profile spelled out with cryptography's CertificateBuilder: what build_certificate's
+    spliced output must equal, byte for byte, and where its template bytes come from."""
     not_after = min(now + req.validity, issuer.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
@@ -59,7 +83,7 @@ def build_certificate(
         builder = builder.add_extension(x509.AuthorityInformationAccess([
             x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(u))
             for u in req.ocsp_urls]), critical=False)
-    if req.san is not None:
+    if san and req.san is not None:
         # RFC 5280 4.2.1.6: SAN is critical when the subject is empty.
         builder = builder.add_extension(req.san, critical=len(req.subject) == 0)
     return builder.sign(issuer_key, signing_hash(issuer_key))
