@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import random
 import re
 import signal
 import socket
@@ -18,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import requests
 from cryptography import x509
@@ -48,7 +50,15 @@ def _port_block() -> range:
     return range(start, start + size)
 
 
-_PORTS = itertools.cycle(_port_block())
+def _ports() -> Iterator[int]:
+    """This worker's block, from a random place in it: two test sessions on one machine (a
+    developer's and CI's, say) then seldom walk the same ports at the same time."""
+    block = _port_block()
+    start = random.randrange(len(block))
+    return itertools.cycle([*block[start:], *block[:start]])
+
+
+_PORTS = _ports()
 
 
 def free_port() -> int:

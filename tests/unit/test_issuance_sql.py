@@ -96,6 +96,53 @@ def test_a_retry_with_the_same_key_and_other_names_is_not_recovered(store):
     assert store.certificate_status("ca", "ee02") is None
 
 
+def test_a_key_certified_for_other_names_gets_a_new_certificate_while_uses_are_left(store):
+    otp_id = _otp(store, uses=2)
+    now = dt.datetime.now(UTC)
+    window = dt.timedelta(minutes=10)
+    store.issue_with_otp(otp_id, _cert("ef01", otp_id, at=now), AuditEvent(event="enroll", outcome="success"),
+                         now, window)
+    renamed = dataclasses.replace(_cert("ef02", otp_id, at=now), sans="dev-1.example.com,dev-1.lab.example.com")
+    assert store.issue_with_otp(otp_id, renamed, AuditEvent(event="enroll", outcome="success"), now, window) \
+        == ("issued", None)
+    assert store.certificate_status("ca", "ef02") is not None
+    [otp] = store.list_otps("dev-1")
+    assert otp.uses_left == 0
+
+
+def test_an_otp_issuance_writes_its_audit_row_with_the_certificate(store):
+    otp_id = _otp(store, uses=1)
+    now = dt.datetime.now(UTC)
+    store.issue_with_otp(otp_id, _cert("ab01", otp_id, at=now),
+                         AuditEvent(event="enroll", outcome="success", serial="ab01", entity="dev-1"),
+                         now, dt.timedelta(minutes=10))
+    assert [(e.serial, e.entity) for e in store.audit_events(event="enroll")] == [("ab01", "dev-1")]
+
+
+def test_an_entity_without_otps_still_reads_its_lockout(store):
+    now = dt.datetime.now(UTC)
+    for _ in range(3):
+        locked = store.record_auth_failure("ghost", "192.0.2.9", now, 3, dt.timedelta(minutes=5),
+                                           AuditEvent(event="enroll", outcome="rejected"))
+    assert locked is not None
+    assert store.otp_candidates("ghost", "192.0.2.9") == ([], locked)
+    assert store.otp_candidates("ghost", "192.0.2.10") == ([], None)
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_truncated(store):
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite does not enforce VARCHAR lengths; the PostgreSQL pass runs this")
+    otp_id = _otp(store, uses=1)
+    now = dt.datetime.now(UTC)
+    too_long = dataclasses.replace(_cert("fa01", otp_id, at=now), entity="d" * 300)
+    with pytest.raises(Exception):
+        store.issue_with_otp(otp_id, too_long, AuditEvent(event="enroll", outcome="success"), now,
+                             dt.timedelta(minutes=10))
+    assert store.certificate_status("ca", "fa01") is None
+    [otp] = store.list_otps("dev-1")
+    assert otp.uses_left == 1
+
+
 def test_an_expired_otp_is_not_spent(store):
     otp_id = _otp(store, uses=1, ttl=dt.timedelta(seconds=1))
     later = dt.datetime.now(UTC) + dt.timedelta(seconds=5)
