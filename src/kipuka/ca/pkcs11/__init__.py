@@ -32,12 +32,10 @@ parent process is re-initialised before use.
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from cryptography import x509
@@ -53,6 +51,7 @@ from kipuka.ca.signing import signature_of
 from kipuka.ca.pkcs11.settings import (DEFAULT_MODULE, MODULE_CANDIDATES, OPTION_KEYS, Pkcs11Settings,
                                        settings_from_config)
 from kipuka.ca.pkcs11.module import Module, _pkcs11
+from kipuka.ca.pkcs11.sessions import _SessionPool, _Slot
 from kipuka.ca.pkcs11.token_keys import (_DIGEST_INFO, CKM_ML_DSA, RawSigner, TokenECKey, TokenRSAKey,
                                          mechanism_for, refuse_ml_dsa, token_key)
 from kipuka.config import CAConfig
@@ -61,55 +60,6 @@ from kipuka.pem import load_certificates, load_private_key
 
 log = logging.getLogger("kipuka.ca.pkcs11")
 T = TypeVar("T")
-
-# --- sessions --------------------------------------------------------------------------------
-
-class _Slot:
-    """One PKCS#11 session with its own thread."""
-
-    def __init__(self, index: int, ca_id: str) -> None:
-        self.index = index
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pkcs11-{ca_id}-{index}")
-        self.generation = -1  # the module generation `session` belongs to
-        self.session: Any = None
-        self.key: CertificateIssuerPrivateKeyTypes | None = None
-
-
-class _SessionPool:
-    """Free sessions and the callers waiting for one (used on the event loop only)."""
-
-    def __init__(self, slots: list[_Slot]) -> None:
-        self.free: collections.deque[_Slot] = collections.deque(slots)
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
-
-    async def acquire(self, timeout: float) -> _Slot | None:
-        if self.free and not self.waiters:
-            return self.free.popleft()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-        self.waiters.append(fut)
-        timer = loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.result() is not None:
-                self.release(fut.result())  # handed over just as the caller went away
-            raise
-        finally:
-            timer.cancel()
-            try:
-                self.waiters.remove(fut)
-            except ValueError:
-                pass
-
-    def release(self, slot: _Slot) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(slot)
-                return
-        self.free.append(slot)
-
 
 # --- the CA ----------------------------------------------------------------------------------
 
