@@ -44,7 +44,7 @@ import logging
 import os
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 from cryptography import x509
@@ -55,6 +55,7 @@ from kipuka.client import cms, verify, wire
 from kipuka.client.csr import ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, CsrInput, CsrSource
 from kipuka.client.errors import (BootstrapError, ChannelBindingError, DecryptionError, EstError, HttpError,
                                   InvalidResponse, PendingTimeout, error_for_status)
+from kipuka.client.results import CmcResponse, Issued, ServerKeygenResult
 from kipuka.client.transport import ClientIdentity, Response, TlsSettings, Transport
 
 log = logging.getLogger("kipuka.client")
@@ -64,57 +65,6 @@ DEFAULT_PENDING_WAIT = 30   # seconds, when a 202 carries no usable Retry-After
 MAX_REDIRECTS = 3
 
 TrustInput = Union[str, os.PathLike, bytes, Sequence[x509.Certificate], None]
-
-
-# --- results -----------------------------------------------------------------------------
-
-@dataclass
-class Issued:
-    """An issued certificate and its verified issuer chain (issuing CA first, up to the root if known)."""
-
-    certificate: x509.Certificate
-    chain: list[x509.Certificate]
-    response_certificates: list[x509.Certificate] = field(default_factory=list)
-
-    def pem(self, with_chain: bool = False) -> bytes:
-        certs = [self.certificate, *(self.chain if with_chain else [])]
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-@dataclass
-class ServerKeygenResult(Issued):
-    private_key: object = None             # a cryptography private key
-    key_media_type: str = ""               # "application/pkcs8" or "application/pkcs7-mime; smime-type=server-generated-key"
-    encrypted: bool = False                # the key came CMS-encrypted (and was decrypted)
-    signed: bool = False                   # the key package's SignedData signature was verified
-    key_signer: x509.Certificate | None = None
-
-    def key_pem(self) -> bytes:
-        return self.private_key.private_bytes(serialization.Encoding.PEM,  # type: ignore[attr-defined]
-                                              serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-@dataclass
-class CmcResponse:
-    """A Full PKI Response. RFC 7030 4.3.2 answers CMC errors with one too: `status` is the HTTP status."""
-
-    der: bytes                                   # the CMS of the PKIResponse, as received
-    certificates: list[x509.Certificate]         # certificates carried in its SignedData, if any
-    status: int = 200
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def parse(self):  # type: ignore[no-untyped-def]
-        """The verified response (`kipuka.cmc.SignedPKIResponse`): statusInfoV2 per body part, nonces ...
-
-        Only the signature is checked here; whether its signer is the CA you trust
-        is yours to decide (`.signers[0].certificate`).
-        """
-        from kipuka.cmc import parse_pki_response
-
-        return parse_pki_response(self.der)
 
 
 # --- serverkeygen delivery -----------------------------------------------------------------
