@@ -44,18 +44,19 @@ import logging
 import os
 import time
 import urllib.parse
-from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.name import _ASN1Type
 
-from kipuka.client import cms, verify, wire
+from kipuka.client import verify, wire
 from kipuka.client.csr import ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, CsrInput, CsrSource
-from kipuka.client.errors import (BootstrapError, ChannelBindingError, DecryptionError, EstError, HttpError,
+from kipuka.client.errors import (BootstrapError, ChannelBindingError, EstError, HttpError,
                                   InvalidResponse, PendingTimeout, error_for_status)
 from kipuka.client.results import CmcResponse, Issued, ServerKeygenResult
+from kipuka.client.serverkeygen import (CSR_KEY, PKCS8, AsymmetricDecryptKey, Delivery, SymmetricDecryptKey,
+                                        open_key)
 from kipuka.client.transport import ClientIdentity, Response, TlsSettings, Transport
 
 log = logging.getLogger("kipuka.client")
@@ -65,29 +66,6 @@ DEFAULT_PENDING_WAIT = 30   # seconds, when a 202 carries no usable Retry-After
 MAX_REDIRECTS = 3
 
 TrustInput = Union[str, os.PathLike, bytes, Sequence[x509.Certificate], None]
-
-
-# --- serverkeygen delivery -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AsymmetricDecryptKey:
-    """Ask for the key encrypted to this key (RFC 7030 4.4.1.2, AsymmetricDecryptKeyIdentifier)."""
-
-    key_id: bytes
-    private_key: object
-
-
-@dataclass(frozen=True)
-class SymmetricDecryptKey:
-    """Ask for the key encrypted with a pre-shared AES key (RFC 7030 4.4.1.1, DecryptKeyIdentifier)."""
-
-    key_id: bytes
-    key: bytes
-
-
-PKCS8 = "pkcs8"        # no encryption beyond TLS: application/pkcs8 expected
-CSR_KEY = "csr-key"    # encrypted to the CSR's own public key (the client keeps that key)
-Delivery = Union[str, AsymmetricDecryptKey, SymmetricDecryptKey]
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -263,7 +241,7 @@ class EstClient:
             raise InvalidResponse(f"serverkeygen: expected one certificate part and one key part, got: {kinds}")
         key_part = key_parts[0]
         key_der = wire.decode_body(key_part.body, "serverkeygen key part", key_part.transfer_encoding)
-        opened = self._open_key(key_part.media, key_der, delivery, source)
+        opened = open_key(key_part.media, key_der, delivery, source)
         certs = wire.certificates(cert_parts[0].body, "serverkeygen certificate part", cert_parts[0].transfer_encoding)
         leaf = _leaf_for_key(certs, opened.private_key.public_key())  # type: ignore[attr-defined]
         if leaf is None:
@@ -312,42 +290,6 @@ class EstClient:
             tls_unique = transport.tls_unique() if self.channel_binding else None
             return wire_body(source.der(tls_unique))
         return body
-
-    def _open_key(self, media: wire.MediaType, der: bytes, delivery: Delivery, source: CsrSource) -> cms.OpenedKey:
-        if media.type == wire.PKCS8:
-            if delivery != PKCS8:
-                raise InvalidResponse("serverkeygen: the server sent the key unencrypted (application/pkcs8) "
-                                      "although an encrypted delivery was requested")
-            try:  # a PKCS#1 or SEC1 key labelled PKCS#8 loads as well
-                key = serialization.load_der_private_key(der, None)
-            except TypeError:
-                raise DecryptionError("serverkeygen: the application/pkcs8 part is password-encrypted") from None
-            except ValueError as exc:
-                raise InvalidResponse(f"serverkeygen: the key part is not a private key: {exc}") from None
-            pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
-            return cms.OpenedKey(key, pkcs8, signed=False)
-        if isinstance(delivery, SymmetricDecryptKey):
-            return cms.open_server_generated_key(der, kek=delivery.key, kek_id=delivery.key_id)
-        if isinstance(delivery, AsymmetricDecryptKey):
-            return cms.open_server_generated_key(der, private_key=delivery.private_key)
-        if delivery == CSR_KEY:
-            assert source.spec is not None
-            return cms.open_server_generated_key(der, private_key=source.spec.key)
-        try:  # signed but not encrypted needs no key; anything encrypted does
-            return cms.open_server_generated_key(der)
-        except DecryptionError:
-            pass
-        if source.spec is not None:
-            # The label's policy, not the client, picks the delivery: a label that allows only
-            # csr-key encrypts to the CSR's key whatever was asked. The certificate is issued by
-            # now, so the key must be opened rather than thrown away.
-            try:
-                return cms.open_server_generated_key(der, private_key=source.spec.key)
-            except DecryptionError:
-                pass
-        raise DecryptionError("serverkeygen: the server sent an encrypted key; ask for a delivery with a "
-                              "decryption key (csr-key, AsymmetricDecryptKey or SymmetricDecryptKey)")
 
     def _verify_issued(self, leaf: x509.Certificate, response_certs: list[x509.Certificate]) -> list[x509.Certificate]:
         if not self.verify_chain:
