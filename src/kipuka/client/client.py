@@ -41,10 +41,9 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import time
 import urllib.parse
-from typing import Callable, Sequence, Union
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -58,14 +57,13 @@ from kipuka.client.results import CmcResponse, Issued, ServerKeygenResult
 from kipuka.client.serverkeygen import (CSR_KEY, PKCS8, AsymmetricDecryptKey, Delivery, SymmetricDecryptKey,
                                         open_key)
 from kipuka.client.transport import ClientIdentity, Response, TlsSettings, Transport
+from kipuka.client.trust import TrustInput, load_trust
 
 log = logging.getLogger("kipuka.client")
 
 WELL_KNOWN = "/.well-known/est"
 DEFAULT_PENDING_WAIT = 30   # seconds, when a 202 carries no usable Retry-After
 MAX_REDIRECTS = 3
-
-TrustInput = Union[str, os.PathLike, bytes, Sequence[x509.Certificate], None]
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -441,35 +439,3 @@ def _split_url(base_url: str) -> tuple[str, int, str, str | None]:
     else:
         prefix = path + WELL_KNOWN
     return parts.hostname, port, prefix, label
-
-
-def load_trust(trust: TrustInput) -> list[x509.Certificate] | None:
-    if trust is None:
-        return None
-    if isinstance(trust, (str, os.PathLike)):
-        try:
-            with open(trust, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise EstError(f"cannot read trust anchors {os.fspath(trust)}: {exc.strerror}") from None
-        certs = _certs_from_bytes(data, os.fspath(trust))
-    elif isinstance(trust, bytes):
-        certs = _certs_from_bytes(trust, "trust anchors")
-    else:
-        certs = list(trust)
-    if not certs:
-        raise EstError("the trust anchors contain no certificate")
-    return certs
-
-
-def _certs_from_bytes(data: bytes, what: str) -> list[x509.Certificate]:
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in data:
-            return x509.load_pem_x509_certificates(data)
-        if b"-----BEGIN PKCS7-----" in data:
-            from cryptography.hazmat.primitives.serialization import pkcs7
-            return pkcs7.load_pem_pkcs7_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
-        raise EstError(f"{what}: not PEM/DER certificates ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
-
