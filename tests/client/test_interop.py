@@ -15,7 +15,7 @@ from cryptography.x509.oid import AttributeOID
 
 from kipuka.client import (BadRequest, ChannelBindingError, CsrSpec, EstClient, InvalidResponse, PendingTimeout,
                            ServerError, ServiceUnavailable, TlsError, Unauthorized, generate_key)
-from kipuka.client.client import CSR_KEY, PKCS8
+from kipuka.client.serverkeygen import CSR_KEY, PKCS8
 from tests.client.fakes import b64_lines, certs_only, csr_of, http_response
 
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"

@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from kipuka.client import BootstrapError, EstError, InvalidResponse
-from kipuka.client.client import _split_url, wire_body
+from kipuka.client.exchange import _split_url, wire_body
 from kipuka.client.files import parse_duration, write_atomic
 from kipuka.client.verify import bootstrap_set, fingerprint, normalise_fingerprint
 from kipuka.client import wire

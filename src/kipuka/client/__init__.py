@@ -6,13 +6,14 @@ RFC 8951 over HTTPS and tolerates the conventions of other EST servers
 `kipuka.client.cli` for the command line.
 """
 
-from kipuka.client.client import (CSR_KEY, PKCS8, AsymmetricDecryptKey, CmcResponse, EstClient, Issued,
-                                  ServerKeygenResult, SymmetricDecryptKey)
+from kipuka.client.client import EstClient
 from kipuka.client.csr import CsrSpec, generate_key, load_csr, load_private_key
 from kipuka.client.errors import (BadRequest, BootstrapError, ChannelBindingError, ClientError, DecryptionError,
                                   EstError, Forbidden, HttpError, InvalidResponse, NotFound, NotImplementedByServer,
                                   PendingTimeout, ServerError, ServiceUnavailable, TlsError, TransportError,
                                   Unauthorized)
+from kipuka.client.results import CmcResponse, Issued, ServerKeygenResult
+from kipuka.client.serverkeygen import CSR_KEY, PKCS8, AsymmetricDecryptKey, SymmetricDecryptKey
 from kipuka.client.verify import fingerprint
 from kipuka.client.wire import CsrAttributes
 

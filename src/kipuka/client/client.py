@@ -39,110 +39,30 @@ errors of `kipuka.client.errors`, with the server's own reason text.
 
 from __future__ import annotations
 
-import base64
 import logging
-import os
 import time
-import urllib.parse
-from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.name import _ASN1Type
 
-from kipuka.client import cms, verify, wire
+from kipuka.client import verify, wire
 from kipuka.client.csr import ASYMMETRIC_DECRYPT_KEY_ID, DECRYPT_KEY_ID, CsrInput, CsrSource
-from kipuka.client.errors import (BootstrapError, ChannelBindingError, DecryptionError, EstError, HttpError,
-                                  InvalidResponse, PendingTimeout, error_for_status)
+from kipuka.client.errors import BootstrapError, ChannelBindingError, EstError, InvalidResponse
+from kipuka.client.exchange import EstHttp, _split_url, wire_body
+from kipuka.client.results import CmcResponse, Issued, ServerKeygenResult
+from kipuka.client.serverkeygen import (CSR_KEY, PKCS8, AsymmetricDecryptKey, Delivery, SymmetricDecryptKey,
+                                        open_key)
 from kipuka.client.transport import ClientIdentity, Response, TlsSettings, Transport
+from kipuka.client.trust import TrustInput, load_trust
 
 log = logging.getLogger("kipuka.client")
 
-WELL_KNOWN = "/.well-known/est"
-DEFAULT_PENDING_WAIT = 30   # seconds, when a 202 carries no usable Retry-After
-MAX_REDIRECTS = 3
 
-TrustInput = Union[str, os.PathLike, bytes, Sequence[x509.Certificate], None]
+class EstClient(EstHttp):
+    """The EST operations against one server and label; the HTTP mechanics come from `EstHttp` (exchange.py)."""
 
-
-# --- results -----------------------------------------------------------------------------
-
-@dataclass
-class Issued:
-    """An issued certificate and its verified issuer chain (issuing CA first, up to the root if known)."""
-
-    certificate: x509.Certificate
-    chain: list[x509.Certificate]
-    response_certificates: list[x509.Certificate] = field(default_factory=list)
-
-    def pem(self, with_chain: bool = False) -> bytes:
-        certs = [self.certificate, *(self.chain if with_chain else [])]
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-@dataclass
-class ServerKeygenResult(Issued):
-    private_key: object = None             # a cryptography private key
-    key_media_type: str = ""               # "application/pkcs8" or "application/pkcs7-mime; smime-type=server-generated-key"
-    encrypted: bool = False                # the key came CMS-encrypted (and was decrypted)
-    signed: bool = False                   # the key package's SignedData signature was verified
-    key_signer: x509.Certificate | None = None
-
-    def key_pem(self) -> bytes:
-        return self.private_key.private_bytes(serialization.Encoding.PEM,  # type: ignore[attr-defined]
-                                              serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-@dataclass
-class CmcResponse:
-    """A Full PKI Response. RFC 7030 4.3.2 answers CMC errors with one too: `status` is the HTTP status."""
-
-    der: bytes                                   # the CMS of the PKIResponse, as received
-    certificates: list[x509.Certificate]         # certificates carried in its SignedData, if any
-    status: int = 200
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def parse(self):  # type: ignore[no-untyped-def]
-        """The verified response (`kipuka.cmc.SignedPKIResponse`): statusInfoV2 per body part, nonces ...
-
-        Only the signature is checked here; whether its signer is the CA you trust
-        is yours to decide (`.signers[0].certificate`).
-        """
-        from kipuka.cmc import parse_pki_response
-
-        return parse_pki_response(self.der)
-
-
-# --- serverkeygen delivery -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AsymmetricDecryptKey:
-    """Ask for the key encrypted to this key (RFC 7030 4.4.1.2, AsymmetricDecryptKeyIdentifier)."""
-
-    key_id: bytes
-    private_key: object
-
-
-@dataclass(frozen=True)
-class SymmetricDecryptKey:
-    """Ask for the key encrypted with a pre-shared AES key (RFC 7030 4.4.1.1, DecryptKeyIdentifier)."""
-
-    key_id: bytes
-    key: bytes
-
-
-PKCS8 = "pkcs8"        # no encryption beyond TLS: application/pkcs8 expected
-CSR_KEY = "csr-key"    # encrypted to the CSR's own public key (the client keeps that key)
-Delivery = Union[str, AsymmetricDecryptKey, SymmetricDecryptKey]
-
-
-# --- the client ----------------------------------------------------------------------------
-
-class EstClient:
     def __init__(self, base_url: str, label: str | None = None, *, trust: TrustInput = None,
                  fingerprint: str | None = None, client_cert: tuple[object, object] | None = None,
                  auth: tuple[str, str] | None = None, auth_mode: str = "preemptive",
@@ -202,17 +122,6 @@ class EstClient:
         return TlsSettings(anchors=anchors, verify=verify_tls,
                            client_cert=self._identity.paths if self._identity and verify_tls else None,
                            tls12_only=self.channel_binding == "tls-unique")
-
-    def url(self, op: str, label: str | None = None) -> str:
-        port = "" if self.port == 443 else f":{self.port}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}{port}{self._path(op, label)}"
-
-    def _path(self, op: str, label: str | None = None) -> str:
-        label = self.label if label is None else label
-        if label:
-            return f"{self.prefix}/{urllib.parse.quote(label, safe='')}/{op}"
-        return f"{self.prefix}/{op}"
 
     # --- trust bootstrap (RFC 7030 4.1.1) -------------------------------------------------
 
@@ -313,7 +222,7 @@ class EstClient:
             raise InvalidResponse(f"serverkeygen: expected one certificate part and one key part, got: {kinds}")
         key_part = key_parts[0]
         key_der = wire.decode_body(key_part.body, "serverkeygen key part", key_part.transfer_encoding)
-        opened = self._open_key(key_part.media, key_der, delivery, source)
+        opened = open_key(key_part.media, key_der, delivery, source)
         certs = wire.certificates(cert_parts[0].body, "serverkeygen certificate part", cert_parts[0].transfer_encoding)
         leaf = _leaf_for_key(certs, opened.private_key.public_key())  # type: ignore[attr-defined]
         if leaf is None:
@@ -363,42 +272,6 @@ class EstClient:
             return wire_body(source.der(tls_unique))
         return body
 
-    def _open_key(self, media: wire.MediaType, der: bytes, delivery: Delivery, source: CsrSource) -> cms.OpenedKey:
-        if media.type == wire.PKCS8:
-            if delivery != PKCS8:
-                raise InvalidResponse("serverkeygen: the server sent the key unencrypted (application/pkcs8) "
-                                      "although an encrypted delivery was requested")
-            try:  # a PKCS#1 or SEC1 key labelled PKCS#8 loads as well
-                key = serialization.load_der_private_key(der, None)
-            except TypeError:
-                raise DecryptionError("serverkeygen: the application/pkcs8 part is password-encrypted") from None
-            except ValueError as exc:
-                raise InvalidResponse(f"serverkeygen: the key part is not a private key: {exc}") from None
-            pkcs8 = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
-            return cms.OpenedKey(key, pkcs8, signed=False)
-        if isinstance(delivery, SymmetricDecryptKey):
-            return cms.open_server_generated_key(der, kek=delivery.key, kek_id=delivery.key_id)
-        if isinstance(delivery, AsymmetricDecryptKey):
-            return cms.open_server_generated_key(der, private_key=delivery.private_key)
-        if delivery == CSR_KEY:
-            assert source.spec is not None
-            return cms.open_server_generated_key(der, private_key=source.spec.key)
-        try:  # signed but not encrypted needs no key; anything encrypted does
-            return cms.open_server_generated_key(der)
-        except DecryptionError:
-            pass
-        if source.spec is not None:
-            # The label's policy, not the client, picks the delivery: a label that allows only
-            # csr-key encrypts to the CSR's key whatever was asked. The certificate is issued by
-            # now, so the key must be opened rather than thrown away.
-            try:
-                return cms.open_server_generated_key(der, private_key=source.spec.key)
-            except DecryptionError:
-                pass
-        raise DecryptionError("serverkeygen: the server sent an encrypted key; ask for a delivery with a "
-                              "decryption key (csr-key, AsymmetricDecryptKey or SymmetricDecryptKey)")
-
     def _verify_issued(self, leaf: x509.Certificate, response_certs: list[x509.Certificate]) -> list[x509.Certificate]:
         if not self.verify_chain:
             return [c for c in response_certs if c is not leaf]
@@ -410,7 +283,7 @@ class EstClient:
         chain = verify.build_chain(leaf, [c for c in known if c is not leaf])
         return chain[1:]
 
-    # --- internals: HTTP ------------------------------------------------------------------
+    # --- internals: HTTP (the exchange itself is EstHttp's, in exchange.py) -----------------
 
     def _call(self, method: str, op: str, *, body: Callable[[Transport], bytes] | None = None,
               content_type: str | None = None, allow_auth: bool = True, preemptive: bool = True,
@@ -420,98 +293,8 @@ class EstClient:
         return self._exchange(self._transport, method, op, body=body, content_type=content_type,
                               allow_auth=allow_auth, preemptive=preemptive, keep=keep)
 
-    def _exchange(self, transport: Transport, method: str, op: str, *, body=None, content_type: str | None = None,
-                  allow_auth: bool = True, preemptive: bool = True,
-                  keep: Callable[[Response], bool] | None = None) -> Response:
-        """One operation, following 401 challenges, 202 polling and same-origin redirects.
-
-        An error answer is raised as an HttpError unless `keep(response)` says the
-        caller reads it itself.
-        """
-        path = self._path(op)
-        send_auth = allow_auth and preemptive and self.auth is not None and self.auth_mode == "preemptive"
-        challenged = False
-        redirects = 0
-        deadline = self._clock() + self.max_wait
-        polls = 0
-        while True:
-            headers: dict[str, str] = {}
-            if content_type:
-                headers["Content-Type"] = content_type
-                headers["Content-Transfer-Encoding"] = "base64"
-            if send_auth and self.auth is not None:
-                headers["Authorization"] = _basic(*self.auth)
-            resp = transport.request(method, path, headers, body)
-            if resp.status == 401 and allow_auth and self.auth is not None and not send_auth and not challenged:
-                challenge = resp.header("www-authenticate") or ""
-                scheme = challenge.split(None, 1)[0].lower() if challenge.strip() else ""
-                if scheme not in ("", "basic") and "basic" not in challenge.lower():
-                    raise self._error(resp, op, extra=f" (the server asks for {scheme} authentication; "
-                                                      f"this client answers Basic only)")
-                self.on_progress(f"{op}: 401 challenge, sending credentials")
-                send_auth = challenged = True
-                continue
-            if resp.status == 202:
-                polls += 1
-                wait = wire.retry_after(resp.header("retry-after"))
-                wait = DEFAULT_PENDING_WAIT if wait is None else max(1, wait)
-                if self._clock() + wait > deadline:
-                    raise PendingTimeout(f"{op}: request still pending after {polls} attempt(s); the server asks "
-                                         f"to retry in {wait} s, beyond the {self.max_wait:g} s wait allowed",
-                                         retry_after=wait)
-                self.on_progress(f"{op}: 202 pending, retrying in {wait} s")
-                self._sleep(wait)
-                continue
-            if resp.status in (301, 302, 303, 307, 308) and redirects < MAX_REDIRECTS:
-                target = self._same_origin(resp.header("location"))
-                if target is not None:
-                    redirects += 1
-                    path = target
-                    continue
-            if resp.status >= 300 and not (keep is not None and resp.status >= 400 and keep(resp)):
-                raise self._error(resp, op)
-            return resp
-
-    def _same_origin(self, location: str | None) -> str | None:
-        if not location:
-            return None
-        parts = urllib.parse.urlsplit(location)
-        if parts.scheme and (parts.scheme != "https" or parts.hostname != self.host or (parts.port or 443) != self.port):
-            return None
-        return parts.path + (f"?{parts.query}" if parts.query else "")
-
-    def _error(self, resp: Response, op: str, extra: str = "") -> HttpError:
-        reason = wire.error_reason(resp.body, resp.header("content-type"), resp.reason or f"HTTP {resp.status}")
-        if 300 <= resp.status < 400:
-            reason = f"redirect to {resp.header('location') or '?'} not followed (other origin or too many)"
-            err = HttpError(resp.status, f"{op}: {reason}", url=self.url(op), headers=resp.headers)
-            return err
-        return error_for_status(resp.status, reason + extra, url=self.url(op), headers=resp.headers,
-                                retry_after=wire.retry_after(resp.header("retry-after")))
-
-    def _check_media(self, resp: Response, what: str, ok: Callable[[wire.MediaType], bool]) -> None:
-        mt = wire.parse_media_type(resp.header("content-type"))
-        if not ok(mt):
-            raise InvalidResponse(f"{what}: unexpected Content-Type {resp.header('content-type')!r}")
-
-    def _certs_of(self, resp: Response, what: str) -> list[x509.Certificate]:
-        self._check_media(resp, what, lambda mt: mt.type == "" or wire.is_certs_media(mt)
-                          or mt.type in ("application/octet-stream", "application/pkix-cert",
-                                         "application/x-pem-file"))
-        return wire.certificates(resp.body, what, resp.header("content-transfer-encoding"))
-
 
 # --- helpers -------------------------------------------------------------------------------
-
-def wire_body(der: bytes) -> bytes:
-    """base64 wrapped at 64 columns with LF, as every EST server accepts."""
-    text = base64.b64encode(der)
-    return b"".join(text[i:i + 64] + b"\n" for i in range(0, len(text), 64))
-
-
-def _basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
-
 
 def _leaf_for_key(certs: list[x509.Certificate], public_key: object) -> x509.Certificate | None:
     for cert in certs:
@@ -521,63 +304,3 @@ def _leaf_for_key(certs: list[x509.Certificate], public_key: object) -> x509.Cer
         except (ValueError, TypeError):
             continue
     return None
-
-
-def _split_url(base_url: str) -> tuple[str, int, str, str | None]:
-    """host, port, path prefix ending in /.well-known/est, label found in the URL (or None)."""
-    if "://" not in base_url:
-        base_url = "https://" + base_url
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme.lower() != "https":
-        raise EstError(f"EST needs https, not {parts.scheme}:// ({base_url})")
-    if not parts.hostname:
-        raise EstError(f"no host in URL {base_url!r}")
-    try:
-        port = parts.port or 443
-    except ValueError:
-        raise EstError(f"invalid port in URL {base_url!r}") from None
-    path = parts.path.rstrip("/")
-    label = None
-    if WELL_KNOWN in path:
-        head, _, tail = path.partition(WELL_KNOWN)
-        prefix = head + WELL_KNOWN
-        tail = tail.strip("/")
-        if tail:
-            if "/" in tail:
-                raise EstError(f"URL {base_url!r}: expected at most one label after {WELL_KNOWN}")
-            label = urllib.parse.unquote(tail)
-    else:
-        prefix = path + WELL_KNOWN
-    return parts.hostname, port, prefix, label
-
-
-def load_trust(trust: TrustInput) -> list[x509.Certificate] | None:
-    if trust is None:
-        return None
-    if isinstance(trust, (str, os.PathLike)):
-        try:
-            with open(trust, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise EstError(f"cannot read trust anchors {os.fspath(trust)}: {exc.strerror}") from None
-        certs = _certs_from_bytes(data, os.fspath(trust))
-    elif isinstance(trust, bytes):
-        certs = _certs_from_bytes(trust, "trust anchors")
-    else:
-        certs = list(trust)
-    if not certs:
-        raise EstError("the trust anchors contain no certificate")
-    return certs
-
-
-def _certs_from_bytes(data: bytes, what: str) -> list[x509.Certificate]:
-    try:
-        if b"-----BEGIN CERTIFICATE-----" in data:
-            return x509.load_pem_x509_certificates(data)
-        if b"-----BEGIN PKCS7-----" in data:
-            from cryptography.hazmat.primitives.serialization import pkcs7
-            return pkcs7.load_pem_pkcs7_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
-        raise EstError(f"{what}: not PEM/DER certificates ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
-

@@ -14,9 +14,10 @@ from __future__ import annotations
 from cryptography import x509
 
 from kipuka import pq
-from kipuka.client.client import EstClient, Issued
+from kipuka.client.client import EstClient
 from kipuka.client.csr import CsrInput, CsrSource
 from kipuka.client.errors import InvalidResponse, PendingTimeout, error_for_status
+from kipuka.client.results import Issued
 
 
 def needs_cmc_renewal(key: object) -> bool:

@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from kipuka import pq
 from kipuka.client import cmc_renewal
-from kipuka.client.client import EstClient, Issued
+from kipuka.client.client import EstClient
 from kipuka.client.csr import CsrSpec
 from kipuka.client.describe import utcnow
 from kipuka.client.errors import EstError, HttpError, InvalidResponse, PendingTimeout
 from kipuka.client.pending import PendingFile, PendingRequest
+from kipuka.client.results import Issued
 from kipuka.client.wire import CsrAttributes
 
 Progress = Callable[[str], None]

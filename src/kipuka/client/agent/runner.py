@@ -29,13 +29,14 @@ from kipuka.client.agent import hook
 from kipuka.client.agent.config import CertificateConfig
 from kipuka.client.agent.schedule import backoff, renewal_time
 from kipuka.client.agent.state import CertState, StateDir
-from kipuka.client.client import EstClient, Issued
+from kipuka.client.client import EstClient
 from kipuka.client.csr import CsrSpec, PrivateKey, generate_key, load_private_key
 from kipuka.client.describe import human, iso
 from kipuka.client.errors import EstError, PendingTimeout, TlsError
 from kipuka.client.files import certs_pem, read_bytes, read_certificate, write_atomic
 from kipuka.client.install import Destination, install, recover
 from kipuka.client.pending import PendingRequest
+from kipuka.client.results import Issued
 from kipuka.client.verify import fingerprint, same_public_key
 
 Log = Callable[[str], None]

@@ -9,12 +9,13 @@ from cryptography import x509
 from kipuka.client import describe, enrollment
 from kipuka.client.cli.options import (Output, add_client_cert, add_enrollment, add_files, add_names, add_otp,
                                        add_output, add_server, epilog, make_client, paragraph)
-from kipuka.client.client import CSR_KEY, PKCS8, Issued
 from kipuka.client.csr import CsrSpec, generate_key, load_csr, load_private_key
 from kipuka.client.errors import EstError
 from kipuka.client.files import read_bytes, read_certificate, write_certs
 from kipuka.client.install import Destination, install
 from kipuka.client.pending import PendingFile, suffix_path
+from kipuka.client.results import Issued
+from kipuka.client.serverkeygen import CSR_KEY, PKCS8
 from kipuka.client.template import CsrTemplate, parse_rdn
 from kipuka.client.verify import same_public_key
 
