@@ -195,10 +195,28 @@ def test_a_version_7_database_without_the_lineage_columns_still_gets_them(tmp_pa
         conn.execute("ALTER TABLE certificates DROP COLUMN replaces_ca")
         conn.execute("UPDATE schema_version SET version = 7")
     store = Store(f"sqlite:///{db}")
-    assert store.migrate() == [6]
+    assert store.migrate() == [6, 8]
     with store._writer.connect() as conn:
         insp = inspect(conn)
         assert {"replaces_ca", "replaces_serial"} <= {c["name"] for c in insp.get_columns("certificates")}
         assert {"ix_certificates_expires_id", "ix_certificates_replaces"} <= {
             i["name"] for i in insp.get_indexes("certificates")}
     assert store.migrate() == []
+
+
+def test_a_version_7_database_gets_the_requested_names_columns(tmp_path):
+    """v8: the names a request asked for where a remote CA certified others; existing rows keep NULL."""
+    db = tmp_path / "v7b.db"
+    store = Store(f"sqlite:///{db}")
+    store.migrate()
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE certificates DROP COLUMN requested_sans")
+        conn.execute("ALTER TABLE certificates DROP COLUMN requested_subject")
+        conn.execute("UPDATE schema_version SET version = 7")
+    store = Store(f"sqlite:///{db}")
+    assert store.migrate() == [8]
+    with store._writer.connect() as conn:
+        assert {"requested_subject", "requested_sans"} <= {
+            c["name"] for c in inspect(conn).get_columns("certificates")}
+    assert store.schema_version() == 8

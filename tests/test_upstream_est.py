@@ -75,6 +75,9 @@ fullcmc = true
 
 [labels.dead-end]
 ca = "dead-end"
+
+[labels.renaming]
+subject_fixed = ["O=Upstream Corp"]
 """ + _est_ca("dead-end", dead, ca_bundle=other_crt, identity=identity,
               extra=f'chain = "{other_crt}"\nretry_after = 42\n'))
     with open(up.dir / "tls" / "client-ca.pem", "ab") as fh:
@@ -102,6 +105,7 @@ ca = "dead-end"
         _est_ca("up-strict", live, ca_bundle=anchors, identity=identity, extra='label = "strict"\n'),
         _est_ca("up-no-ra", live, ca_bundle=anchors, identity=identity, extra='label = "no-ra"\n'),
         _est_ca("up-cmc", live, ca_bundle=anchors, identity=identity, extra='label = "cmc"\nrevoke = "fullcmc"\n'),
+        _est_ca("up-renaming", live, ca_bundle=anchors, identity=identity, extra='label = "renaming"\n'),
         _est_ca("up-dead-end", live, ca_bundle=anchors, identity=identity, extra='label = "dead-end"\n'),
         _est_ca("up-basic", live, ca_bundle=anchors, extra=f'label = "basic"\nusername = "ra-basic"\n'
                                                               f'password_file = "{root / "ra-basic.otp"}"\n'),
@@ -125,7 +129,7 @@ ca = "dead-end"
         ("via", "up"), ("held", "up-held"), ("strict", "up-strict"), ("no-ra", "up-no-ra"),
         ("dead-end", "up-dead-end"), ("basic", "up-basic"), ("bad-password", "up-bad-password"),
         ("down", "up-down"), ("pool", "up-pool"), ("revoking", "up-cmc"), ("failover", "up-failover"),
-        ("hung", "up-hung"), ("hung-pool", "up-hung-pool")])
+        ("hung", "up-hung"), ("hung-pool", "up-hung-pool"), ("renaming", "up-renaming")])
     ra_labels += '\n[labels.held-twice]\nca = "up-held"\nrequire_approval = true\n'
     ra = make_server(root, append=ra_cas + ra_labels + '\n[labels.keygen]\nca = "up"\nserverkeygen = true\n'
                    'serverkeygen_deliveries = ["csr-key", "asymmetric", "symmetric"]\n')
@@ -186,6 +190,23 @@ def test_curl_enrolls_at_the_ra_and_gets_a_certificate_from_the_upstream_ca(chai
     again = ra.post("simpleenroll", b64(make_csr(f"{entity}.example.com", new_key())[1]), label="via",
                     auth=(entity, otp))
     assert again.status_code == 401
+
+
+def test_a_retry_after_a_lost_response_gets_the_certificate_the_upstream_renamed(chain):
+    """The upstream's profile adds O= to every subject. A device whose response was lost retries with
+    the same single-use OTP, key and CSR: it gets that certificate again, not a 401 for other names."""
+    entity, otp, key, r = _enroll_at_ra(chain.ra, "renaming")
+    [first] = [c for c in _upstream_certs(r) if c.public_key() == key.public_key()]
+    assert first.subject.rfc4514_string() == f"CN={entity}.example.com,O=Upstream Corp"
+    _, der = make_csr(f"{entity}.example.com", key)
+    again = chain.ra.post("simpleenroll", b64(der), label="renaming", auth=(entity, otp))
+    assert again.status_code == 200, again.text
+    assert [c.serial_number for c in certs_in_body(again.content) if c.public_key() == key.public_key()] == \
+        [first.serial_number]
+    # other names (a SAN added): a new request, and the OTP is spent
+    _, other = make_csr(f"{entity}.example.com", key, sans=[x509.DNSName(f"{entity}.example.com")])
+    refused = chain.ra.post("simpleenroll", b64(other), label="renaming", auth=(entity, otp))
+    assert refused.status_code == 401 and "OTP already used" in refused.text
 
 
 def test_ra_cacerts_is_the_upstreams_cacerts(chain):

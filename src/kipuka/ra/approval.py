@@ -107,8 +107,9 @@ class Approvals:
         ca_ref = pending.ca_ref
         assert ca_ref is not None
         who_label = f"ca:{rt.ca.id}"
+        req = self._template_of(rt, pending)
         try:
-            issued = (await rt.ca.collect(ca_ref, self._template_of(rt, pending))).certificate  # type: ignore[attr-defined]
+            issued = (await rt.ca.collect(ca_ref, req)).certificate  # type: ignore[attr-defined]
         except IssuancePending as exc:
             return Held(pending.id, exc.retry_after or self.config.est.retry_after)
         except IssuanceRejected as exc:
@@ -120,7 +121,7 @@ class Approvals:
             error.audited = True  # type: ignore[attr-defined]
             raise error from None
         record = certificate_record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256, pending.otp_id,
-                                    replaces=_renews(pending))
+                                    replaces=_renews(pending), requested=req)
         audit = AuditEvent(event=pending.op, outcome="success", reason=f"request {pending.id} issued by the CA "
                            f"({ca_ref})", label=rt.label.name, entity=pending.entity, client_addr=who.client_addr,
                            auth=pending.auth, ca_id=rt.ca.id, serial=record.serial)
@@ -171,7 +172,7 @@ class Approvals:
             except IssuanceRejected as exc:
                 raise Conflict(f"the CA refused request {request_id}: {exc.reason}; reject it") from None
             record = certificate_record(rt, issued, pending.entity, pending.auth, pending.pubkey_sha256,
-                                        pending.otp_id, replaces=_renews(pending))
+                                        pending.otp_id, replaces=_renews(pending), requested=req)
             audit = AuditEvent(event=pending.op, outcome="success", reason=f"request {request_id} approved",
                                label=rt.label.name, entity=pending.entity, client_addr=pending.client_addr,
                                auth=officer, ca_id=rt.ca.id, serial=record.serial)

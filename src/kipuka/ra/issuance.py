@@ -121,7 +121,7 @@ class Issuance:
                     serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
             record = certificate_record(rt, issued, entity, auth, pubkey, otp.id if otp else None,
                                         None if forwards_requests(rt.ca) or sign is not None else req,
-                                        replaces=replaces)
+                                        replaces=replaces, requested=req)
             event = self.trail.event(rt, op, "success", who, entity, reason, auth=auth, serial=record.serial)
             try:
                 if archive is not None:
@@ -158,14 +158,19 @@ class Issuance:
 
 def certificate_record(rt: LabelRuntime, cert: x509.Certificate, entity: str, auth: str, pubkey: str,
                        otp_id: int | None, template: IssueRequest | None = None,
-                       replaces: tuple[str, str] | None = None) -> CertRecord:
+                       replaces: tuple[str, str] | None = None, requested: IssueRequest | None = None
+                       ) -> CertRecord:
     """The store's row for an issued certificate.
 
     `template` is the request a back end that signs templates as given (a local or
     PKCS#11 CA: ca/profile.py) signed: its subject and SANs are the certificate's, and
     reading them from there saves parsing every extension of the certificate again.
+    Otherwise the names come from the certificate, and where they differ from what
+    `requested` asked for (a remote CA's profile rewrote them), the record keeps the
+    request's too: a retry after a lost response asks for those.
     """
     der = cert.public_bytes(serialization.Encoding.DER)
+    requested_subject = requested_sans = None
     if template is not None:
         subject, sans = template.subject.rfc4514_string(), sans_text(template.san)
     else:
@@ -174,12 +179,17 @@ def certificate_record(rt: LabelRuntime, cert: x509.Certificate, entity: str, au
             sans = sans_text(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
         except x509.ExtensionNotFound:
             sans = ""
+        if requested is not None:
+            asked = requested.subject.rfc4514_string(), sans_text(requested.san)
+            if asked != (subject, sans):
+                requested_subject, requested_sans = asked
     return CertRecord(
         ca_id=rt.ca.id, serial=hex_serial(cert.serial_number), subject=subject, sans=sans,
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc, label=rt.label.name,
         entity=entity, auth=auth, pubkey_sha256=pubkey, fingerprint_sha256=hashlib.sha256(der).hexdigest(),
         der=der, issued_at=utcnow(), otp_id=otp_id,
         replaces_ca=replaces[0] if replaces else None, replaces_serial=replaces[1] if replaces else None,
+        requested_subject=requested_subject, requested_sans=requested_sans,
     )
 
 

@@ -92,7 +92,7 @@ class Statements:
                            f"VALUES ({', '.join(':' + c for c in _AUDIT_COLUMNS)})"),
             spend_otp=q("UPDATE otps SET uses_left = uses_left - 1 WHERE id = :id AND uses_left > 0 "
                         "AND revoked_at IS NULL AND expires_at > :now"),
-            recovered=q("SELECT der, subject, sans FROM certificates WHERE otp_id = :otp_id "
+            recovered=q("SELECT der, subject, sans, requested_subject, requested_sans FROM certificates WHERE otp_id = :otp_id "
                         "AND pubkey_sha256 = :pubkey AND issued_at >= :since ORDER BY id DESC LIMIT 1"),
             revoked=q("SELECT revoked_at FROM certificates WHERE ca_id = :ca_id AND serial = :serial"),
             # The lockout and the OTPs in one read: the anchor row makes the lockout come back
@@ -156,7 +156,7 @@ class Statements:
                 return "issued", None
             # Not the common case (a retried request, or no use left): step by step says which.
         earlier, other = self.recovered_der(cur, otp_id, cert.pubkey_sha256, now - recovery_window,
-                                            cert.subject, cert.sans)
+                                            *cert.request_names())
         if earlier is not None:
             self.audit(cur, dataclasses.replace(audit, event=audit.event + ".redeliver",
                                                 reason="certificate re-sent for a retried request"))
@@ -189,12 +189,14 @@ class Statements:
                       sans: str) -> tuple[bytes | None, bool]:
         """The certificate this OTP gave this key since `since` if it names `subject` and `sans`
         (a lost response, retried); else None, and whether one naming something else exists.
-        The names are compared as the certificate record stores them (RFC 4514 subject, SAN list)."""
+        The names are compared as the certificate record stores them (RFC 4514 subject, SAN list),
+        with the names the request asked for where the CA certified others."""
         cur.execute(self.recovered, {"otp_id": otp_id, "pubkey": pubkey, "since": self.dialect.time(since)})
         row = cur.fetchone()
         if row is None:
             return None, False
-        if row[1] == subject and row[2] == sans:
+        asked = (row[1], row[2]) if row[3] is None else (row[3], row[4] or "")
+        if asked == (subject, sans):
             return bytes(row[0]), False
         return None, True
 

@@ -96,6 +96,14 @@ def _v7_brski(conn: Connection) -> None:
                                checkfirst=True)
 
 
+def _v8_requested_names(conn: Connection) -> None:
+    """The names a request asked for, where a remote CA certified others (lost-response retries)."""
+    columns = {c["name"] for c in inspect(conn).get_columns("certificates")}
+    for name in ("requested_subject", "requested_sans"):
+        if name not in columns:
+            conn.execute(text(f"ALTER TABLE certificates ADD COLUMN {name} TEXT"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "baseline: certificates, otps, otp_failures, audit", lambda conn: None),
     (2, "pending requests, CRLs, admin tokens, audit chain", _v2_operations),
@@ -104,6 +112,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, "audit actor as long as an admin's name", _v5_audit_actor),
     (6, "renewal lineage and console indexes", _v6_console),
     (7, "BRSKI pledges, LDevID links and ownership rules", _v7_brski),
+    (8, "the names a request asked for where the CA certified others", _v8_requested_names),
 ]
 LATEST = MIGRATIONS[-1][0]
 # Steps whose number was reserved by a branch that merged after a higher step shipped: a

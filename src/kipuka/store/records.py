@@ -31,6 +31,17 @@ class CertRecord:
     # The certificate this one renewed (schema v6): lineage for the console's detail page.
     replaces_ca: str | None = None
     replaces_serial: str | None = None
+    # The names the request asked for (schema v8), kept only where the CA certified others (a
+    # Dogtag profile or an upstream EST server that rewrites the subject): a retry after a lost
+    # response is recognised by the names it asks for, not by the names the CA gave.
+    requested_subject: str | None = None
+    requested_sans: str | None = None
+
+    def request_names(self) -> tuple[str, str]:
+        """(subject, SANs) as the request asked for them."""
+        if self.requested_subject is None:
+            return self.subject, self.sans
+        return self.requested_subject, self.requested_sans or ""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,9 @@ certificates = Table(
     # The certificate a renewal replaced (v6): "renewed from" / "superseded by" in the console.
     Column("replaces_ca", String(64), nullable=True),
     Column("replaces_serial", String(42), nullable=True),
+    # The request's names where the CA certified others (v8): lost-response retries match on them.
+    Column("requested_subject", Text, nullable=True),
+    Column("requested_sans", Text, nullable=True),
     UniqueConstraint("ca_id", "serial", name="uq_certificates_ca_serial"),
     UniqueConstraint("fingerprint_sha256", name="uq_certificates_fingerprint"),
 )
