@@ -14,15 +14,17 @@ import datetime as dt
 import hashlib
 import json
 
-from sqlalchemy import bindparam, func, select
+from typing import Any
+
+from sqlalchemy import func, select
 
 from kipuka.store import schema
 from kipuka.store.base import StoreBase
 from kipuka.store.records import AuditEvent, ChainCheck
 
 GENESIS = "0" * 64
-_LINK = schema.audit.update().where(schema.audit.c.id == bindparam("row_id")).values(
-    chain_seq=bindparam("seq"), prev_hash=bindparam("prev"), hash=bindparam("digest"))
+_CHAIN_FIELDS = ("id", "at", "event", "outcome", "reason", "label", "entity", "client_addr", "auth", "ca_id",
+                 "serial")
 
 
 def audit_hash(prev_hash: str, seq: int, e: AuditEvent) -> str:
@@ -58,26 +60,40 @@ class AuditStore(StoreBase):
             return [AuditEvent(**dict(r)) for r in conn.execute(query).mappings().all()]
 
     def chain_audit(self, limit: int = 1000) -> list[AuditEvent]:
-        """Link up to `limit` unchained rows into the chain; returns them, chained, in order."""
-        a, head = schema.audit, schema.audit_chain
+        """Link up to `limit` unchained rows into the chain; returns them, chained, in order.
+
+        The rows are read and linked on the driver's cursor: at a thousand enrollments a second
+        SQLAlchemy's per-row result processing and executemany made the chainer 5% of a worker.
+        The chain head stays on SQLAlchemy (one row per batch, locked the dialect's way).
+        """
+        head = schema.audit_chain
         with self._tx() as conn:
             self._insert_ignore(conn, head, dict(id=1, last_seq=0, last_hash=GENESIS), ["id"])
             state = conn.execute(self._locked(conn, select(head).where(head.c.id == 1))).first()
-            seq, prev = int(state.last_seq), state.last_hash
-            rows = conn.execute(select(a).where(a.c.chain_seq.is_(None)).order_by(a.c.id).limit(limit)
-                                ).mappings().all()
-            chained, links = [], []
-            for row in rows:
-                e = AuditEvent(**dict(row))
-                seq += 1
-                digest = audit_hash(prev, seq, e)
-                links.append({"row_id": e.id, "seq": seq, "prev": prev, "digest": digest})
-                chained.append(dataclasses.replace(e, chain_seq=seq, prev_hash=prev, hash=digest))
-                prev = digest
-            if links:
-                conn.execute(_LINK, links)  # one executemany: the write lock is held briefly
-                conn.execute(head.update().where(head.c.id == 1).values(last_seq=seq, last_hash=prev))
+            chained = self._raw(conn, lambda cur: self._link(cur, int(state.last_seq), state.last_hash, limit))
+            if chained:
+                conn.execute(head.update().where(head.c.id == 1).values(last_seq=chained[-1].chain_seq,
+                                                                        last_hash=chained[-1].hash))
             return chained
+
+    def _link(self, cur: Any, seq: int, prev: str, limit: int) -> list[AuditEvent]:
+        q, read_time = self.sql.dialect.sql, self.sql.dialect.read_time
+        cur.execute(q(f"SELECT {', '.join(_CHAIN_FIELDS)} FROM audit WHERE chain_seq IS NULL ORDER BY id "
+                      "LIMIT :limit"), {"limit": limit})
+        chained, links = [], []
+        for values in cur.fetchall():
+            fields = dict(zip(_CHAIN_FIELDS, values))
+            fields["at"] = read_time(fields["at"])
+            e = AuditEvent(**fields)
+            seq += 1
+            digest = audit_hash(prev, seq, e)
+            links.append({"row_id": e.id, "seq": seq, "prev": prev, "digest": digest})
+            chained.append(dataclasses.replace(e, chain_seq=seq, prev_hash=prev, hash=digest))
+            prev = digest
+        if links:  # one executemany: the write lock is held briefly
+            cur.executemany(q("UPDATE audit SET chain_seq = :seq, prev_hash = :prev, hash = :digest "
+                              "WHERE id = :row_id"), links)
+        return chained
 
     def verify_audit_chain(self, batch: int = 5000) -> ChainCheck:
         """Walk the chain in order and recompute every link; report the first broken one."""
