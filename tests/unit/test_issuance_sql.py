@@ -230,3 +230,31 @@ def test_group_commit_takes_contended_rows_in_one_order_so_batches_cannot_deadlo
         group.close()
     assert ran == ["otp-3", "otp-5", "otp-7", "audit"]
     assert results == ["otp-7", "audit", "otp-3", "otp-5"]
+
+
+def test_the_enrollment_reads_run_on_the_event_loop_and_fall_back_to_a_thread(store):
+    """An OTP check's read and a renewal's entity read answer from the event loop's own connection
+    (SQLite's read-only one, PostgreSQL's async one); when that connection cannot be made, the same
+    answers come from a reader thread."""
+    otp_id = _otp(store, uses=2)
+    store.record_issuance(_cert("0a01"), AuditEvent(event="enroll", outcome="success"))
+    astore = AsyncStore(store)
+    loop_reader = astore._inline or astore._loop_pg
+
+    async def reads():
+        return await astore.otp_candidates("dev-1", "127.0.0.1"), await astore.certificate_entity("ca", "0a01")
+
+    try:
+        (otps, locked), entity = asyncio.run(reads())
+        assert ([o.id for o in otps], locked, entity) == ([otp_id], None, "dev-1")
+        assert loop_reader._conn is not None  # answered on the loop
+        loop_reader.close()
+        if astore._inline is not None:
+            loop_reader._path = str(store.url).rsplit("/", 1)[0] + "/missing/k.db"
+        else:
+            loop_reader._conninfo = "postgresql://127.0.0.1:1/nowhere"
+        (otps, _), entity = asyncio.run(reads())
+        assert ([o.id for o in otps], entity) == ([otp_id], "dev-1")  # from a reader thread
+        assert loop_reader._conn is None
+    finally:
+        astore.close()

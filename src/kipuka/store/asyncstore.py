@@ -2,10 +2,11 @@
 
 The enrollment path's writes (OTP spend, certificate, audit rows, audited
 refusals) go through group commit: one writer thread per process, many
-requests per transaction (kipuka.store.groupcommit). Its one read (an entity's
-OTPs and lockout) runs on the event loop itself on SQLite, where a WAL read is
-a few microseconds and never waits for a writer, and on a reader thread on
-PostgreSQL. Every other call runs on a thread: one writer, a few readers.
+requests per transaction (kipuka.store.groupcommit). Its reads (an entity's
+OTPs and lockout; a renewed certificate's entity) run on the event loop itself
+(store/loop_readers.py): on SQLite a WAL read is a few microseconds and never
+waits for a writer; on PostgreSQL an async connection of the worker's own.
+Every other call runs on a thread: one writer, a few readers.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from kipuka.store.base import Revoked, StoreUnavailable, _sqlite_path, driver_error
+from kipuka.store.base import Revoked, StoreUnavailable
 from kipuka.store.groupcommit import GroupCommit
+from kipuka.store.loop_readers import InlineReader, PostgresLoopReader
 from kipuka.store.records import AuditEvent, CertRecord, OtpRecord
 from kipuka.store.sql import Store
 
@@ -41,6 +42,7 @@ class AsyncStore:
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="store-r")
         self._group = GroupCommit(store)
         self._inline = InlineReader(store.url) if store.dialect == "sqlite" else None
+        self._loop_pg = PostgresLoopReader(store.url) if store.dialect == "postgresql" else None
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.store, name)
@@ -72,62 +74,48 @@ class AsyncStore:
         await self._group.submit(lambda cur: sql.audit(cur, event))
 
     async def otp_candidates(self, entity: str, address: str) -> tuple[list[OtpRecord], dt.datetime | None]:
+        sql = self.store.sql
         if self._inline is not None:
-            found = self._inline.read(lambda cur: self.store.sql.otp_candidates(cur, entity, address))
+            found = self._inline.read(lambda cur: sql.otp_candidates(cur, entity, address))
+            if found is not None:
+                return found
+        if self._loop_pg is not None:
+            async def read(cur: Any) -> tuple[list[OtpRecord], dt.datetime | None]:
+                await cur.execute(sql.candidates, {"entity": entity, "address": address})
+                return sql.parse_candidates(await cur.fetchall())
+            found = await self._loop_pg.read(read)
             if found is not None:
                 return found
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.store.otp_candidates, entity, address)
 
     async def certificate_entity(self, ca_id: str, serial: str) -> str | None:
-        """Read on the loop on SQLite (every mTLS renewal asks it), else on a reader thread."""
+        """Read on the loop (every mTLS renewal asks it); on a reader thread when the loop cannot."""
+        sql = self.store.sql
         if self._inline is not None:
-            found = self._inline.read(lambda cur: (self.store.sql.certificate_entity(cur, ca_id, serial),))
+            found = self._inline.read(lambda cur: (sql.certificate_entity(cur, ca_id, serial),))
+            if found is not None:
+                return found[0]
+        if self._loop_pg is not None:
+            async def read(cur: Any) -> tuple[str | None]:
+                await cur.execute(sql.entity, {"ca_id": ca_id, "serial": serial})
+                row = await cur.fetchone()
+                return (row[0] if row is not None else None,)
+            found = await self._loop_pg.read(read)
             if found is not None:
                 return found[0]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.store.certificate_entity, ca_id, serial)
 
     def close(self) -> None:
+        if self._loop_pg is not None:
+            self._loop_pg.close()
+        if self._inline is not None:
+            self._inline.close()
         self._group.close()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self.store.close()
-
-
-class InlineReader:
-    """A SQLite connection that only reads, used on the event loop thread.
-
-    It never waits: with busy_timeout 0 a read that would have to wait (a WAL
-    recovery, a schema change) gives up at once and the caller reads on a
-    thread instead.
-    """
-
-    def __init__(self, url: str) -> None:
-        self._path = _sqlite_path(url)
-        self._conn: sqlite3.Connection | None = None
-
-    def read(self, fn: Callable[[sqlite3.Cursor], T]) -> T | None:
-        if self._path is None:
-            return None
-        try:
-            if self._conn is None:
-                self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-                self._conn.execute("PRAGMA busy_timeout=0")
-            cur = self._conn.cursor()
-            try:
-                return fn(cur)
-            finally:
-                cur.close()
-        except sqlite3.OperationalError:
-            return None  # busy or locked: the thread pool reads it
-        except sqlite3.Error as exc:
-            raise driver_error(exc) from exc
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 __all__ = ["AsyncStore", "StoreUnavailable"]

@@ -213,9 +213,12 @@ class Statements:
 
     def otp_candidates(self, cur: Any, entity: str, address: str) -> tuple[list[OtpRecord], dt.datetime | None]:
         """An entity's unrevoked OTPs (newest first, spent ones too) and its lockout for this address."""
-        read_time = self.dialect.read_time
         cur.execute(self.candidates, {"entity": entity, "address": address})
-        rows = cur.fetchall()
+        return self.parse_candidates(cur.fetchall())
+
+    def parse_candidates(self, rows: list[tuple]) -> tuple[list[OtpRecord], dt.datetime | None]:
+        """The rows of `candidates` (read on any cursor, blocking or async) as records."""
+        read_time = self.dialect.read_time
         locked = read_time(rows[0][0]) if rows else None
         otps = []
         for values in rows:
