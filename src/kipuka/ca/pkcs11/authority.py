@@ -128,16 +128,23 @@ class PKCS11CA:
 
     def _in_slot(self, slot: _Slot, job: Callable[[CertificateIssuerPrivateKeyTypes], T]) -> T:
         """In the slot's thread: sign, reconnecting once if the token went away."""
-        p11 = _pkcs11()
         if self.settings.sign_delay:
             time.sleep(self.settings.sign_delay)
+        return self._retrying(lambda: job(self._slot_key(slot)))
+
+    def _retrying(self, attempt: Callable[[], T], prepare: Callable[[], None] | None = None) -> T:
+        """`attempt`, again at once after a stale session (the module was re-initialised under it),
+        and after a reconnect when the token failed; a second token failure ends it (503)."""
+        p11 = _pkcs11()
         failures = 0
         for _ in range(5):
+            if prepare is not None:
+                prepare()
             if self._down is not None:
                 self._reconnect(force=failures > 0)
             try:
-                return job(self._slot_key(slot))
-            except _Stale:  # the module was re-initialised under this slot: open a new session
+                return attempt()
+            except _Stale:
                 continue
             except p11.PKCS11Error as exc:
                 self._mark_down(exc)
@@ -265,27 +272,18 @@ class PKCS11CA:
 
     def _direct_sign(self, data: bytes) -> bytes:
         """C_Sign in the login session (health probes, content_signer): no pool slot needed."""
-        p11 = _pkcs11()
-        failures = 0
-        for _ in range(5):
+        def rejoin() -> None:
             if self._generation != self._module.generation:
                 self._rejoin()
-            if self._down is not None:
-                self._reconnect(force=failures > 0)
+
+        def sign() -> bytes:
             m = self._module
-            try:
-                with m.signing():
-                    if self._direct_generation != m.generation or self._direct_key is None:
-                        raise _Stale()
-                    return self._direct_key.sign(data, mechanism=self._mechanism)
-            except _Stale:
-                continue
-            except p11.PKCS11Error as exc:
-                self._mark_down(exc)
-                failures += 1
-                if failures == 2:
-                    break
-        raise self._unreachable()
+            with m.signing():
+                if self._direct_generation != m.generation or self._direct_key is None:
+                    raise _Stale()
+                return self._direct_key.sign(data, mechanism=self._mechanism)
+
+        return self._retrying(sign, rejoin)
 
     def _probe(self) -> str:
         try:
