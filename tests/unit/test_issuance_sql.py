@@ -143,6 +143,27 @@ def test_a_value_too_long_for_its_column_is_refused_not_truncated(store):
     assert otp.uses_left == 1
 
 
+def test_a_retry_is_recognised_by_the_names_it_asked_for_where_the_ca_certified_others(store):
+    """A remote CA added O= to the subject: the record keeps the request's names, and a retry with
+    those names gets the certificate again; the names the CA gave are not what a retry asks for."""
+    otp_id = _otp(store, uses=1)
+    now = dt.datetime.now(UTC)
+    window = dt.timedelta(minutes=10)
+    first = dataclasses.replace(_cert("ac01", otp_id, at=now), subject="CN=dev-1.example.com,O=Upstream Corp",
+                                requested_subject="CN=dev-1.example.com", requested_sans="dev-1.example.com")
+    assert store.issue_with_otp(otp_id, first, AuditEvent(event="enroll", outcome="success"), now, window) \
+        == ("issued", None)
+    back = store.certificate_status("ca", "ac01")
+    assert (back.requested_subject, back.requested_sans) == ("CN=dev-1.example.com", "dev-1.example.com")
+    retry = dataclasses.replace(first, serial="ac02", fingerprint_sha256=uuid.uuid4().hex * 2)
+    assert store.issue_with_otp(otp_id, retry, AuditEvent(event="enroll", outcome="success"), now, window) \
+        == ("recovered", first.der)
+    assert store.recovered_certificate(otp_id, first.pubkey_sha256, now - window, "CN=dev-1.example.com",
+                                       "dev-1.example.com") == (first.der, False)
+    assert store.recovered_certificate(otp_id, first.pubkey_sha256, now - window,
+                                       "CN=dev-1.example.com,O=Upstream Corp", "dev-1.example.com") == (None, True)
+
+
 def test_an_expired_otp_is_not_spent(store):
     otp_id = _otp(store, uses=1, ttl=dt.timedelta(seconds=1))
     later = dt.datetime.now(UTC) + dt.timedelta(seconds=5)
