@@ -374,7 +374,8 @@ def test_otps_filter_by_status_newest_first_bulk_revoke_and_show_their_certifica
     page = console.page
     page.get_by_label("Status").select_option("active")
     page.get_by_role("button", name="Filter").click()
-    page.wait_for_function("() => location.search.includes('status=active')")
+    page.wait_for_function("() => location.search.includes('status=active') "
+                           "&& document.getElementById('list').getAttribute('aria-busy') === 'false'")
     shown = page.locator("#list tbody tr td:nth-child(2)").all_inner_texts()
     assert [int(s) for s in shown[:3]] == ids and shown == sorted(shown, key=int, reverse=True)
     for otp_id in ids[:2]:

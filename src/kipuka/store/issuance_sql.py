@@ -92,8 +92,9 @@ class Statements:
                            f"VALUES ({', '.join(':' + c for c in _AUDIT_COLUMNS)})"),
             spend_otp=q("UPDATE otps SET uses_left = uses_left - 1 WHERE id = :id AND uses_left > 0 "
                         "AND revoked_at IS NULL AND expires_at > :now"),
-            recovered=q("SELECT der, subject, sans, requested_subject, requested_sans FROM certificates WHERE otp_id = :otp_id "
-                        "AND pubkey_sha256 = :pubkey AND issued_at >= :since ORDER BY id DESC LIMIT 1"),
+            recovered=q("SELECT der, subject, sans, requested_subject, requested_sans FROM certificates "
+                        "WHERE otp_id = :otp_id AND pubkey_sha256 = :pubkey AND issued_at >= :since "
+                        "ORDER BY id DESC LIMIT 1"),
             revoked=q("SELECT revoked_at FROM certificates WHERE ca_id = :ca_id AND serial = :serial"),
             # The lockout and the OTPs in one read: the anchor row makes the lockout come back
             # even for an entity without OTPs.

@@ -4,6 +4,7 @@
   const { api, el, fail, badge, table, labelOptions, busy, fullTime, utcInstant, pager, fillForm } = K;
   const form = document.getElementById("filters");
   const trail = document.getElementById("trail");
+  const show = K.listLoads(trail);
   const pages = document.getElementById("pages");
 
   async function verify() {
@@ -49,11 +50,7 @@
     if (state.get("label")) q.set("label", state.get("label") === "-" ? "" : state.get("label"));
     if (state.get("since")) q.set("since", utcInstant(state.get("since")));
     if (state.get("until")) q.set("until", utcInstant(state.get("until")));
-    try {
-      render(await api("GET", `/admin/audit?${q}`));
-    } catch (err) {
-      fail(err);
-    }
+    await show(api("GET", `/admin/audit?${q}`), render);
   }
 
   function go(position) {

@@ -6,6 +6,7 @@
           picker, dayStart } = K;
   const form = document.getElementById("filters");
   const results = document.getElementById("results");
+  const show = K.listLoads(results);
   const pages = document.getElementById("pages");
   const pick = picker(results, (c) => c.serial);
   let total = null;
@@ -77,11 +78,7 @@
     q.set("order", state.get("order") || "desc");
     q.set("limit", state.get("limit") || "50");
     for (const name of ["after", "before"]) if (state.get(name)) q.set(name, state.get(name));
-    try {
-      render(await api("GET", `/admin/certs?${q}`));
-    } catch (err) {
-      fail(err);
-    }
+    await show(api("GET", `/admin/certs?${q}`), render);
   }
 
   function go(position) {

@@ -240,9 +240,28 @@ const K = (() => {
     };
   }
 
+  /** The loads of one list region: only the newest answer renders (a slow earlier page must not
+      overwrite the one a filter asked for since), and the region is aria-busy while one runs. */
+  function listLoads(region) {
+    let newest = 0;
+    return async (request, render) => {
+      const mine = ++newest;
+      region.setAttribute("aria-busy", "true");
+      try {
+        const page = await request;
+        if (mine === newest) render(page);
+      } catch (err) {
+        if (mine === newest) fail(err);
+      } finally {
+        if (mine === newest) region.setAttribute("aria-busy", "false");
+      }
+    };
+  }
+
   return {
     api, ApiError, el, say, fail, time, age, badge, table, fields, params, dayStart, localInstant, download,
     labelOptions, caOptions, labelParam, busy, ready, fullTime, utcInstant, confirmAct, pager, fillForm, picker,
+    listLoads,
   };
 })();
 

@@ -5,6 +5,7 @@
   const create = document.getElementById("create");
   const filters = document.getElementById("filters");
   const list = document.getElementById("list");
+  const show = K.listLoads(list);
   const pages = document.getElementById("pages");
   const pick = picker(list, (o) => o.id);
   let fresh = [];
@@ -84,11 +85,7 @@
     const state = new URLSearchParams(location.search);
     const q = new URLSearchParams({ order: "desc", limit: state.get("limit") || "50" });
     for (const name of ["entity", "status", "after", "before"]) if (state.get(name)) q.set(name, state.get(name));
-    try {
-      render(await api("GET", `/admin/otp?${q}`));
-    } catch (err) {
-      fail(err);
-    }
+    await show(api("GET", `/admin/otp?${q}`), render);
   }
 
   function go(position) {

@@ -4,6 +4,7 @@
   const { api, el, fail, time, age, badge, table, labelOptions, pager, fillForm, picker } = K;
   const form = document.getElementById("filters");
   const list = document.getElementById("list");
+  const show = K.listLoads(list);
   const pages = document.getElementById("pages");
   const reason = document.getElementById("reason");
   const pick = picker(list, (r) => r.id);
@@ -39,11 +40,7 @@
                                     limit: state.get("limit") || "50" });
     if (state.get("label")) q.set("label", state.get("label") === "-" ? "" : state.get("label"));
     for (const name of ["entity", "after", "before"]) if (state.get(name)) q.set(name, state.get(name));
-    try {
-      render(await api("GET", `/admin/requests?${q}`));
-    } catch (err) {
-      fail(err);
-    }
+    await show(api("GET", `/admin/requests?${q}`), render);
   }
 
   function go(position) {
