@@ -11,6 +11,7 @@ finish (up to [server] shutdown_timeout), then exits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -208,6 +209,7 @@ class Worker:
         if exporter_available():
             log.info("TLS 1.3 channel binding (tls-exporter) self-test passed")
         tasks = background.start(lambda: self.authority, lambda: self.config.audit)
+        settle_garbage_collector()
         await self._stop.wait()
         log.info("stopping: no new connections; finishing in-flight requests")
         # Stop listening only. aiohttp's cleanup closes every connection at once and
@@ -221,6 +223,16 @@ class Worker:
         await close_backends(self.authority)
         self.store.close()
         ACCESS.flush()
+
+
+def settle_garbage_collector() -> None:
+    """What start-up built (configuration, CA chains, templates, routes) lives as long as the worker:
+    frozen out of the cyclic collector's sight, a full collection under load no longer walks it; and
+    the youngest generation is collected every 20,000 allocations instead of 700, since a request's
+    objects are almost all freed by reference counting before any collection would look at them."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 async def close_backends(authority: Authority) -> None:
