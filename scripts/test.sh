@@ -64,5 +64,5 @@ echo "== pass 2: what the store does differently on PostgreSQL ($pg_url)"
 KIPUKA_TEST_DATABASE="$pg_url" .venv/bin/python -m pytest -q "${parallel[@]}" \
     tests/test_smoke.py tests/test_otp.py tests/test_mtls.py tests/test_hostile_device.py tests/test_approval.py \
     tests/test_admin_api.py tests/test_revocation.py tests/test_audit_chain.py tests/test_concurrency.py \
-    tests/test_crash_recovery.py tests/test_migrations.py tests/console tests/unit/test_issuance_sql.py \
+    tests/test_crash_recovery.py tests/test_migrations.py tests/console tests/unit/test_issuance_sql.py tests/unit/test_audit_chainer.py \
     tests/test_brski.py tests/test_fullcmc.py tests/test_serverkeygen.py
