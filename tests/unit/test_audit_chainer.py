@@ -3,19 +3,7 @@ has not moved. Two chainers racing must still give one unbroken chain, each row 
 
 from __future__ import annotations
 
-import pytest
-
 from kipuka.store import AuditEvent, Store
-from tests.helpers import fresh_database_url
-
-
-@pytest.fixture
-def store(tmp_path):
-    url = fresh_database_url() or f"sqlite:///{tmp_path / 'k.db'}"
-    s = Store(url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def test_a_chainer_whose_head_moved_reads_again_and_the_chain_stays_whole(store):

@@ -16,18 +16,8 @@ import pytest
 
 from kipuka.store import AsyncStore, AuditEvent, CertRecord, Store
 from kipuka.store.base import Revoked, SerialCollision
-from tests.helpers import fresh_database_url
 
 UTC = dt.timezone.utc
-
-
-@pytest.fixture
-def store(tmp_path):
-    url = fresh_database_url() or f"sqlite:///{tmp_path / 'k.db'}"
-    s = Store(url)
-    s.migrate()
-    yield s
-    s.close()
 
 
 def _cert(serial: str, otp_id: int | None = None, pubkey: str = "ab" * 32, at: dt.datetime | None = None
