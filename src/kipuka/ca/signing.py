@@ -1,4 +1,4 @@
-"""Which hash a CA key signs with, and a raw signature for health probes."""
+"""Which hash a CA key signs with, and the raw signature it makes (certificates, health probes)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ def signing_hash(issuer_key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlg
 
 
 def signature_of(key: CertificateIssuerPrivateKeyTypes, data: bytes) -> bytes:
-    """A signature with whatever kind of key a CA holds (used as a health probe)."""
-    if isinstance(key, ed25519.Ed25519PrivateKey) or pq.is_mldsa(key):
-        return key.sign(data)  # type: ignore[union-attr]
+    """The signature a CA key makes over `data` as it signs certificates (signing_hash; PKCS#1 v1.5
+    for RSA, as CertificateBuilder does): ca/spliced.py signs TBSCertificates with it, health
+    probes sign a probe."""
+    algorithm = signing_hash(key)
+    if algorithm is None:  # Ed25519, ML-DSA: the key hashes inside
+        return key.sign(data)  # type: ignore[call-arg, union-attr]
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return key.sign(data, ec.ECDSA(algorithm))
     if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return key.sign(data, padding.PKCS1v15(), algorithm)
     raise TypeError(f"unsupported CA key {type(key).__name__}")

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import (CertificateIssuerPrivateKeyTypes,
                                                              CertificatePublicKeyTypes)
 
-from kipuka.ca.signing import signing_hash
+from kipuka.ca.signing import signature_of
 from kipuka.keydelivery._der import children, split_tlv, tlv
 
 _SEQUENCE, _BIT_STRING, _OCTET_STRING, _INTEGER = 0x30, 0x03, 0x04, 0x02
@@ -82,7 +81,7 @@ def assemble(reference: Callable[[], x509.Certificate], key_of_template: tuple, 
         spki,
         tlv(0xA3, tlv(_SEQUENCE, extensions)),
     )))
-    signature = _sign(issuer_key, tbs)
+    signature = signature_of(issuer_key, tbs)
     der = tlv(_SEQUENCE, tbs + parts.signature_algorithm + tlv(_BIT_STRING, b"\x00" + signature))
     return x509.load_der_x509_certificate(der)
 
@@ -128,15 +127,3 @@ def _time(when: dt.datetime) -> bytes:
     if t.year in _UTC_TIME_YEARS:
         return b"\x17\x0d" + f"{t.year % 100:02d}{clock}".encode()
     return b"\x18\x0f" + f"{t.year:04d}{clock}".encode()
-
-
-def _sign(key: CertificateIssuerPrivateKeyTypes, tbs: bytes) -> bytes:
-    """The same signature CertificateBuilder.sign makes with this key (PKCS#1 v1.5 for RSA)."""
-    algorithm: hashes.HashAlgorithm | None = signing_hash(key)
-    if algorithm is None:  # Ed25519, ML-DSA: the key hashes inside
-        return key.sign(tbs)  # type: ignore[call-arg, union-attr]
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(tbs, ec.ECDSA(algorithm))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(tbs, padding.PKCS1v15(), algorithm)
-    raise TypeError(f"unsupported CA key {type(key).__name__}")

@@ -66,6 +66,9 @@ class PostgresLoopReader:
     """
 
     def __init__(self, url: str) -> None:
+        import psycopg  # only PostgreSQL deployments have it
+
+        self._psycopg = psycopg
         self._conninfo = _libpq_url(url)
         self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,20 +77,18 @@ class PostgresLoopReader:
     async def read(self, fn: Callable[[Any], Awaitable[T]]) -> T | None:
         if time.monotonic() < self._resting_until:
             return None
-        import psycopg
-
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a connection serves the loop it was made on only
             self._drop()
             self._loop = loop
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(
+                self._conn = await self._psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
             async with self._conn.cursor() as cur:
                 return await fn(cur)
-        except psycopg.Error as exc:
+        except self._psycopg.Error as exc:
             log.warning("reads on the event loop paused for %gs: %s", RETRY_AFTER_FAILURE,
                         str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
             self._drop()
