@@ -53,20 +53,28 @@ def test_upgraded_and_new_databases_have_the_same_tables_and_columns(tmp_path):
     assert shape(upgraded) == shape(fresh)
 
 
-def test_a_version_3_database_gains_the_remote_ca_request_id_and_keeps_its_pending_requests(tmp_path):
-    """v4 adds pending_requests.ca_ref (a request a Dogtag or upstream EST CA holds) to existing rows."""
-    db = tmp_path / "v3.db"
+def taken_back(tmp_path, version: int, *statements: str) -> Store:
+    """A current SQLite database taken back to `version` by `statements` (what the later steps
+    added, dropped; rows an older one held, inserted), opened again: the next migrate() upgrades it."""
+    db = tmp_path / f"v{version}.db"
     store = Store(f"sqlite:///{db}")
     store.migrate()
     store.close()
-    with sqlite3.connect(db) as conn:  # take it back to version 3: without the column, one pending row
-        conn.execute("ALTER TABLE pending_requests DROP COLUMN ca_ref")
-        conn.execute("INSERT INTO pending_requests (op, label, ca_id, requester, entity, auth, client_addr, "
-                     "pubkey_sha256, csr_der, subject, sans, status, reason, created_at, expires_at) VALUES "
-                     "('enroll', '', 'default', 'otp:dev', 'dev', 'otp', '127.0.0.1', 'ab', x'30', 'CN=dev', '', "
-                     "'pending', '', '2026-01-01 00:00:00', '2036-01-01 00:00:00')")
-        conn.execute("UPDATE schema_version SET version = 3")
-    old = Store(f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute(f"UPDATE schema_version SET version = {version}")
+    return Store(f"sqlite:///{db}")
+
+
+def test_a_version_3_database_gains_the_remote_ca_request_id_and_keeps_its_pending_requests(tmp_path):
+    """v4 adds pending_requests.ca_ref (a request a Dogtag or upstream EST CA holds) to existing rows."""
+    old = taken_back(  # without the column, one pending row
+        tmp_path, 3, "ALTER TABLE pending_requests DROP COLUMN ca_ref",
+        "INSERT INTO pending_requests (op, label, ca_id, requester, entity, auth, client_addr, "
+        "pubkey_sha256, csr_der, subject, sans, status, reason, created_at, expires_at) VALUES "
+        "('enroll', '', 'default', 'otp:dev', 'dev', 'otp', '127.0.0.1', 'ab', x'30', 'CN=dev', '', "
+        "'pending', '', '2026-01-01 00:00:00', '2036-01-01 00:00:00')")
     assert old.migrate() == steps_after(3)
     [row] = old.pending_requests()
     assert row.subject == "CN=dev" and row.ca_ref is None
@@ -75,15 +83,8 @@ def test_a_version_3_database_gains_the_remote_ca_request_id_and_keeps_its_pendi
 
 def test_a_version_5_database_gains_the_brski_tables_and_keeps_its_rows(tmp_path):
     """v7 adds the BRSKI tables (pledges, LDevID links, ownership rules) beside existing data."""
-    db = tmp_path / "v5.db"
-    store = Store(f"sqlite:///{db}")
-    store.migrate()
-    store.close()
-    with sqlite3.connect(db) as conn:
-        for table in ("brski_pledges", "brski_ldevids", "brski_ownership"):
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("UPDATE schema_version SET version = 5")
-    old = Store(f"sqlite:///{db}")
+    old = taken_back(tmp_path, 5, *(f"DROP TABLE {table}" for table in ("brski_pledges", "brski_ldevids",
+                                                                         "brski_ownership")))
     assert old.migrate() == steps_after(5)
     assert old.brski_rules() == []
     assert old.migrate() == []
@@ -184,17 +185,9 @@ def test_postgresql_audit_keeps_an_admin_name_longer_than_16_characters():
 
 def test_a_version_7_database_without_the_lineage_columns_still_gets_them(tmp_path):
     """v6 (renewal lineage) merged after v7 (BRSKI) shipped: a database already at 7 runs it anyway."""
-    db = tmp_path / "v7.db"
-    store = Store(f"sqlite:///{db}")
-    store.migrate()
-    store.close()
-    with sqlite3.connect(db) as conn:
-        for index in ("ix_certificates_expires_id", "ix_certificates_replaces"):
-            conn.execute(f"DROP INDEX {index}")
-        conn.execute("ALTER TABLE certificates DROP COLUMN replaces_serial")
-        conn.execute("ALTER TABLE certificates DROP COLUMN replaces_ca")
-        conn.execute("UPDATE schema_version SET version = 7")
-    store = Store(f"sqlite:///{db}")
+    store = taken_back(tmp_path, 7, "DROP INDEX ix_certificates_expires_id", "DROP INDEX ix_certificates_replaces",
+                       "ALTER TABLE certificates DROP COLUMN replaces_serial",
+                       "ALTER TABLE certificates DROP COLUMN replaces_ca")
     assert store.migrate() == [6, 8]
     with store._writer.connect() as conn:
         insp = inspect(conn)
@@ -206,17 +199,17 @@ def test_a_version_7_database_without_the_lineage_columns_still_gets_them(tmp_pa
 
 def test_a_version_7_database_gets_the_requested_names_columns(tmp_path):
     """v8: the names a request asked for where a remote CA certified others; existing rows keep NULL."""
-    db = tmp_path / "v7b.db"
-    store = Store(f"sqlite:///{db}")
-    store.migrate()
-    store.close()
-    with sqlite3.connect(db) as conn:
-        conn.execute("ALTER TABLE certificates DROP COLUMN requested_sans")
-        conn.execute("ALTER TABLE certificates DROP COLUMN requested_subject")
-        conn.execute("UPDATE schema_version SET version = 7")
-    store = Store(f"sqlite:///{db}")
+    store = taken_back(
+        tmp_path, 7, "ALTER TABLE certificates DROP COLUMN requested_sans",
+        "ALTER TABLE certificates DROP COLUMN requested_subject",
+        "INSERT INTO certificates (ca_id, serial, subject, sans, not_before, not_after, label, entity, auth, "
+        "pubkey_sha256, fingerprint_sha256, der, issued_at) VALUES ('default', '1a', 'CN=dev', 'dev', "
+        "'2026-01-01 00:00:00', '2027-01-01 00:00:00', '', 'dev', 'otp', 'ab', 'cd', x'30', '2026-01-01 00:00:00')")
     assert store.migrate() == [8]
     with store._writer.connect() as conn:
         assert {"requested_subject", "requested_sans"} <= {
             c["name"] for c in inspect(conn).get_columns("certificates")}
+    kept = store.certificate_status("default", "1a")
+    assert (kept.subject, kept.requested_subject, kept.requested_sans) == ("CN=dev", None, None)
+    assert kept.request_names() == ("CN=dev", "dev")
     assert store.schema_version() == 8
